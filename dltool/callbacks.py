@@ -1,0 +1,207 @@
+"""Callbacks: on_fit_start / on_epoch_end(state, logs) / on_fit_end, a flat logs dict, a stop flag.
+
+`mode` (min/max) is always explicit. Callbacks that matter for resuming expose state_dict().
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dltool.errors import ConfigError
+
+
+@dataclass
+class FitState:
+    """What callbacks may read (and the one thing they may set: stop / stop_reason)."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    epoch: int = 0  # 1-based, the epoch just finished
+    epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    stop: bool = False
+    stop_reason: str = ""
+    monitor: str = "val_loss"
+    make_checkpoint: Callable[[], dict] | None = None
+
+
+class Callback:
+    def on_fit_start(self, state: FitState) -> None: ...
+    def on_epoch_end(self, state: FitState, logs: dict) -> None: ...
+    def on_fit_end(self, state: FitState) -> None: ...
+    def state_dict(self) -> dict: return {}
+    def load_state_dict(self, d: dict) -> None: ...
+
+
+class Monitor:
+    """Improvement test shared by checkpointing and early stopping (same metric, same mode)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if mode not in ("min", "max"):
+            raise ConfigError(f"trainer.mode={mode!r} is not valid; use min (losses) or max (accuracies).")
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
+        self.best: float | None = None
+        self.best_epoch = 0
+
+    def value(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise ConfigError(f"trainer.monitor={self.monitor!r} is not a logged metric; valid: "
+                              f"{', '.join(k for k in logs if k not in ('epoch',))}.")
+        return float(logs[self.monitor])
+
+    def improved(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.best is None:
+            return True
+        return v < self.best - self.min_delta if self.mode == "min" else v > self.best + self.min_delta
+
+    def reached(self, v: float, threshold: float) -> bool:
+        return v <= threshold if self.mode == "min" else v >= threshold
+
+
+class BestCheckpoint(Callback):
+    """Rewrite checkpoints/best.pt whenever the monitored metric improves by more than min_delta."""
+
+    def __init__(self, monitor: Monitor, path: Path, save: Callable[[dict, Path], None]) -> None:
+        self.m, self.path, self.save = monitor, path, save
+        self.best_weights: dict | None = None
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        v = self.m.value(logs)
+        if self.m.improved(v):
+            self.m.best, self.m.best_epoch = v, state.epoch
+            logs["best"] = True
+            self.best_weights = copy.deepcopy(state.model.state_dict())
+            if state.make_checkpoint is not None:
+                self.save(state.make_checkpoint(), self.path)
+
+    def state_dict(self) -> dict:
+        return {"best": self.m.best, "best_epoch": self.m.best_epoch}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.m.best, self.m.best_epoch = d["best"], d["best_epoch"]
+
+
+class EarlyStopping(Callback):
+    """Keras-style early stopping on the shared Monitor, plus divergence and non-finite loss checks."""
+
+    def __init__(self, monitor: Monitor, patience: int | None, stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None, start_from_epoch: int = 0) -> None:
+        self.m = monitor
+        self.patience, self.stopping_threshold = patience, stopping_threshold
+        self.divergence_threshold, self.start_from_epoch = divergence_threshold, start_from_epoch
+        self.wait = 0
+        self.last_best_epoch = 0
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        for key in ("train_loss", "val_loss"):
+            if key in logs and not math.isfinite(logs[key]):
+                return self._stop(state, f"{key} became {logs[key]} at epoch {state.epoch}: training diverged. "
+                                         f"A NaN/inf loss usually means the learning rate is too high; try "
+                                         f"optimizer.lr 10x smaller, or gradient clipping "
+                                         f"(regularization.clip_grad_norm=1.0).")
+        v = self.m.value(logs)
+        if self.divergence_threshold is not None and not self.m.reached(v, self.divergence_threshold) \
+                and self._beyond(v, self.divergence_threshold):
+            return self._stop(state, f"{self.m.monitor}={v:.4g} is past the divergence threshold "
+                                     f"{self.divergence_threshold} at epoch {state.epoch}; try a lower learning rate.")
+        if self.stopping_threshold is not None and self.m.reached(v, self.stopping_threshold):
+            return self._stop(state, f"{self.m.monitor}={v:.4g} reached the target {self.stopping_threshold} "
+                                     f"at epoch {state.epoch}.")
+        if state.epoch <= self.start_from_epoch or self.patience is None:
+            return
+        if self.m.best_epoch == state.epoch:  # BestCheckpoint just recorded an improvement
+            self.wait = 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
+                                  f"{self.patience} epochs (best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+
+    def _beyond(self, v: float, threshold: float) -> bool:
+        return v > threshold if self.m.mode == "min" else v < threshold
+
+    @staticmethod
+    def _stop(state: FitState, reason: str) -> None:
+        state.stop, state.stop_reason = True, reason
+
+    def state_dict(self) -> dict:
+        return {"wait": self.wait}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.wait = d["wait"]
+
+
+class LastCheckpoint(Callback):
+    """checkpoints/last.pt after every epoch (run it after the callbacks whose state it records)."""
+
+    def __init__(self, path: Path, save: Callable[[dict, Path], None]) -> None:
+        self.path, self.save = path, save
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if state.make_checkpoint is not None:
+            self.save(state.make_checkpoint(), self.path)
+
+
+class RestoreBest(Callback):
+    """At the end of fit, put the best epoch's weights back into the model (restore_best_weights)."""
+
+    def __init__(self, best: BestCheckpoint) -> None:
+        self.best = best
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.best.best_weights is not None:
+            state.model.load_state_dict(self.best.best_weights)
+
+
+class MetricsCSV(Callback):
+    """metrics.csv: one row per epoch, rewritten whole each epoch so it always matches the history."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        keys: list[str] = []
+        for row in state.history:
+            keys += [k for k in row if k not in keys and k != "best"]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(state.history)
+        tmp.replace(self.path)
+
+
+class Curves(Callback):
+    """curves.png (loss and accuracy, train vs val, best epoch marked).
+
+    Redrawn at most every `interval` seconds while training (drawing costs ~0.1 s, more than a
+    small epoch) and always at the end, so the file stays current without slowing short runs.
+    """
+
+    def __init__(self, path: Path, monitor: Monitor, interval: float = 15.0) -> None:
+        self.path, self.m, self.interval = path, monitor, interval
+        self.last = time.monotonic()
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if time.monotonic() - self.last >= self.interval:
+            self.draw(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.draw(state)
+
+    def draw(self, state: FitState) -> None:
+        from dltool.plots import learning_curves
+
+        if state.history:
+            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor)
+        self.last = time.monotonic()

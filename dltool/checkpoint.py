@@ -1,0 +1,57 @@
+"""Checkpoints are plain data written atomically (temp file + rename) and loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dltool.errors import ConfigError
+
+
+def save(obj: dict[str, Any], path: str | Path) -> None:
+    """Write obj to path so that a crash mid-write never leaves a half-written file in its place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by `save`; a missing, truncated or foreign file gets one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as ex:  # torch raises many types for a damaged file
+        raise ConfigError(f"checkpoint {path} cannot be read (truncated or corrupt? "
+                          f"{type(ex).__name__}: {str(ex).splitlines()[0][:120]}).") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ConfigError(f"checkpoint {path} is not a dltool checkpoint (no model weights and config in it).")
+    return ckpt
+
+
+def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

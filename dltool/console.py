@@ -1,0 +1,99 @@
+"""The only module that imports rich: config tree, progress bars, epoch lines, tables, errors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from dltool.callbacks import Callback, FitState
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    """A user mistake: one sentence in red on stderr, no traceback."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def note(message: str) -> None:
+    console.print(message, soft_wrap=True)
+
+
+def config_tree(cfg: dict, title: str = "config") -> None:
+    """Print the resolved config as a tree: one line per group, one branch line per layer."""
+    tree = Tree(f"[bold]{title}[/]")
+    for group, value in cfg.items():
+        if not isinstance(value, dict):
+            tree.add(f"[cyan]{group}[/]: {_inline(value)}")
+            continue
+        flat = {k: v for k, v in value.items() if not (isinstance(v, list) and v and isinstance(v[0], (dict, list)))}
+        node = tree.add(f"[cyan]{group}[/]: " + "  ".join(f"{k}={_inline(v)}" for k, v in flat.items()))
+        for k, v in value.items():
+            if k not in flat:
+                branch = node.add(f"[cyan]{k}[/]")
+                for item in v:
+                    branch.add(_inline(item))
+    console.print(tree)
+
+
+def _inline(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_inline(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_inline(i) for i in v) + "]"
+    return "null" if v is None else str(v)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], justify_right: bool = True) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if justify_right and i else "left")
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    return t
+
+
+class EpochReporter(Callback):
+    """A progress bar within each epoch and one aligned line per epoch."""
+
+    def __init__(self, epochs: int, monitor: str, show_progress: bool = True) -> None:
+        self.epochs, self.monitor = epochs, monitor
+        self.enabled = show_progress and console.is_terminal and not os.environ.get("DLTOOL_NO_PROGRESS")
+        self.progress: Progress | None = None
+        self.task = None
+        self.header_done = False
+
+    def on_fit_start(self, state: FitState) -> None:
+        if self.enabled:
+            self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=console, transient=True)
+            self.progress.start()
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("train", total=n_batches, epoch=f"{epoch}/{self.epochs}")
+
+    def batch_end(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if not self.header_done:
+            console.print(f"[bold]{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
+                          f"{'val_acc':>8} {'lr':>9} {'time':>6}[/]")
+            self.header_done = True
+        mark = f"  [green]* best {self.monitor}[/]" if logs.get("best") else ""
+        console.print(f"{logs['epoch']:>3}/{self.epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
+                      f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}")
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.progress is not None:
+            self.progress.stop()

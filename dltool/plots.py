@@ -1,0 +1,58 @@
+"""matplotlib (Agg) figures written to the run dir: learning curves, confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless backend)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None, monitor: str) -> None:
+    """Loss (train vs val) and accuracy (train vs val) per epoch; the best epoch marked."""
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 4))
+    for ax, metric, title in ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            key = f"{split}_{metric}"
+            ys = [h.get(key, float("nan")) for h in history]
+            ax.plot(epochs, ys, style, markersize=3, label=split)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best ({monitor}) epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+def confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str) -> None:
+    """Counts with true classes on rows, predicted on columns."""
+    n = len(class_names)
+    size = max(4.0, 0.45 * n + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        peak = max(max(r) for r in cm) or 1
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i][j] > peak / 2 else "black")
+    _save(fig, path)

@@ -1,0 +1,139 @@
+"""What each Hydra-driven command does with its composed config (called from cli.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from dltool.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+WORST = 1e9  # finite on purpose: the Optuna sweeper aborts on NaN and ranks +inf as best when maximizing
+
+
+def worst_value(mode: str) -> float:
+    """What a failed or diverged sweep job reports, so the sweeper ranks it last and goes on."""
+    return WORST if mode == "min" else -WORST
+
+
+def train_task(cfg: Any, multirun: bool) -> float:
+    """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dltool.config import to_dict, validate
+    from dltool.console import EpochReporter, config_tree, error, note
+    from dltool.run import prepare, train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    mode = str(cfg.get("trainer", {}).get("mode", "max"))
+    try:
+        tc = validate(cfg)
+        mode = tc.trainer.mode
+        prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
+        if not multirun:
+            config_tree(to_dict(tc), f"config ({run_dir})")
+        reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
+        summary = train(tc, run_dir, reporter=reporter, prepared=prepared)
+    except Exception as ex:  # noqa: BLE001 - a sweep must survive one bad job
+        if not multirun and not isinstance(ex, ConfigError):
+            raise
+        message = str(ex) if isinstance(ex, ConfigError) else f"{type(ex).__name__}: {ex}"
+        if isinstance(ex, ConfigError):
+            log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
+        else:
+            log.exception("job failed")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
+                                                         indent=2))
+        if not multirun:
+            error(message)
+            sys.exit(2)
+        note(f"[red]job {hc.job.num} failed:[/] {message}")
+        return worst_value(mode)
+    if multirun:
+        note(job_line(hc.job.num, summary))
+    else:
+        print_summary(summary)
+    if summary["diverged"] or summary["best_value"] is None:
+        return worst_value(summary["mode"])
+    return float(summary["best_value"])
+
+
+def job_line(num: int, s: dict) -> str:
+    test = f" test_acc={s['test_acc']:.4f}" if "test_acc" in s else ""
+    best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
+    status = "[red]diverged[/]" if s["diverged"] else "done"
+    return (f"job {num} {status}: best {s['monitor']}={best} at epoch {s['best_epoch']}{test} "
+            f"({s['seconds']:.1f}s) -> {s['run_dir']}")
+
+
+def print_summary(s: dict) -> None:
+    from dltool.console import console, table
+
+    rows = [("stopped because", s["stop_reason"]),
+            ("best epoch", s["best_epoch"]),
+            (f"best {s['monitor']}", "none (no finite value)" if s["best_value"] is None else f"{s['best_value']:.4f}")]
+    if "test_acc" in s:
+        rows += [("test accuracy (best.pt)", f"{s['test_acc']:.4f}"), ("test loss", f"{s['test_loss']:.4f}")]
+    d = s["run_dir"]
+    rows += [("time", f"{s['seconds']:.1f}s"), ("run dir", d),
+             ("files", "config.yaml, checkpoints/best.pt, checkpoints/last.pt, metrics.csv, curves.png, summary.json")]
+    color = "red" if s["diverged"] else "green"
+    console.print(table(f"[{color}]summary[/]", ["", ""], rows, False))
+
+
+def summary_task(cfg: Any) -> int:
+    """`dltool summary`: build the model for the configured data set and print the layer table."""
+    from dltool.console import console, table
+    from dltool.data import build_data
+    from dltool.model import build_model
+    from dltool.summary import COLUMNS, rows
+
+    data = build_data(cfg.data, "cpu")
+    built = build_model(cfg.model, data.input_shape, data.num_classes)
+    console.print(table(f"{cfg.model.name} on {cfg.data.name} (input {'x'.join(map(str, data.input_shape))}, "
+                        f"{data.num_classes} classes)", COLUMNS, rows(built)))
+    return 0
+
+
+def list_task(args: list[str]) -> int:
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets]`."""
+    from dltool.console import console, table
+    from dltool.registry import lookup
+
+    tables = registries()
+    wanted = args or list(tables)
+    for name in wanted:
+        title, cols, rows = lookup(tables, name, "dltool list")()
+        console.print(table(title, cols, rows, False))
+    return 0
+
+
+def registries() -> dict:
+    from dltool.data import DATASET_DOCS
+    from dltool.init import INIT_DOCS
+    from dltool.layers import ALIASES, BLOCKS, LAYERS
+    from dltool.losses import LOSS_DOCS
+    from dltool.optim import OPTIMIZER_DOCS, SCHEDULERS
+
+    def layers() -> tuple:
+        aliases = {}
+        for a, k in ALIASES.items():
+            aliases.setdefault(k, []).append(a)
+        rows = [(k, ", ".join(aliases.get(k, [])), ", ".join(f"{p}={v}" for p, v in e.defaults.items()) or "-", e.doc)
+                for k, e in LAYERS.items()]
+        rows += [(k, "", "-", doc) for k, doc in BLOCKS.items()]
+        return "layers", ["name", "aliases", "options (defaults)", "what"], rows
+
+    def simple(title: str, docs: dict) -> Any:
+        return lambda: (title, ["name", "what / keys"], list(docs.items()))
+
+    return {"layers": layers, "losses": simple("losses", LOSS_DOCS), "optimizers": simple("optimizers", OPTIMIZER_DOCS),
+            "schedulers": simple("schedulers", SCHEDULERS), "initializers": simple("initializers", INIT_DOCS),
+            "datasets": simple("datasets", DATASET_DOCS)}
