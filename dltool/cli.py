@@ -39,8 +39,10 @@ def split_args(args: list[str], primary: str) -> tuple[str, str | None, list[str
         cfg_file = run / "config.yaml" if run.is_dir() else None
         if cfg_file is None or not cfg_file.is_file():
             raise ConfigError(f"resume={resume}: expected a run directory holding config.yaml and checkpoints/last.pt.")
+        # the saved config.yaml is fully resolved (no defaults list), so name dltool's logging setup here
         return "config", str(run.resolve()), [a for a in args if not a.startswith("resume=")] + \
-            [f"resume={run.resolve()}", f"hydra.run.dir={run.resolve()}"]
+            [f"resume={run.resolve()}", f"hydra.run.dir={run.resolve()}", "hydra/job_logging=dltool",
+             "hydra/hydra_logging=dltool"]
     return primary, None, args
 
 
@@ -52,7 +54,7 @@ def first_values(overrides: list[str]) -> list[str]:
     parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
     for raw, o in zip([o for o in overrides if not o.startswith("-")], parsed):
         key = o.get_key_element()
-        if key.startswith(("hydra.", "+hydra.", "~hydra.")):
+        if key.startswith(("hydra.", "+hydra.", "~hydra.", "hydra/job_logging", "hydra/hydra_logging")):
             continue
         if o.is_sweep_override():
             values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []

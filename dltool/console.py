@@ -51,7 +51,8 @@ def _inline(v: Any) -> str:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], justify_right: bool = True) -> Table:
-    t = Table(title=title, title_justify="left", header_style="bold")
+    """A rich table; columns that are all empty strings mean: no header row."""
+    t = Table(title=title, title_justify="left", header_style="bold", show_header=any(columns))
     for i, c in enumerate(columns):
         t.add_column(c, justify="right" if justify_right and i else "left")
     for r in rows:
@@ -92,7 +93,8 @@ class EpochReporter(Callback):
             self.header_done = True
         mark = f"  [green]* best {self.monitor}[/]" if logs.get("best") else ""
         console.print(f"{logs['epoch']:>3}/{self.epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
-                      f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}")
+                      f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
+                      soft_wrap=True)
 
     def on_fit_end(self, state: FitState) -> None:
         if self.progress is not None:

@@ -144,7 +144,13 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     s.model.load_state_dict(ck["model"])
     s.optimizer.load_state_dict(ck["optimizer"])
     if s.scheduler is not None and ck.get("scheduler") is not None:
+        if s.interval == "step" and ck["scheduler"].get("total_steps") != s.scheduler.total_steps:
+            raise ConfigError("resume: scheduler.name=onecycle plans its whole cycle from trainer.epochs, so "
+                              "trainer.epochs cannot change on resume; keep the original value.")
         s.scheduler.load_state_dict(ck["scheduler"])
+        if s.interval == "epoch":  # recompute from the (possibly longer) schedule instead of the stored lr
+            for g, base, f in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
+                g["lr"] = base * f(s.scheduler.last_epoch)
     state.history = list(ck["history"])
     for k, cb in stateful.items():
         cb.load_state_dict(ck["callbacks"][k])
