@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import logging
 import sys
 from pathlib import Path
@@ -48,12 +50,13 @@ def train_task(cfg: Any, multirun: bool) -> float:
             log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
         else:
             log.exception("job failed")
+        if not multirun:
+            error(message)
+            discard_empty_run_dir(run_dir)
+            sys.exit(2)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
                                                          indent=2))
-        if not multirun:
-            error(message)
-            sys.exit(2)
         note(f"[red]job {hc.job.num} failed:[/] {message}")
         return worst_value(mode)
     if multirun:
@@ -63,6 +66,14 @@ def train_task(cfg: Any, multirun: bool) -> float:
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
+
+
+def discard_empty_run_dir(run_dir: Path) -> None:
+    """A run refused before it started leaves nothing behind: Hydra's .hydra/ and log are all it holds."""
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_dir.parent.rmdir()  # outputs/ itself, if this was its only run
 
 
 def job_line(num: int, s: dict) -> str:

@@ -1,0 +1,72 @@
+"""Early stopping and best-checkpoint logic on scripted metric sequences."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dltool.callbacks import BestCheckpoint, EarlyStopping, FitState, Monitor
+from dltool.errors import ConfigError
+
+
+def run(values, mode="min", patience=3, min_delta=0.0, key="val_loss", **kw):
+    """Feed a scripted metric sequence; return (epoch stopped at, reason, best epochs, saves)."""
+    saved = []
+    m = Monitor(key, mode, min_delta)
+    state = FitState(torch.nn.Linear(1, 1), Path("."), epochs=len(values))
+    state.make_checkpoint = lambda: {"epoch": state.epoch}
+    best = BestCheckpoint(m, Path("best.pt"), lambda obj, path: saved.append(obj["epoch"]))
+    stop = EarlyStopping(m, patience, **kw)
+    for i, v in enumerate(values, start=1):
+        state.epoch = i
+        logs = {"epoch": i, "train_loss": 1.0, "val_loss": v, "val_acc": v}
+        best.on_epoch_end(state, logs)
+        stop.on_epoch_end(state, logs)
+        if state.stop:
+            break
+    return state.epoch, state.stop_reason, m.best_epoch, saved
+
+
+def test_patience_counts_epochs_without_improvement():
+    epoch, reason, best, saved = run([1.0, 0.8, 0.9, 0.85, 0.82, 0.5], patience=3)
+    assert (epoch, best, saved) == (5, 2, [1, 2])
+    assert "no improvement of val_loss" in reason and "best 0.8 at epoch 2" in reason
+
+
+def test_min_delta_ignores_tiny_improvements():
+    epoch, _, best, saved = run([1.0, 0.99, 0.985, 0.98], patience=2, min_delta=0.05)
+    assert (epoch, best, saved) == (3, 1, [1])
+
+
+def test_mode_max_for_accuracy():
+    epoch, _, best, saved = run([0.5, 0.7, 0.6, 0.65, 0.69], mode="max", key="val_acc", patience=3)
+    assert (epoch, best, saved) == (5, 2, [1, 2])
+
+
+def test_stopping_threshold_stops_when_target_reached():
+    epoch, reason, _, _ = run([0.6, 0.8, 0.95, 0.99], mode="max", key="val_acc", stopping_threshold=0.9)
+    assert epoch == 3 and "reached the target 0.9" in reason
+
+
+def test_divergence_threshold_and_non_finite_loss():
+    epoch, reason, _, _ = run([1.0, 2.0, 9.0, 1.0], divergence_threshold=5.0)
+    assert epoch == 3 and "divergence threshold" in reason
+    epoch, reason, best, saved = run([1.0, 0.5, math.nan, 0.1])
+    assert (epoch, best, saved) == (3, 2, [1, 2])
+    assert "learning rate is too high" in reason
+
+
+def test_start_from_epoch_delays_patience():
+    epoch, _, _, _ = run([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], patience=2, start_from_epoch=3)
+    assert epoch == 5
+
+
+def test_mode_must_be_explicit_and_valid():
+    with pytest.raises(ConfigError, match="trainer.mode='maximum'"):
+        Monitor("val_acc", "maximum")
+
+
+def test_unknown_monitor_lists_the_logged_metrics():
+    with pytest.raises(ConfigError, match="trainer.monitor='val_accuracy'.*val_acc"):
+        run([0.5], key="val_accuracy")

@@ -1,0 +1,113 @@
+"""The real `dltool` command, end to end, as a user runs it."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+
+def run_dir_of(cwd: Path) -> Path:
+    dirs = [d for d in (cwd / "outputs").iterdir() if d.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.mark.slow
+def test_default_train_reaches_97_percent_and_leaves_a_complete_run_dir(tmp_path):
+    proc = run_cli("train", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = run_dir_of(tmp_path)
+    for f in ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.csv", "curves.png",
+              "summary.json", "model_summary.txt", ".hydra/overrides.yaml"):
+        assert (run / f).is_file(), f
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] >= 0.97
+    assert summary["seconds"] < 60
+    assert f"{summary['test_acc']:.4f}" in proc.stdout  # the printed summary shows the same figure
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr") and len(rows) - 1 == summary["epochs_run"]
+    assert "epoch train_loss" in proc.stdout and "best val_loss" in proc.stdout
+
+
+@pytest.mark.slow
+def test_divergent_lr_stops_with_the_reason_and_keeps_best(tmp_path):
+    proc = run_cli("train", "optimizer=sgd", "optimizer.lr=50", "trainer.epochs=15", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = run_dir_of(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["diverged"] and summary["epochs_run"] < 15
+    assert "learning rate is too high" in proc.stdout.replace("\n", " ")
+    if summary["best_epoch"]:
+        ck = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "optimizer.lrr=0.1"], "'optimizer.lrr' is not a config key: 'optimizer' has no key 'lrr'. Did you mean 'lr'?"),
+    (["train", "model.layers=[{cnv: 8}]"], "layer='cnv' is not known. Did you mean 'conv'?"),
+    (["train", "trainer.epochs=many"], "'trainer.epochs': Value 'many'"),
+    (["train", "model=mpl"], "model='mpl' is not known. Did you mean 'mlp'?"),
+    (["trian"], "command='trian' is not known. Did you mean 'train'?"),
+    (["train", "optimizer.name=adm"], "optimizer.name='adm' is not known. Did you mean 'adam'?"),
+    (["train", "init.scheme=constant"], "symmetry"),
+])
+def test_mistakes_get_one_sentence_and_no_run_dir(tmp_path, args, expected):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_help_lists_every_command(tmp_path):
+    from dltool.cli import COMMANDS
+
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
+
+
+def test_list_layers_shows_keys_and_defaults(tmp_path):
+    proc = run_cli("list", "layers", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "filters=None" in proc.stdout and "inner_product" in proc.stdout and "residual" in proc.stdout
+    all_ = run_cli("list", cwd=tmp_path)
+    for title in ("losses", "optimizers", "schedulers", "initializers", "datasets"):
+        assert title in all_.stdout
+
+
+def test_summary_prints_shapes_params_and_totals(tmp_path):
+    proc = run_cli("summary", "model.layers=[{conv: {filters: 10, kernel: 5, padding: 2}}, flatten, {fc: num_classes}]",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "10x8x8" in proc.stdout and "260" in proc.stdout  # (5*5*1+1)*10 on 1-channel digits
+    assert "6,670" in proc.stdout  # 260 + 640*10+10
+
+
+@pytest.mark.slow
+def test_external_config_file_with_defaults_list_and_overrides(tmp_path):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("defaults:\n  - train\n  - override model: mlp\n  - _self_\nname: mine\ntrainer:\n  epochs: 2\n")
+    proc = run_cli("train", str(cfg), "optimizer.lr=0.003", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = run_dir_of(tmp_path)
+    assert run.name.endswith("_mine")
+    saved = (run / "config.yaml").read_text()
+    assert "lr: 0.003" in saved and "epochs: 2" in saved and "fc: {units: 128}" not in saved
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_experiment_and_resume_from_the_cli(tmp_path):
+    proc = run_cli("train", "experiment=mlp_digits", "trainer.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = run_dir_of(tmp_path)
+    proc = run_cli("train", f"resume={run}", "trainer.epochs=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
