@@ -29,7 +29,7 @@ def config_tree(cfg: dict, title: str = "config") -> None:
     """Print the resolved config as a tree: one line per group, one branch line per layer."""
     tree = Tree(f"[bold]{title}[/]")
     for group, value in cfg.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or not value:
             tree.add(f"[cyan]{group}[/]: {_inline(value)}")
             continue
         flat = {k: v for k, v in value.items() if not (isinstance(v, list) and v and isinstance(v[0], (dict, list)))}
