@@ -92,11 +92,11 @@ def print_summary(s: dict) -> None:
             (f"best {s['monitor']}", "none (no finite value)" if s["best_value"] is None else f"{s['best_value']:.4f}")]
     if "test_acc" in s:
         rows += [("test accuracy (best.pt)", f"{s['test_acc']:.4f}"), ("test loss", f"{s['test_loss']:.4f}")]
-    d = s["run_dir"]
-    rows += [("time", f"{s['seconds']:.1f}s"), ("run dir", d),
-             ("files", "config.yaml, checkpoints/best.pt, checkpoints/last.pt, metrics.csv, curves.png, summary.json")]
+    rows += [("time", f"{s['seconds']:.1f}s")]
     color = "red" if s["diverged"] else "green"
     console.print(table(f"[{color}]summary[/]", ["", ""], rows, False))
+    console.print(f"run dir: {s['run_dir']}\n  config.yaml  checkpoints/best.pt  checkpoints/last.pt  metrics.csv  "
+                  f"curves.png  summary.json", soft_wrap=True)
 
 
 def summary_task(cfg: Any) -> int:
