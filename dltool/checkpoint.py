@@ -13,15 +13,17 @@ from dltool.errors import ConfigError
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write obj to path so that a crash mid-write never leaves a half-written file in its place."""
+    """Write obj to path so that a crash mid-write never leaves a half-written file in its place.
+
+    Temp file in the same directory + os.replace (atomic on POSIX and Windows). No fsync: it costs ~6 ms per
+    file here (5-10% of a small epoch) and only guards against power loss, not a killed process.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -90,7 +90,8 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     s, data, t = p.setup, p.data, cfg.trainer
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     from dltool.summary import as_text
 
     (run_dir / "model_summary.txt").write_text(as_text(p.built))
@@ -117,7 +118,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             "epoch": state.epoch,
             "history": list(state.history),
             "callbacks": {k: cb.state_dict() for k, cb in stateful.items()},
-            "config": to_dict(cfg),
+            "config": cfg_dict,
             "norm": data.norm,
             "class_names": list(data.class_names),
             "input_shape": list(data.input_shape),
