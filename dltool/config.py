@@ -55,7 +55,8 @@ class ModelConfig:
     weights: Optional[str] = None
     small_input: bool = False
     init_from: Optional[str] = None
-    freeze: List[Any] = field(default_factory=list)
+    reinit: List[str] = field(default_factory=list)
+    freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
     pretrained_lr_mult: float = 1.0
 
 

@@ -97,6 +97,9 @@ def summary_task(cfg: Any) -> int:
 
     data = build_data(cfg.data, "cpu")
     built = build_model(cfg.model, data.input_shape, data.num_classes)
+    from dltool.finetune import apply
+
+    apply(built, cfg.model)  # so the table shows what is frozen and what learns more slowly
     console.print(table(f"{cfg.model.name} on {cfg.data.name} (input {'x'.join(map(str, data.input_shape))}, "
                         f"{data.num_classes} classes)", COLUMNS, rows(built)))
     return 0
