@@ -30,6 +30,7 @@ class DataConfig:
     subset: Optional[int] = None
     on_device: bool = True
     num_workers: Optional[int] = None
+    layout: Optional[str] = None
     # data-set specific knobs (ignored by data sets that do not use them)
     image_size: Optional[List[int]] = None
     grayscale: bool = False

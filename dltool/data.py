@@ -94,11 +94,31 @@ def load_digits(cfg: DataConfig) -> RawData:
     return RawData({"all": (x, y)}, [str(c) for c in d.target_names], "image")
 
 
+def lazy(module: str, fn: str) -> Callable[[DataConfig], RawData]:
+    """A loader from dltool/datasets/<module>.py, imported on first use (keeps start-up fast)."""
+
+    def load(cfg: DataConfig) -> RawData:
+        import importlib
+
+        return getattr(importlib.import_module(f"dltool.datasets.{module}"), fn)(cfg)
+
+    load.__name__ = fn
+    return load
+
+
 DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
     "digits": load_digits,
+    "digits_rows": lazy("synthetic", "load_digits_rows"),
+    "spiral": lazy("synthetic", "load_spiral"),
+    "adding": lazy("synthetic", "load_adding"),
+    "recall": lazy("synthetic", "load_recall"),
 }
 DATASET_DOCS: dict[str, str] = {
     "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)",
+    "digits_rows": "the same digits read row by row: sequences of 8 steps x 8 features (layout sequence)",
+    "spiral": "K-class 2-D spiral (points_per_class, noise, num_classes=3) for MLP vs linear experiments",
+    "adding": "adding problem: (value, marker) steps, is the sum of the 2 marked values > 1? (length, num_samples)",
+    "recall": "delayed recall: name the symbol seen at step 0 after length-1 distractor steps (length, num_classes)",
 }
 
 
@@ -173,9 +193,20 @@ def apply_norm(x: torch.Tensor, norm: dict) -> torch.Tensor:
     return whitening.apply(x, norm)
 
 
+def relayout(raw: RawData, layout: str | None) -> RawData:
+    """data.layout=signal turns (T, F) sequences into channels-first (F, T) signals for conv1d stacks."""
+    if layout is None or layout == raw.layout:
+        return raw
+    if layout == "signal" and raw.layout == "sequence":
+        splits = {k: (x.transpose(1, 2).contiguous(), y) for k, (x, y) in raw.splits.items()}  # (N, F, T)
+        return RawData(splits, raw.class_names, "signal")
+    raise ConfigError(f"data.layout={layout!r} cannot be applied to {raw.layout} data; valid: null (the data "
+                      f"set's own) or signal (only for sequence data sets).")
+
+
 def build_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
     """Load, split (stratified, seeded), normalize with train statistics and place on the device."""
-    raw = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    raw = relayout(lookup(DATASETS, cfg.name, "data.name")(cfg), cfg.layout)
     s = make_splits(raw, cfg)
     norm = fit_norm(s["train"][0], cfg.normalize, raw.layout, cfg)
     dev = torch.device(device) if cfg.on_device else torch.device("cpu")
