@@ -39,10 +39,10 @@ def _frozen(built: BuiltModel, name: str, trainable: set[str]) -> bool:
 
 
 def _mult(built: BuiltModel, name: str) -> str:
-    """'yes', or 'yes, lr x0.1' for a pretrained layer trained with a smaller learning rate."""
+    """"yes", or "lr x0.1" for a pretrained layer trained with a smaller learning rate."""
     mults = {m for k, m in built.lr_mults.items() if k.replace(".body.", ".") == name
              or k.replace(".body.", ".").startswith(name + ".")}
-    return "yes" if not mults else "yes, lr x" + "/".join(f"{m:g}" for m in sorted(mults))
+    return "yes" if not mults else "lr x" + "/".join(f"{m:g}" for m in sorted(mults))
 
 
 def _owner(param_name: str) -> str:
