@@ -103,7 +103,7 @@ def summary_task(cfg: Any) -> int:
 
 
 def list_task(args: list[str]) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets]`."""
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations]`."""
     from dltool.console import console, table
     from dltool.registry import lookup
 
@@ -116,6 +116,7 @@ def list_task(args: list[str]) -> int:
 
 
 def registries() -> dict:
+    from dltool.augment import OP_DOCS
     from dltool.data import DATASET_DOCS
     from dltool.init import INIT_DOCS
     from dltool.layers import ALIASES, BLOCKS, LAYERS
@@ -136,4 +137,4 @@ def registries() -> dict:
 
     return {"layers": layers, "losses": simple("losses", LOSS_DOCS), "optimizers": simple("optimizers", OPTIMIZER_DOCS),
             "schedulers": simple("schedulers", SCHEDULERS), "initializers": simple("initializers", INIT_DOCS),
-            "datasets": simple("datasets", DATASET_DOCS)}
+            "datasets": simple("datasets", DATASET_DOCS), "augmentations": simple("augmentations", OP_DOCS)}
