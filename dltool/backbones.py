@@ -95,6 +95,11 @@ Adapter = Callable[[nn.Module, int, int, bool], list[str]]
 FAMILIES: dict[str, Adapter] = {
     "resnet": adapt_resnet, "vgg": adapt_vgg, "features_classifier": adapt_features_classifier,
 }
+FAMILY_DOCS: dict[str, str] = {
+    "resnet": "torchvision ResNet: head fc; small_input: 3x3 stride-1 conv1, no stem max pool",
+    "vgg": "torchvision VGG: head classifier.6; small_input: global pooling before the classifier",
+    "features_classifier": "torchvision MobileNet/EfficientNet: head classifier[-1]; small_input: stride-1 stem",
+}
 BACKBONES: dict[str, str] = {
     "resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "resnet101": "resnet", "resnet152": "resnet",
     "resnext50_32x4d": "resnet", "wide_resnet50_2": "resnet",

@@ -17,6 +17,7 @@ import yaml
 
 from dltool import checkpoint as ckpt_io
 from dltool import finetune
+from dltool.augment import attach
 from dltool.callbacks import (BestCheckpoint, Callback, Curves, EarlyStopping, FitState, LastCheckpoint, MetricsCSV,
                               Monitor, RestoreBest)
 from dltool.config import TrainConfig, to_dict
@@ -79,7 +80,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
                                       cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
-                  cfg.regularization.clip_grad_value)
+                  cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
     return Prepared(data, built, setup, device)
 
 

@@ -106,7 +106,7 @@ def summary_task(cfg: Any) -> int:
 
 
 def list_task(args: list[str]) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|backbones]`."""
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones]`."""
     from dltool.console import console, table
     from dltool.registry import lookup
 
@@ -119,7 +119,8 @@ def list_task(args: list[str]) -> int:
 
 
 def registries() -> dict:
-    from dltool.backbones import BACKBONES
+    from dltool.augment import OP_DOCS
+    from dltool.backbones import BACKBONES, FAMILY_DOCS
     from dltool.data import DATASET_DOCS
     from dltool.init import INIT_DOCS
     from dltool.layers import ALIASES, BLOCKS, LAYERS
@@ -140,6 +141,5 @@ def registries() -> dict:
 
     return {"layers": layers, "losses": simple("losses", LOSS_DOCS), "optimizers": simple("optimizers", OPTIMIZER_DOCS),
             "schedulers": simple("schedulers", SCHEDULERS), "initializers": simple("initializers", INIT_DOCS),
-            "datasets": simple("datasets", DATASET_DOCS),
-            "backbones": simple("backbones (model.backbone)", {k: f"torchvision {k} ({v} family)"
-                                                               for k, v in BACKBONES.items()})}
+            "datasets": simple("datasets", DATASET_DOCS), "augmentations": simple("augmentations", OP_DOCS),
+            "backbones": simple("backbones (model.backbone)", {k: FAMILY_DOCS[v] for k, v in BACKBONES.items()})}
