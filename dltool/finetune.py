@@ -92,7 +92,9 @@ def from_checkpoint(spec: ModelConfig, own: dict[str, torch.Tensor]) -> dict[str
 
 
 def layer_names(built: BuiltModel) -> list[str]:
-    return [r.name for r in built.trace]
+    """Summary rows that hold parameters (blocks such as res1 included): the names freeze/reinit accept."""
+    keys = [k for k, _ in built.model.named_parameters()]
+    return [r.name for r in built.trace if any(under(k, r.name) for k in keys)]
 
 
 def freeze(built: BuiltModel, spec: ModelConfig, loaded: set[str]) -> None:
@@ -124,8 +126,7 @@ def frozen_names(built: BuiltModel, spec: ModelConfig, loaded: set[str]) -> set[
             raise ConfigError("model.freeze=pretrained but nothing is pretrained; set model.init_from (a run dir) "
                               "or model.weights (a torchvision backbone), or name the layers to freeze.")
         return set(loaded)
-    top = [r.name for r in built.trace if r.depth == 0 and any(under(k, r.name) for k, _ in
-                                                                 built.model.named_parameters())]
+    top = [r.name for r in built.trace if r.depth == 0 and r.name in layer_names(built)]
     if isinstance(f, int) and not isinstance(f, bool):
         if not 0 <= f <= len(top):
             raise ConfigError(f"model.freeze={f} must be between 0 and {len(top)}, the number of layers with "
