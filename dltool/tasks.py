@@ -107,6 +107,8 @@ def summary_task(cfg: Any) -> int:
 
 def list_task(args: list[str]) -> int:
     """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones]`."""
+    from rich.markup import escape
+
     from dltool.console import console, table
     from dltool.registry import lookup
 
@@ -114,7 +116,8 @@ def list_task(args: list[str]) -> int:
     wanted = args or list(tables)
     for name in wanted:
         title, cols, rows = lookup(tables, name, "dltool list")()
-        console.print(table(title, cols, rows, False))
+        plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
+        console.print(table(title, cols, plain, False))
     return 0
 
 
