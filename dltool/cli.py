@@ -151,16 +151,62 @@ def cmd_summary(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
-    """List a registry: layers, losses, optimizers, schedulers, initializers, datasets (or all)."""
+    """List a registry: layers, losses, optimizers, schedulers, initializers, datasets, augmentations (or all)."""
     from dltool.tasks import list_task
 
     return list_task(args)
+
+
+def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Pull `--name VALUE` / `--name=VALUE` options (typed like their defaults) out of the arguments."""
+    rest, values = [], dict(options)
+    it = iter(args)
+    for a in it:
+        key, _, inline = a.partition("=")
+        name = key[2:].replace("-", "_") if key.startswith("--") else None
+        if name not in options:
+            rest.append(a)
+            continue
+        raw = inline if inline else next(it, None)
+        try:
+            values[name] = type(options[name])(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} needs a value like {options[name]!r}, got {raw!r}.") from None
+    return rest, values
+
+
+def cmd_preview_augment(args: list[str]) -> int:
+    """Write a PNG grid of training images: original, then augmented (--rows 8 --variants 5 --out FILE)."""
+    args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
+    name, extra_dir, overrides = split_args(args, "train")
+    from dltool.config import validate
+    from dltool.preview import report, preview_augment
+
+    grid = preview_augment(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["rows"],
+                           opts["variants"])
+    report(grid, "original + augmented")
+    return 0
+
+
+def cmd_show_data(args: list[str]) -> int:
+    """Write a PNG grid of raw training samples per class (--per-class 8 --classes 20 --out FILE)."""
+    args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
+    name, extra_dir, overrides = split_args(args, "train")
+    from dltool.config import validate
+    from dltool.preview import report, show_data
+
+    grid = show_data(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["per_class"],
+                     opts["classes"])
+    report(grid, "classes x samples")
+    return 0
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "summary": cmd_summary,
     "list": cmd_list,
+    "preview-augment": cmd_preview_augment,
+    "show-data": cmd_show_data,
 }
 
 
@@ -173,7 +219,8 @@ def print_help() -> None:
                         [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()], False))
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
-                  "  dltool summary model=cnn_digits\n  dltool list layers\n\n"
+                  "  dltool summary model=cnn_digits\n  dltool list layers\n"
+                  "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 

@@ -30,6 +30,7 @@ class DataConfig:
     subset: Optional[int] = None
     on_device: bool = True
     num_workers: Optional[int] = None
+    layout: Optional[str] = None
     # data-set specific knobs (ignored by data sets that do not use them)
     image_size: Optional[List[int]] = None
     grayscale: bool = False
@@ -55,7 +56,8 @@ class ModelConfig:
     weights: Optional[str] = None
     small_input: bool = False
     init_from: Optional[str] = None
-    freeze: List[Any] = field(default_factory=list)
+    reinit: List[str] = field(default_factory=list)
+    freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
     pretrained_lr_mult: float = 1.0
 
 

@@ -6,6 +6,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.tree import Tree
@@ -43,10 +44,15 @@ def config_tree(cfg: dict, title: str = "config") -> None:
 
 
 def _inline(v: Any) -> str:
+    """A config value on one line, escaped so that rich shows `[fc2]` instead of reading it as markup."""
+    return escape(_plain(v))
+
+
+def _plain(v: Any) -> str:
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_inline(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_plain(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_inline(i) for i in v) + "]"
+        return "[" + ", ".join(_plain(i) for i in v) + "]"
     return "null" if v is None else str(v)
 
 

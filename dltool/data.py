@@ -94,11 +94,41 @@ def load_digits(cfg: DataConfig) -> RawData:
     return RawData({"all": (x, y)}, [str(c) for c in d.target_names], "image")
 
 
-DATASETS: dict[str, Callable[[DataConfig], RawData]] = {
+def lazy(module: str, fn: str) -> Callable[[DataConfig], RawData]:
+    """A loader from dltool/datasets/<module>.py, imported on first use (keeps start-up fast)."""
+
+    def load(cfg: DataConfig) -> RawData:
+        import importlib
+
+        return getattr(importlib.import_module(f"dltool.datasets.{module}"), fn)(cfg)
+
+    load.__name__ = fn
+    return load
+
+
+DATASETS: dict[str, Callable[[DataConfig], RawData | DataBundle]] = {
     "digits": load_digits,
+    "digits_rows": lazy("synthetic", "load_digits_rows"),
+    "spiral": lazy("synthetic", "load_spiral"),
+    "adding": lazy("synthetic", "load_adding"),
+    "recall": lazy("synthetic", "load_recall"),
+    "mnist": lazy("vision", "load_mnist"),
+    "fashion_mnist": lazy("vision", "load_fashion_mnist"),
+    "cifar10": lazy("vision", "load_cifar10"),
+    "cifar100": lazy("vision", "load_cifar100"),
+    "imagefolder": lazy("folder", "load_imagefolder"),
 }
 DATASET_DOCS: dict[str, str] = {
     "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)",
+    "digits_rows": "the same digits read row by row: sequences of 8 steps x 8 features (layout sequence)",
+    "spiral": "K-class 2-D spiral (points_per_class, noise, num_classes=3) for MLP vs linear experiments",
+    "adding": "adding problem: (value, marker) steps, is the sum of the 2 marked values > 1? (length, num_samples)",
+    "recall": "delayed recall: name the symbol seen at step 0 after length-1 distractor steps (length, num_classes)",
+    "mnist": "MNIST handwritten digits, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision; root, download)",
+    "fashion_mnist": "Fashion-MNIST clothing, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)",
+    "cifar10": "CIFAR-10, 50,000 + 10,000 32x32 RGB, 10 classes (torchvision; root, download)",
+    "cifar100": "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision; root, download)",
+    "imagefolder": "your images in root/<class>/*.png|jpg (image_size, grayscale, val_dir, test_dir, bad_images)",
 }
 
 
@@ -173,9 +203,23 @@ def apply_norm(x: torch.Tensor, norm: dict) -> torch.Tensor:
     return whitening.apply(x, norm)
 
 
+def relayout(raw: RawData, layout: str | None) -> RawData:
+    """data.layout=signal turns (T, F) sequences into channels-first (F, T) signals for conv1d stacks."""
+    if layout is None or layout == raw.layout:
+        return raw
+    if layout == "signal" and raw.layout == "sequence":
+        splits = {k: (x.transpose(1, 2).contiguous(), y) for k, (x, y) in raw.splits.items()}  # (N, F, T)
+        return RawData(splits, raw.class_names, "signal")
+    raise ConfigError(f"data.layout={layout!r} cannot be applied to {raw.layout} data; valid: null (the data "
+                      f"set's own) or signal (only for sequence data sets).")
+
+
 def build_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
     """Load, split (stratified, seeded), normalize with train statistics and place on the device."""
-    raw = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    loaded = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    if isinstance(loaded, DataBundle):  # streamed folder data: the loader built its own splits and stats
+        return loaded
+    raw = relayout(loaded, cfg.layout)
     s = make_splits(raw, cfg)
     norm = fit_norm(s["train"][0], cfg.normalize, raw.layout, cfg)
     dev = torch.device(device) if cfg.on_device else torch.device("cpu")

@@ -69,6 +69,8 @@ def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
     """The weight matrices/kernels a scheme applies to (not biases, not normalization scales)."""
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
         return []
+    if hasattr(module, "weight_views"):  # untied weights (locally connected): one view per position for fans
+        return module.weight_views()
     return [p for n, p in module.named_parameters(recurse=False) if p.dim() >= 2 and "weight" in n]
 
 

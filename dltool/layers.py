@@ -1,7 +1,8 @@
 """The layer vocabulary: one literal table from config name to builder, plus custom modules.
 
 Each builder takes (params, input shape without batch, ctx) and returns (module, output shape).
-Shapes are tuples: (C, H, W) images, (F,) features, (C, L) 1-D signals, (T, F) sequences.
+Shapes are tuples: (C, H, W) images, (F,) features, (C, L) 1-D signals, (T, F) sequences,
+(C, T, H, W) volumes.
 Builders check the textbook arithmetic themselves, so a bad spec fails with the numbers.
 """
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dltool.blocks import CausalConv1d, Gated, LocallyConnected2d, Recurrent, Rows, Transpose
 from dltool.errors import ConfigError
 
 Shape = tuple[int, ...]
@@ -142,21 +144,32 @@ def build_conv(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Sha
     return conv, (filters, oh, ow)
 
 
+def ntuple(v: Any, n: int, ctx: BuildContext, key: str) -> tuple[int, ...]:
+    """One number for every axis, or a list with one number per axis."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != n:
+            raise ConfigError(f"{ctx.where}: {key}={list(v)} needs one number or {n} numbers (one per axis).")
+        return tuple(int(x) for x in v)
+    return (int(v),) * n
+
+
+AXES = {1: ("length",), 2: ("height", "width"), 3: ("time", "height", "width")}
+
+
 def build_pool(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
-    need_dims(shape, (3,), ctx, "pool works on CxHxW images")
-    c, h, w = shape
-    (kh, kw) = pair(p["kernel"])
-    (sh, sw) = pair(p["stride"] if p["stride"] is not None else p["kernel"])
-    (ph, pw) = pair(p["padding"])
-    if ph * 2 > kh or pw * 2 > kw:
+    need_dims(shape, (2, 3, 4), ctx, "pool works on CxL signals, CxHxW images and CxTxHxW volumes")
+    n = len(shape) - 1
+    k = ntuple(p["kernel"], n, ctx, "kernel")
+    s = ntuple(p["stride"] if p["stride"] is not None else p["kernel"], n, ctx, "stride")
+    pad = ntuple(p["padding"], n, ctx, "padding")
+    if any(2 * pp > kk for pp, kk in zip(pad, k)):
         raise ConfigError(f"{ctx.where}: padding {p['padding']} must be at most half the kernel {p['kernel']}.")
-    oh = out_size(h, kh, sh, ph, 1, "pooling window", "height", ctx)
-    ow = out_size(w, kw, sw, pw, 1, "pooling window", "width", ctx)
+    out = tuple(out_size(shape[i + 1], k[i], s[i], pad[i], 1, "pooling window", AXES[n][i], ctx) for i in range(n))
     kind = p["kind"]
     if kind == "max":
-        return nn.MaxPool2d((kh, kw), (sh, sw), (ph, pw)), (c, oh, ow)
+        return (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[n - 1](k, s, pad), (shape[0], *out)
     if kind == "avg":
-        return nn.AvgPool2d((kh, kw), (sh, sw), (ph, pw), count_include_pad=False), (c, oh, ow)
+        return (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[n - 1](k, s, pad, count_include_pad=False), (shape[0], *out)
     raise ConfigError(f"{ctx.where}: kind={kind!r} is not known; valid kinds: max, avg.")
 
 
@@ -210,6 +223,94 @@ def build_softmax(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, 
     return nn.Identity(), shape
 
 
+def build_conv1d(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    need_dims(shape, (2,), ctx, "conv1d works on CxL signals (put `transpose` first to turn a TxF sequence into FxT)")
+    c, length = shape
+    filters, k, s, d, groups = (int(p[key]) for key in ("filters", "kernel", "stride", "dilation", "groups"))
+    if c % groups or filters % groups:
+        raise ConfigError(f"{ctx.where}: groups={groups} must divide both in-channels {c} and filters {filters}.")
+    pad, kw = p["padding"], dict(stride=s, dilation=d, groups=groups, bias=bool(p["bias"]))
+    if pad == "causal":  # left padding d*(k-1): output t sees inputs t, t-d, ... only (WaveNet)
+        return CausalConv1d(c, filters, k, **kw), (filters, out_size(length + d * (k - 1), k, s, 0, d, "kernel",
+                                                                       "length", ctx))
+    if pad == "same":
+        if s != 1:
+            raise ConfigError(f"{ctx.where}: padding=same needs stride 1 (got {s}); give the padding as a number.")
+        return nn.Conv1d(c, filters, k, padding="same", **kw), (filters, length)
+    pad = 0 if pad == "valid" else int(pad)
+    return nn.Conv1d(c, filters, k, padding=pad, **kw), (filters, out_size(length, k, s, pad, d, "kernel", "length",
+                                                                           ctx))
+
+
+def build_conv3d(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    need_dims(shape, (4,), ctx, "conv3d works on CxTxHxW volumes (time or depth, height, width)")
+    c = shape[0]
+    filters = int(p["filters"])
+    k, s, d = (ntuple(p[key], 3, ctx, key) for key in ("kernel", "stride", "dilation"))
+    kw = dict(stride=s, dilation=d, bias=bool(p["bias"]))
+    if p["padding"] == "same":
+        if s != (1, 1, 1):
+            raise ConfigError(f"{ctx.where}: padding=same needs stride 1 (got {list(s)}); give the padding as numbers.")
+        return nn.Conv3d(c, filters, k, padding="same", **kw), (filters, *shape[1:])
+    pad = (0, 0, 0) if p["padding"] == "valid" else ntuple(p["padding"], 3, ctx, "padding")
+    out = tuple(out_size(shape[i + 1], k[i], s[i], pad[i], d[i], "kernel", AXES[3][i], ctx) for i in range(3))
+    return nn.Conv3d(c, filters, k, padding=pad, **kw), (filters, *out)
+
+
+def build_recurrent(cls: type[nn.RNNBase]) -> Callable[[dict, Shape, BuildContext], tuple[nn.Module, Shape]]:
+    def build(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        need_dims(shape, (2,), ctx, "recurrent layers read TxF sequences (use a sequence data set, or a `rows` "
+                                    "layer to read an image row by row)")
+        hidden, layers, dropout, mode = int(p["hidden"]), int(p["layers"]), float(p["dropout"]), p["return"]
+        if mode not in RETURNS:
+            raise ConfigError(f"{ctx.where}: return={mode!r} is not known; valid: {', '.join(RETURNS)}.")
+        if hidden < 1 or layers < 1:
+            raise ConfigError(f"{ctx.where}: hidden={hidden} and layers={layers} must be positive whole numbers.")
+        if not 0.0 <= dropout < 1.0 or (dropout and layers == 1):
+            raise ConfigError(f"{ctx.where}: dropout={dropout} is applied between stacked layers: it needs layers "
+                              f">= 2 and a value in [0, 1).")
+        extra = {"nonlinearity": p["nonlinearity"]} if cls is nn.RNN else {}
+        if extra and extra["nonlinearity"] not in ("tanh", "relu"):
+            raise ConfigError(f"{ctx.where}: nonlinearity={extra['nonlinearity']!r} is not known; valid: tanh, relu.")
+        rnn = cls(shape[1], hidden, layers, batch_first=True, dropout=dropout,
+                  bidirectional=bool(p["bidirectional"]), **extra)
+        width = hidden * (2 if p["bidirectional"] else 1)
+        return Recurrent(rnn, mode), ((shape[0], width) if mode == "sequence" else (width,))
+
+    return build
+
+
+RETURNS = ("last", "mean", "max", "sequence")
+RNN_DEFAULTS = {"hidden": None, "layers": 1, "bidirectional": False, "dropout": 0.0, "return": "last"}
+
+
+def build_local(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    need_dims(shape, (3,), ctx, "locally_connected works on CxHxW images")
+    c, h, w = shape
+    filters, (kh, kw), (sh, sw) = int(p["filters"]), pair(p["kernel"]), pair(p["stride"])
+    ph, pw = (0, 0) if p["padding"] == "valid" else pair(p["padding"])
+    oh = out_size(h, kh, sh, ph, 1, "kernel", "height", ctx)
+    ow = out_size(w, kw, sw, pw, 1, "kernel", "width", ctx)
+    return LocallyConnected2d(c, filters, (kh, kw), (sh, sw), (ph, pw), (oh, ow), bool(p["bias"])), (filters, oh, ow)
+
+
+def build_transpose(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    need_dims(shape, (2,), ctx, "transpose swaps the axes of a TxF sequence or a CxL signal")
+    return Transpose(), (shape[1], shape[0])
+
+
+def build_rows(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    need_dims(shape, (3,), ctx, "rows reads a CxHxW image row by row")
+    return Rows(), (shape[1], shape[0] * shape[2])
+
+
+def build_gated(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    if shape[0] % 2:
+        raise ConfigError(f"{ctx.where}: gated splits the {shape[0]} channels into two halves, so they must be even "
+                          f"(give the conv before it twice the filters).")
+    return Gated(), (shape[0] // 2, *shape[1:])
+
+
 def activation(factory: Callable[[dict], nn.Module]) -> Callable[[dict, Shape, BuildContext], tuple[nn.Module, Shape]]:
     return lambda p, shape, ctx: (factory(p), shape)
 
@@ -220,7 +321,7 @@ LAYERS: dict[str, LayerType] = {
                       "filters", "conv"),
     "pool": LayerType(build_pool, {"kind": "max", "kernel": 2, "stride": None, "padding": 0},
                       "max/avg pooling; stride defaults to kernel (overlapping when stride < kernel)", "kernel", "pool"),
-    "global_avg_pool": LayerType(build_gap, {}, "mean over all positions: CxHxW -> C", None, "gap"),
+    "global_avg_pool": LayerType(build_gap, {}, "mean over all positions: CxHxW (CxL, CxTxHxW) -> C", None, "gap"),
     "flatten": LayerType(build_flatten, {}, "CxHxW -> C*H*W", None, "flatten"),
     "fc": LayerType(build_fc, {"units": None, "bias": True},
                     "fully connected; units: a number or num_classes", "units", "fc"),
@@ -240,16 +341,44 @@ LAYERS: dict[str, LayerType] = {
                         "maxout"),
     "softmax": LayerType(build_softmax, {}, "final layer only, for readability (the loss works on logits)", None,
                          "softmax"),
+    "conv1d": LayerType(build_conv1d, {"filters": None, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1,
+                                       "groups": 1, "bias": True},
+                        "1-D convolution over CxL; padding: int, valid, same or causal (WaveNet, with dilation)",
+                        "filters", "conv"),
+    "conv3d": LayerType(build_conv3d, {"filters": None, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1,
+                                       "bias": True},
+                        "3-D convolution over CxTxHxW volumes; kernel/stride/padding: int or [t, h, w]", "filters",
+                        "conv"),
+    "locally_connected": LayerType(build_local, {"filters": None, "kernel": 3, "stride": 1, "padding": 0,
+                                                 "bias": True},
+                                   "like conv, but untied: its own filters at every output position", "filters",
+                                   "local"),
+    "rnn": LayerType(build_recurrent(nn.RNN), {**RNN_DEFAULTS, "nonlinearity": "tanh"},
+                     "Elman RNN over TxF; return: last | mean | max | sequence", "hidden", "rnn"),
+    "lstm": LayerType(build_recurrent(nn.LSTM), RNN_DEFAULTS,
+                      "LSTM over TxF: hidden, layers, bidirectional, dropout; return: last | mean | max | sequence",
+                      "hidden", "lstm"),
+    "gru": LayerType(build_recurrent(nn.GRU), RNN_DEFAULTS,
+                     "GRU over TxF; same options as lstm", "hidden", "gru"),
+    "transpose": LayerType(build_transpose, {}, "TxF sequence <-> FxT signal (for conv1d over time)", None,
+                           "transpose"),
+    "rows": LayerType(build_rows, {}, "read an image row by row: CxHxW -> TxF with T=H, F=C*W", None, "rows"),
+    "gated": LayerType(build_gated, {}, "WaveNet gate: tanh(first half of channels) * sigmoid(second half)", None,
+                       "gate"),
 }
 
 ALIASES: dict[str, str] = {
     "dense": "fc", "linear": "fc", "inner_product": "fc", "fully_connected": "fc",
     "conv2d": "conv", "convolution": "conv", "maxpool": "pool", "max_pool": "pool",
     "batch_norm": "batchnorm", "bn": "batchnorm", "gap": "global_avg_pool",
+    "local": "locally_connected", "locally_connected2d": "locally_connected", "simple_rnn": "rnn",
+    "vanilla_rnn": "rnn", "gate": "gated",
 }
 
 # Blocks that nest a layer list; the model builder handles them (listed here for `dltool list layers`).
 BLOCKS: dict[str, str] = {
     "repeat": "{n: N, layers: [...]} - the layer list N times (names keep counting)",
     "residual": "{layers: [...]} - x + f(x); a 1x1 conv (or fc) projects the shortcut when shapes differ",
+    "branches": "[[...], [...], ...] - parallel paths over the same input, outputs concatenated on the "
+                "channel axis (Inception); spatial sizes must agree",
 }

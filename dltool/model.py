@@ -16,6 +16,7 @@ from torch import nn
 
 from dltool.config import ModelConfig
 from dltool.errors import ConfigError
+from dltool.blocks import Branches, LocallyConnected2d
 from dltool.layers import ALIASES, BLOCKS, LAYERS, BuildContext, Shape, fmt
 from dltool.registry import check_keys, unknown
 
@@ -42,6 +43,8 @@ class BuiltModel:
     input_shape: Shape
     trace: list[LayerRecord]
     layer_inits: dict[str, dict] = field(default_factory=dict)  # module name -> per-layer init override
+    pretrained: dict[str, torch.Tensor] = field(default_factory=dict)  # state-dict entries from backbone weights
+    lr_mults: dict[str, float] = field(default_factory=dict)  # module name -> lr factor (fine-tuning)
 
 
 class Net(nn.Module):
@@ -90,7 +93,7 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
         params = {entry.primary: params}
     check_keys(params, list(entry.defaults) + ["init"], f"{where} ({kind})")
     merged = {**entry.defaults, **params}
-    missing = [k for k, v in merged.items() if v is None and k in ("filters", "units")]
+    missing = [k for k, v in merged.items() if v is None and k in ("filters", "units", "hidden")]
     if missing:
         raise ConfigError(f"{where} ({kind}): `{missing[0]}` is required, e.g. `{kind}: {{{missing[0]}: 32}}`.")
     return kind, merged
@@ -122,9 +125,19 @@ def _conv_macs(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return y.numel() * (m.in_channels // m.groups) * k
 
 
+def _rnn_macs(m: nn.RNNBase, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Per time step, layer and direction: gates * hidden * (inputs + hidden) for the gate pre-activations."""
+    n, t, f = x.shape  # batch first: (N, T, F)
+    gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
+    dirs, h = (2 if m.bidirectional else 1), m.hidden_size
+    return sum(n * t * dirs * gates * h * ((f if layer == 0 else h * dirs) + h) for layer in range(m.num_layers))
+
+
 MAC_RULES: dict[type, Any] = {
     nn.Conv1d: _conv_macs, nn.Conv2d: _conv_macs, nn.Conv3d: _conv_macs,
     nn.Linear: lambda m, x, y: y.numel() * m.in_features,
+    nn.RNNBase: _rnn_macs,
+    LocallyConnected2d: lambda m, x, y: y.numel() * m.in_ch * m.kernel[0] * m.kernel[1],
 }
 
 
@@ -165,6 +178,9 @@ class Builder:
             elif kind == "residual":
                 name = self.name("res")
                 out[name], shape = self.build_residual(params, shape, f"{prefix}{name}.", depth, where)
+            elif kind == "branches":
+                name = self.name("br")
+                out[name], shape = self.build_branches(params, shape, f"{prefix}{name}.", depth, where)
             else:
                 name, module, shape = self.build_layer(kind, params, shape, prefix, depth, where, is_last)
                 out[name] = module
@@ -175,7 +191,7 @@ class Builder:
         entry = LAYERS[kind]
         init = params.pop("init", None)
         name = self.name(entry.prefix)
-        ctx = BuildContext(f"{where} ({name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict, is_last)
+        ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict, is_last)
         module, expected = entry.build(params, shape, ctx)
         x = torch.zeros(2, *shape)
         module.eval()
@@ -228,6 +244,30 @@ class Builder:
         return module, out_shape
 
 
+    def build_branches(self, params: Any, shape: Shape, prefix: str, depth: int, where: str) -> tuple[nn.Module, Shape]:
+        """Parallel paths over the same input; their outputs are concatenated on the channel axis."""
+        block = prefix.rstrip(".")
+        if not isinstance(params, list) or len(params) < 2:
+            raise ConfigError(f"{where} (branches block {block}): write `branches: [[...], [...]]`, a list of at "
+                              f"least two paths, each a layer list (an empty list passes the input through).")
+        start = len(self.trace)
+        paths: OrderedDict[str, nn.Module] = OrderedDict()
+        shapes: list[Shape] = []
+        for i, path in enumerate(params, 1):
+            body, out = self.build_list(path if isinstance(path, list) else [path], shape, f"{prefix}path{i}.",
+                                        depth + 1, False)
+            paths[f"path{i}"] = nn.Sequential(body)
+            shapes.append(out)
+        for i, out in enumerate(shapes[1:], 2):
+            if len(out) != len(shapes[0]) or out[1:] != shapes[0][1:]:
+                raise ConfigError(f"{where} (branches block {block}): path {i} outputs {fmt(out)} but path 1 outputs "
+                                  f"{fmt(shapes[0])}; the outputs are concatenated on the channel axis, so every path "
+                                  f"must keep the same spatial size (fix path {i}'s strides, padding or pooling).")
+        out_shape = (sum(o[0] for o in shapes), *shapes[0][1:])
+        self.trace.insert(start, LayerRecord(block, "branches", shape, out_shape, 0, 0, 0, depth))
+        return Branches(paths), out_shape
+
+
 def projection(in_shape: Shape, out_shape: Shape, where: str, mode: str) -> nn.Module | None:
     """The residual shortcut: identity when shapes agree, else a 1x1 conv / linear projection."""
     if in_shape == out_shape and mode != "always":
@@ -235,13 +275,13 @@ def projection(in_shape: Shape, out_shape: Shape, where: str, mode: str) -> nn.M
     if mode == "none":
         raise ConfigError(f"{where}: the block maps {fmt(in_shape)} to {fmt(out_shape)} but projection=none; "
                           f"the shapes must agree for an identity shortcut.")
-    if len(in_shape) == 3 and len(out_shape) == 3:
-        (c, h, w), (c2, h2, w2) = in_shape, out_shape
-        if h % h2 == 0 and w % w2 == 0 and h // h2 == w // w2:
-            s = h // h2
-            return nn.Conv2d(c, c2, 1, stride=s, bias=False)
-    if len(in_shape) == 1 and len(out_shape) == 1:
-        return nn.Linear(in_shape[0], out_shape[0], bias=False)
+    if len(in_shape) == len(out_shape) and len(in_shape) in (2, 3, 4):  # (C, L), (C, H, W), (C, T, H, W)
+        ratios = {a // b if b and a % b == 0 else 0 for a, b in zip(in_shape[1:], out_shape[1:])}
+        if len(ratios) == 1 and 0 not in ratios:
+            conv = {2: nn.Conv1d, 3: nn.Conv2d, 4: nn.Conv3d}[len(in_shape)]
+            return conv(in_shape[0], out_shape[0], 1, stride=ratios.pop(), bias=False)
+    if len(in_shape) == len(out_shape) in (1, 2) and in_shape[:-1] == out_shape[:-1]:  # (F,) or (T, F)
+        return nn.Linear(in_shape[-1], out_shape[-1], bias=False)
     raise ConfigError(f"{where}: the block maps {fmt(in_shape)} to {fmt(out_shape)}, and no 1x1 projection can "
                       f"make the shortcut match (spatial sizes must shrink by one whole stride); fix the block's "
                       f"strides/padding so the shapes line up.")
@@ -249,9 +289,13 @@ def projection(in_shape: Shape, out_shape: Shape, where: str, mode: str) -> nn.M
 
 def build_model(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
     """Build the nn.Module described by spec.layers for inputs of `input_shape` (no batch axis)."""
-    if not spec.layers:
+    if not spec.layers and not spec.backbone:
         raise ConfigError("model.layers is empty: the config names no architecture (pick one with "
                           "model=NAME, or start your own config file with `defaults: [train, _self_]`).")
+    if spec.backbone:
+        from dltool.backbones import build_backbone
+
+        return build_backbone(spec, tuple(input_shape), num_classes)
     b = Builder(num_classes, spec.strict_shapes)
     layers, out_shape = b.build_list(list(spec.layers), tuple(input_shape), "", 0, True)
     if out_shape != (num_classes,) and not (num_classes == 2 and out_shape == (1,)):

@@ -16,6 +16,8 @@ import torch
 import yaml
 
 from dltool import checkpoint as ckpt_io
+from dltool import finetune
+from dltool.augment import attach
 from dltool.callbacks import (BestCheckpoint, Callback, Curves, EarlyStopping, FitState, LastCheckpoint, MetricsCSV,
                               Monitor, RestoreBest)
 from dltool.config import TrainConfig, to_dict
@@ -70,14 +72,15 @@ def prepare(cfg: TrainConfig) -> Prepared:
     data = build_data(cfg.data, device)
     built = build_model(cfg.model, data.input_shape, data.num_classes)
     initialize(built.model, cfg.init, built.layer_inits)
+    lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
     model = built.model.to(device)
     penalty = Penalty(model, cfg.regularization)
-    opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias)
+    opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
     sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
                                       cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
-                  cfg.regularization.clip_grad_value)
+                  cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
     return Prepared(data, built, setup, device)
 
 

@@ -25,7 +25,7 @@ def rows(built: BuiltModel) -> list[list[str]]:
         frozen = _frozen(built, r.name, trainable_names)
         acts = math.prod(r.out_shape)
         out.append(["  " * r.depth + r.name, r.kind, fmt(r.out_shape), f"{r.params:,}" if r.params else "-",
-                    "frozen" if frozen else ("yes" if r.params else ""), human(acts * BYTES_PER_VALUE, "B"),
+                    "frozen" if frozen else (_mult(built, r.name) if r.params else ""), human(acts * BYTES_PER_VALUE, "B"),
                     human(r.macs) if r.macs else "-"])
     t = totals(built)
     out.append(["total", "", "", f"{t['params']:,}", f"{t['trainable']:,} trainable",
@@ -36,6 +36,13 @@ def rows(built: BuiltModel) -> list[list[str]]:
 def _frozen(built: BuiltModel, name: str, trainable: set[str]) -> bool:
     mine = [n for n, _ in built.model.named_parameters() if _owner(n) == name or _owner(n).startswith(name + ".")]
     return bool(mine) and not any(n in trainable for n in mine)
+
+
+def _mult(built: BuiltModel, name: str) -> str:
+    """"yes", or "lr x0.1" for a pretrained layer trained with a smaller learning rate."""
+    mults = {m for k, m in built.lr_mults.items() if k.replace(".body.", ".") == name
+             or k.replace(".body.", ".").startswith(name + ".")}
+    return "yes" if not mults else "lr x" + "/".join(f"{m:g}" for m in sorted(mults))
 
 
 def _owner(param_name: str) -> str:

@@ -108,13 +108,18 @@ def summary_task(cfg: Any) -> int:
 
     data = build_data(cfg.data, "cpu")
     built = build_model(cfg.model, data.input_shape, data.num_classes)
+    from dltool.finetune import apply
+
+    apply(built, cfg.model)  # so the table shows what is frozen and what learns more slowly
     console.print(table(f"{cfg.model.name} on {cfg.data.name} (input {'x'.join(map(str, data.input_shape))}, "
                         f"{data.num_classes} classes)", COLUMNS, rows(built)))
     return 0
 
 
 def list_task(args: list[str]) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets]`."""
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones]`."""
+    from rich.markup import escape
+
     from dltool.console import console, table
     from dltool.registry import lookup
 
@@ -122,11 +127,14 @@ def list_task(args: list[str]) -> int:
     wanted = args or list(tables)
     for name in wanted:
         title, cols, rows = lookup(tables, name, "dltool list")()
-        console.print(table(title, cols, rows, False))
+        plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
+        console.print(table(title, cols, plain, False))
     return 0
 
 
 def registries() -> dict:
+    from dltool.augment import OP_DOCS
+    from dltool.backbones import BACKBONES, FAMILY_DOCS
     from dltool.data import DATASET_DOCS
     from dltool.init import INIT_DOCS
     from dltool.layers import ALIASES, BLOCKS, LAYERS
@@ -147,4 +155,5 @@ def registries() -> dict:
 
     return {"layers": layers, "losses": simple("losses", LOSS_DOCS), "optimizers": simple("optimizers", OPTIMIZER_DOCS),
             "schedulers": simple("schedulers", SCHEDULERS), "initializers": simple("initializers", INIT_DOCS),
-            "datasets": simple("datasets", DATASET_DOCS)}
+            "datasets": simple("datasets", DATASET_DOCS), "augmentations": simple("augmentations", OP_DOCS),
+            "backbones": simple("backbones (model.backbone)", {k: FAMILY_DOCS[v] for k, v in BACKBONES.items()})}
