@@ -10,12 +10,16 @@ from dltool.model import build_model
 
 # Input shapes (no batch axis) to try for a layer, in order: images, vectors, signals, sequences, volumes.
 CANDIDATE_SHAPES = [(4, 8, 8), (12,), (4, 16), (6, 4), (2, 4, 6, 6)]
-SAMPLE_PARAMS = {"conv": {"filters": 6}, "fc": {"units": 5}}
+REQUIRED_SAMPLES = {"filters": 6, "units": 5, "hidden": 4}  # values for options that have no default
+
+
+def sample_params(kind: str) -> dict:
+    return {k: REQUIRED_SAMPLES[k] for k, v in LAYERS[kind].defaults.items() if v is None and k in REQUIRED_SAMPLES}
 
 
 def build_single(kind: str, shape: tuple) -> tuple:
     """A model of just this layer (+ flatten and fc head so the output is class scores)."""
-    params = SAMPLE_PARAMS.get(kind, {})
+    params = sample_params(kind)
     layer = {kind: params} if params else kind
     layers = [layer, "flatten", {"fc": {"units": 3}}] if kind != "softmax" else ["flatten", {"fc": {"units": 3}}, kind]
     return build_model(ModelConfig(layers=layers), shape, 3)
