@@ -6,6 +6,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.tree import Tree
@@ -18,7 +19,7 @@ err_console = Console(stderr=True, highlight=False)
 
 def error(message: str) -> None:
     """A user mistake: one sentence in red on stderr, no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [a, b]
 
 
 def note(message: str) -> None:
