@@ -282,11 +282,29 @@ def denormalizer(norm: dict) -> tuple[Callable[[Batch], Batch], Callable[[Batch]
             return x * norm["std"].to(x.device).view(shape) + norm["mean"].to(x.device).view(shape)
         return undo, (lambda x: apply_norm(x, norm))
     if kind == "zca":
-        inv = torch.linalg.pinv(norm["matrix"].double()).float()  # (D, D)
-        return (lambda x: ((x.flatten(1) @ inv.to(x.device)) + norm["mean"].to(x.device)).view(x.shape),
-                (lambda x: apply_norm(x, norm)))
+        return zca_pair(norm)
     raise ConfigError("augmentation cannot be combined with data.normalize=pca (inputs are no longer images); "
                       "use zca, standardize, mean or none.")
+
+
+def zca_pair(norm: dict) -> tuple[Callable[[Batch], Batch], Callable[[Batch], Batch]]:
+    """ZCA: x = W^+ z + mean back to pixels, z = (x - mean) W forward; matrices cached per device."""
+    inv = torch.linalg.pinv(norm["matrix"].double()).float()  # (D, D)
+    on: dict = {}  # per device, so (3072, 3072) matrices are copied to the GPU once, not per batch
+
+    def mats(x: Batch) -> tuple[torch.Tensor, ...]:
+        if x.device not in on:
+            on[x.device] = tuple(t.to(x.device) for t in (inv, norm["matrix"], norm["mean"]))
+        return on[x.device]
+
+    def unwhiten(x: Batch) -> Batch:
+        m, _, mean = mats(x)
+        return (x.flatten(1) @ m + mean).view(x.shape)
+
+    def whiten(x: Batch) -> Batch:
+        _, w, mean = mats(x)
+        return ((x.flatten(1) - mean) @ w).view(x.shape)
+    return unwhiten, whiten
 
 
 def build_batched(ops: list, norm: dict, layout: str) -> Callable[[Batch, torch.Generator], Batch] | None:
