@@ -52,7 +52,7 @@ def span(v: Any, name: str) -> tuple[float, float]:
     """A range option: [lo, hi], or one number v meaning [-v, v]."""
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
-            raise ConfigError(f"augment option {name}={list(v)} must be one number or [low, high].")
+            raise ConfigError(f"option {name}={list(v)} must be one number or two (low, high).")
         return float(v[0]), float(v[1])
     return -float(v), float(v)
 
@@ -119,7 +119,7 @@ def blur(x: Batch, o: dict, g: torch.Generator) -> Batch:
     n, c, h, w = x.shape
     k = int(o["kernel"])
     if k < 1 or k % 2 == 0:
-        raise ConfigError(f"augment blur kernel={k} must be an odd positive number of pixels (3, 5, ...).")
+        raise ConfigError(f"kernel={k} must be an odd positive number of pixels (3, 5, ...).")
     sigma = uniform(n, *span(o["sigma"], "sigma"), g, x.device).abs().clamp_min(1e-3)  # (N,)
     r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
     kern = torch.exp(-(r[None, :] ** 2) / (2 * sigma[:, None] ** 2))
@@ -208,16 +208,16 @@ OPS: dict[str, Op] = {
     "hflip": Op(hflip, lambda o: _v2("RandomHorizontalFlip", p=o["p"]), {"p": 0.5}, "mirror left-right"),
     "vflip": Op(vflip, lambda o: _v2("RandomVerticalFlip", p=o["p"]), {"p": 0.5}, "mirror top-bottom"),
     "rotate": Op(affine, v2_affine, {"degrees": 15.0, "scale": 1.0, "translate": 0.0, "shear": 0.0, "p": 1.0},
-                 "rotation by up to +-degrees (or [low, high])"),
+                 "rotation by up to +-degrees (or a range: two numbers low, high)"),
     "affine": Op(affine, v2_affine, {"degrees": 0.0, "scale": [0.9, 1.1], "translate": 0.1, "shear": 0.0, "p": 1.0},
-                 "scaling [low, high], translation (+- fraction of the size), rotation degrees, shear degrees"),
+                 "scaling range (low, high), translation (+- fraction of the size), rotation and shear (+- degrees)"),
     "jitter": Op(jitter, lambda o: v2_apply(_v2("ColorJitter", brightness=o["brightness"], contrast=o["contrast"]),
                                             o["p"]), {"brightness": 0.2, "contrast": 0.2, "p": 1.0},
                  "brightness and contrast factors drawn from [1-v, 1+v]"),
     "invert": Op(invert, lambda o: _v2("RandomInvert", p=o["p"]), {"p": 0.5}, "colour inversion: 1 - x"),
     "blur": Op(blur, lambda o: v2_apply(_v2("GaussianBlur", kernel_size=int(o["kernel"]),
                                             sigma=tuple(abs(s) for s in span(o["sigma"], "sigma"))), o["p"]),
-               {"kernel": 5, "sigma": [0.1, 1.5], "p": 0.5}, "Gaussian blur, odd kernel size, sigma [low, high]"),
+               {"kernel": 5, "sigma": [0.1, 1.5], "p": 0.5}, "Gaussian blur: odd kernel size, sigma range (low, high)"),
     "noise": Op(noise, lambda o: v2_apply(AddNoise(o["std"]), o["p"]), {"std": 0.05, "p": 1.0},
                 "additive Gaussian noise with standard deviation std (any layout)", image_only=False),
     "erase": Op(erase, lambda o: _v2("RandomErasing", p=o["p"], scale=tuple(o["scale"]), ratio=tuple(o["ratio"]),
@@ -249,8 +249,23 @@ def parse(ops: list, layout: str = "image") -> list[tuple[str, dict]]:
         if op.image_only and layout != "image":
             raise ConfigError(f"augment.ops[{i}]={name!r} needs image data but this data set has layout {layout!r}; "
                               f"only noise works on it.")
+        dry_run(name, opts, f"augment.ops[{i}] ({name})", layout)
         out.append((name, opts))
     return out
+
+
+def dry_run(name: str, opts: dict, where: str, layout: str) -> None:
+    """Try the op once on a tiny batch, so a bad option value fails before training starts."""
+    x = torch.rand(2, 3, 12, 12) if layout == "image" else torch.rand(2, 4, 4)
+    try:
+        OPS[name].batched(x, opts, torch.Generator().manual_seed(0))
+        OPS[name].v2(opts) if layout == "image" else None
+    except ConfigError as ex:
+        raise ConfigError(f"{where}: {ex}") from None
+    except (TypeError, ValueError, RuntimeError) as ex:
+        shown = ", ".join(f"{k}={v}" for k, v in opts.items())
+        raise ConfigError(f"{where}: the options {shown} do not work ({str(ex).splitlines()[0]}); "
+                          f"see `dltool list augmentations`.") from None
 
 
 def denormalizer(norm: dict) -> tuple[Callable[[Batch], Batch], Callable[[Batch], Batch]]:
@@ -267,11 +282,29 @@ def denormalizer(norm: dict) -> tuple[Callable[[Batch], Batch], Callable[[Batch]
             return x * norm["std"].to(x.device).view(shape) + norm["mean"].to(x.device).view(shape)
         return undo, (lambda x: apply_norm(x, norm))
     if kind == "zca":
-        inv = torch.linalg.pinv(norm["matrix"].double()).float()  # (D, D)
-        return (lambda x: ((x.flatten(1) @ inv.to(x.device)) + norm["mean"].to(x.device)).view(x.shape),
-                (lambda x: apply_norm(x, norm)))
+        return zca_pair(norm)
     raise ConfigError("augmentation cannot be combined with data.normalize=pca (inputs are no longer images); "
                       "use zca, standardize, mean or none.")
+
+
+def zca_pair(norm: dict) -> tuple[Callable[[Batch], Batch], Callable[[Batch], Batch]]:
+    """ZCA: x = W^+ z + mean back to pixels, z = (x - mean) W forward; matrices cached per device."""
+    inv = torch.linalg.pinv(norm["matrix"].double()).float()  # (D, D)
+    on: dict = {}  # per device, so (3072, 3072) matrices are copied to the GPU once, not per batch
+
+    def mats(x: Batch) -> tuple[torch.Tensor, ...]:
+        if x.device not in on:
+            on[x.device] = tuple(t.to(x.device) for t in (inv, norm["matrix"], norm["mean"]))
+        return on[x.device]
+
+    def unwhiten(x: Batch) -> Batch:
+        m, _, mean = mats(x)
+        return (x.flatten(1) @ m + mean).view(x.shape)
+
+    def whiten(x: Batch) -> Batch:
+        _, w, mean = mats(x)
+        return ((x.flatten(1) - mean) @ w).view(x.shape)
+    return unwhiten, whiten
 
 
 def build_batched(ops: list, norm: dict, layout: str) -> Callable[[Batch, torch.Generator], Batch] | None:

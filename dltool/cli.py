@@ -169,6 +169,8 @@ def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], d
             continue
         raw = inline if inline else next(it, None)
         try:
+            if raw is None or raw.startswith("--"):
+                raise ValueError(raw)
             values[name] = type(options[name])(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} needs a value like {options[name]!r}, got {raw!r}.") from None
@@ -180,7 +182,7 @@ def cmd_preview_augment(args: list[str]) -> int:
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
     name, extra_dir, overrides = split_args(args, "train")
     from dltool.config import validate
-    from dltool.preview import report, preview_augment
+    from dltool.preview import preview_augment, report
 
     grid = preview_augment(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["rows"],
                            opts["variants"])

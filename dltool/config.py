@@ -42,7 +42,6 @@ class DataConfig:
     noise: float = 0.2
     length: int = 50
     num_samples: int = 3000
-    delay: int = 10
     pca_components: Optional[int] = None
     whiten_eps: float = 1e-2
 

@@ -19,7 +19,7 @@ err_console = Console(stderr=True, highlight=False)
 
 def error(message: str) -> None:
     """A user mistake: one sentence in red on stderr, no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [a, b]
 
 
 def note(message: str) -> None:

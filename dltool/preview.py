@@ -133,7 +133,8 @@ def show_data(cfg: TrainConfig, out: Path, per_class: int = 8, max_classes: int 
     for r, idx in enumerate(rows):
         pixels = train_pixels(data, idx) if idx else []
         for c, x in enumerate(pixels):
-            show(fig.add_subplot(len(rows), per_class, r * per_class + c + 1), x, data.class_names[r] if c == 0 else None)
+            title = data.class_names[r] if c == 0 else None
+            show(fig.add_subplot(len(rows), per_class, r * per_class + c + 1), x, title)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.95, wspace=0.1, hspace=0.35)
     save(fig, out)
     return Grid(out, len(rows), per_class)

@@ -87,11 +87,13 @@ def test_configs_compose(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,extra", [("spiral", []), ("digits_rows", []), ("adding", ["data.length=10"]),
-                                        ("recall", ["data.length=5"])])
-def test_train_one_epoch(tmp_path, name, extra):
-    r = run_cli("train", f"data={name}", "model=mlp", "trainer.epochs=1", "data.num_samples=300",
-                f"hydra.run.dir={tmp_path / 'run'}", *extra, cwd=tmp_path)
+def test_train_one_epoch(tmp_path):
+    """One `dltool train -m` over the generated data sets (one process start, four real runs)."""
+    names = ["spiral", "digits_rows", "adding", "recall"]
+    r = run_cli("train", "-m", f"data={','.join(names)}", "model=mlp", "trainer.epochs=1", "data.num_samples=300",
+                "data.length=10", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["epochs_run"] == 1 and 0.0 <= summary["test_acc"] <= 1.0
+    for i, name in enumerate(names):
+        summary = json.loads((tmp_path / "sweep" / str(i) / "summary.json").read_text())
+        assert "failed" not in summary, summary
+        assert summary["epochs_run"] == 1 and 0.0 <= summary["test_acc"] <= 1.0

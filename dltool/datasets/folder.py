@@ -184,7 +184,8 @@ def load_imagefolder(cfg: DataConfig) -> RawData | DataBundle:
     size = image_size(cfg) or (32, 32)
     splits, files, classes = gather(cfg)
     if cfg.on_device:  # decode once, then the in-memory path of dltool.data.build_data
-        raw = {k: (collect([files[i] for i in idx.tolist()], y.tolist(), cfg, size), y) for k, (idx, y) in splits.items()}
+        raw = {k: (collect([files[i] for i in idx.tolist()], y.tolist(), cfg, size), y)
+               for k, (idx, y) in splits.items()}
         return RawData(raw, classes, "image")
     s = make_splits(RawData(splits, classes, "image"), cfg)
     workers = workers_for(cfg, len(files))

@@ -20,7 +20,7 @@ def image_size(cfg: DataConfig) -> tuple[int, int] | None:
     if len(size) == 1:
         size = size * 2
     if len(size) != 2 or min(size) < 1:
-        raise ConfigError(f"data.image_size={cfg.image_size} must be [height, width] of positive pixels, e.g. [32, 32].")
+        raise ConfigError(f"data.image_size={cfg.image_size} must be [height, width] in pixels, e.g. [32, 32].")
     return int(size[0]), int(size[1])
 
 

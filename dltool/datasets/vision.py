@@ -15,6 +15,7 @@ import gzip
 import io
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -73,12 +74,16 @@ def unpack_gz(folder: Path) -> None:
 
 def download(name: str, cls: type, root: Path) -> None:
     """Download into a temporary folder and move the result into root only on success."""
+    old_timeout = socket.getdefaulttimeout()
     with tempfile.TemporaryDirectory(prefix="dltool-download-") as tmp:
         try:
+            socket.setdefaulttimeout(60)  # a silently dropped connection fails instead of hanging
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 cls(tmp, train=False, download=True)
         except Exception as ex:  # noqa: BLE001 - any network/archive failure becomes one sentence
             raise ConfigError(missing_message(name, root, f"downloading them failed ({reason(ex)})")) from None
+        finally:
+            socket.setdefaulttimeout(old_timeout)
         root.mkdir(parents=True, exist_ok=True)
         for item in Path(tmp).iterdir():
             if item.is_dir():
