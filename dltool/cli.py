@@ -135,7 +135,29 @@ def cmd_train(args: list[str]) -> int:
     validate(compose(name, extra_dir, overrides))
     from dltool.tasks import train_task
 
-    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
+    if not multirun:
+        launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
+        return 0
+    from dltool.console import note
+    from dltool.sweep import plan, quiet_plugins
+    from dltool.sweep_report import report
+
+    sweep = plan(name, extra_dir, overrides)
+    quiet_plugins()
+    for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:
+        note(line)
+    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides + sweep.overrides, "train")
+    report(sweep.sweep_dir)
+    return 0
+
+
+def cmd_sweep_report(args: list[str]) -> int:
+    """Rank the jobs of a `train -m` sweep: table, sweep.csv, sweep.png, edge-of-range warnings."""
+    if len(args) != 1 or args[0].startswith("-"):
+        raise ConfigError("usage: dltool sweep-report SWEEP_DIR (the sweep dir `dltool train -m` printed).")
+    from dltool.sweep_report import report
+
+    report(Path(args[0]))
     return 0
 
 
@@ -159,6 +181,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "summary": cmd_summary,
     "list": cmd_list,
+    "sweep-report": cmd_sweep_report,
 }
 
 

@@ -57,6 +57,7 @@ class ModelConfig:
     init_from: Optional[str] = None
     freeze: List[Any] = field(default_factory=list)
     pretrained_lr_mult: float = 1.0
+    dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
 
 
 @dataclass

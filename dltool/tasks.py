@@ -54,10 +54,10 @@ def train_task(cfg: Any, multirun: bool) -> float:
         if not multirun:
             error(message)
             sys.exit(2)
-        note(f"[red]job {hc.job.num} failed:[/] {message}")
+        note(f"[red]job {run_dir.name} failed:[/] {message}")  # the dir name: 3, or r1_3 in a continued sweep
         return worst_value(mode)
     if multirun:
-        note(job_line(hc.job.num, summary))
+        note(job_line(run_dir.name, summary))
     else:
         print_summary(summary)
     if summary["diverged"] or summary["best_value"] is None:
@@ -65,7 +65,7 @@ def train_task(cfg: Any, multirun: bool) -> float:
     return float(summary["best_value"])
 
 
-def job_line(num: int, s: dict) -> str:
+def job_line(num: int | str, s: dict) -> str:
     test = f" test_acc={s['test_acc']:.4f}" if "test_acc" in s else ""
     best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
     status = "[red]diverged[/]" if s["diverged"] else "done"
