@@ -250,6 +250,8 @@ def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) ->
         s = spaces.get(key)
         if s is not None and s.log and all(is_num(x) and x > 0 for x in xs):
             ax.set_xscale("log")
+        if s is not None and s.low is not None and s.high is not None and s.high > s.low:
+            ax.set_xlim(s.low, s.high)  # the whole search interval: samples crowding one end show at a glance
         ax.set_xlabel(key + (" (log)" if s is not None and s.log else ""))
         ax.set_ylabel(f"best {monitor}")
         ax.grid(alpha=0.3)
