@@ -194,6 +194,7 @@ def print_help() -> None:
                         [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()], False))
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
+                  "  dltool train -m hparams_search=lr_random\n  dltool sweep-report outputs/multirun/SWEEP\n"
                   "  dltool summary model=cnn_digits\n  dltool list layers\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 

@@ -256,6 +256,7 @@ def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) ->
         ax.set_ylabel(f"best {monitor}")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{path.parent.name}: {len(done)} finished of {len(jobs)} jobs")
+    fig.subplots_adjust(wspace=0.35)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
