@@ -65,7 +65,7 @@ def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
         with initialize_config_dir(config_dir=extra_dir or str(config_dir()), version_base=None):
             return compose(config_name=name, overrides=extra + first_values(overrides) + hydra_keys,
                            return_hydra_config=True)
-    except Exception as ex:  # a bad hydra.* override
+    except Exception as ex:  # noqa: BLE001 - a bad hydra.* override
         raise translate(ex) from None
     finally:
         GlobalHydra.instance().clear()

@@ -118,7 +118,7 @@ def parse_spaces(strings: list[str]) -> dict[str, Space]:
     for s in strings:
         try:
             o = parser.parse_override(s)
-        except Exception:  # noqa: BLE001 - not an override this report understands
+        except Exception:  # noqa: BLE001, S112 - not an override this report understands
             continue
         key, v = o.get_key_element().lstrip("+"), o.value()
         if not o.is_sweep_override() or key.startswith("hydra") or key == "hparams_search":
@@ -230,8 +230,9 @@ def print_table(jobs: list[Job], keys: list[str], monitor: str, title: str) -> N
 
 def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) -> None:
     """The best metric against each swept hyperparameter (log axis for log-scale ones), the best job starred."""
-    import dltool.plots  # noqa: F401  (selects the headless Agg backend)
     from matplotlib.figure import Figure
+
+    import dltool.plots  # noqa: F401  (selects the headless Agg backend)
 
     keys = list(spaces)
     fig = Figure(figsize=(4.2 * max(1, len(keys)), 3.6))

@@ -112,11 +112,14 @@ def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path):
     fake_job(tmp_path, "1", 1e-2, {**ok, "best_value": 0.2})
     fake_job(tmp_path, "2", 1e-3, {**ok, "best_value": 0.5})
     fake_job(tmp_path, "3", 10.0, {"failed": True, "error": "RuntimeError: boom"})
+    fake_job(tmp_path, "4", 1e-3, {})
+    (tmp_path / "4" / "summary.json").unlink()  # killed mid-run: no summary.json
     out = report(tmp_path)
-    assert [j.name for j in out["jobs"]] == ["1", "2", "0", "3"] and out["best"].name == "1"
+    assert [(j.name, j.status) for j in out["jobs"]][-2:] == [("3", "failed"), ("4", "unfinished")]
+    assert [j.name for j in out["jobs"]][:3] == ["1", "2", "0"] and out["best"].name == "1"
     assert out["spaces"]["optimizer.lr"].log  # 1e-4 .. 10 spans five decades: a log axis
     rows = read_csv(tmp_path / "sweep.csv")
-    assert [(r["job"], r["status"]) for r in rows][-1] == ("3", "failed") and rows[-1]["stop_reason"] == "RuntimeError: boom"
+    assert rows[3]["status"] == "failed" and rows[3]["stop_reason"] == "RuntimeError: boom"
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert out["warnings"] == []  # 1e-2 sits inside 1e-4..10 (the failed job's value counts as tried)
     (tmp_path / "3" / "summary.json").write_text(json.dumps({**ok, "best_value": 0.1}))
