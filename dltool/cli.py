@@ -55,10 +55,10 @@ def first_values(overrides: list[str]) -> list[str]:
         if key.startswith(("hydra.", "+hydra.", "~hydra.")):
             continue
         if o.is_sweep_override():
-            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-            if not values:
-                continue  # a range/interval: its keys are validated when the jobs run
-            raw = f"{key}={values[0]}"
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [getattr(o.value(), "start", None)]
+            if values[0] is None:
+                continue  # a sweep without a first value: its keys are validated when the jobs run
+            raw = f"{key}={values[0]}"  # an interval(a, b) is checked with a, so a misspelt key fails before any job
         out.append(raw)
     return out
 
@@ -85,6 +85,12 @@ def compose(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
         GlobalHydra.instance().clear()
 
 
+# options the installed Hydra plugins add to Hydra's own config groups (they are not files under configs/)
+PLUGIN_OPTIONS = {"hydra/launcher": ("basic", "joblib", "submitit_local", "submitit_slurm"),
+                  "hydra/sweeper": ("basic", "optuna"),
+                  "hydra/sweeper/sampler": ("random", "tpe", "grid", "cmaes", "nsgaii", "motpe")}
+
+
 def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     """`model=mpl` -> one sentence with the closest config file of that group and all the choices."""
     import re
@@ -97,6 +103,7 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     group, name = m.groups()
     choices = {p.stem for d in filter(None, [str(config_dir()), extra_dir])
                for p in (Path(d) / group).glob("*.yaml")}
+    choices |= set(PLUGIN_OPTIONS.get(group, ()))
     if not choices and group.startswith("hydra/"):
         return ConfigError(f"{group}={name!r} is not an installed Hydra plugin option "
                            f"(joblib and submitit_slurm/submitit_local launchers, optuna sweeper are).")

@@ -12,6 +12,7 @@ Each invocation is logged to <sweep dir>/invocations.yaml; `dltool sweep-report`
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -66,9 +67,28 @@ def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
             return compose(config_name=name, overrides=extra + first_values(overrides) + hydra_keys,
                            return_hydra_config=True)
     except Exception as ex:  # noqa: BLE001 - a bad hydra.* override
-        raise translate(ex) from None
+        error = translate(ex)
+        bad = re.search(r"'(hydra\.[\w.]+)' is not a config key", str(error))
+        if bad and hydra_keys:  # the schema knows no hydra keys: list the ones this sweeper/launcher has
+            raise hydra_key_error(name, extra_dir, [o for o in overrides if o not in hydra_keys], bad.group(1)) \
+                from None
+        raise error from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key: str) -> ConfigError:
+    """`hydra.sweeper.n_trails=5` -> one sentence with the keys the chosen sweeper (or launcher) has."""
+    from dltool.registry import closest
+
+    parent, _, leaf = key.rpartition(".")
+    node = compose_full(name, extra_dir, overrides)
+    for part in parent.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    valid = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    guess = closest(leaf, valid)
+    return ConfigError(f"'{key}' is not a config key: '{parent}' has no key '{leaf}'."
+                       f"{f' Did you mean {guess!r}?' if guess else ''} Valid keys: {', '.join(valid)}.")
 
 
 def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:

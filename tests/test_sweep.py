@@ -90,6 +90,21 @@ def test_plan_refuses_a_direction_against_the_mode(tmp_path):
                              f"hydra.sweep.dir={tmp_path}/s"])
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (["hparams_search=lr_random", "hydra.sweeper.n_trails=3"], "Did you mean 'n_trials'"),
+    (["hydra/launcher=joblib", "hydra.launcher.njobs=3"], "Did you mean 'n_jobs'"),
+    (["hydra/launcher=jobli"], "Did you mean 'joblib'"),
+    (["hparams_search=optuna", "optimizer.lrr=tag(log, interval(1e-4, 1))"], "Did you mean 'lr'"),
+])
+def test_sweep_typos_fail_in_one_sentence_before_any_job(overrides, message, tmp_path):
+    from dltool.cli import compose
+
+    with pytest.raises(ConfigError, match=message):
+        compose("train", None, overrides)
+        plan("train", None, ["-m", *overrides, f"hydra.sweep.dir={tmp_path}/s"])
+    assert not (tmp_path / "s").exists()
+
+
 def test_parse_spaces_reads_intervals_logs_and_lists():
     spaces = parse_spaces(["optimizer.lr=tag(log, interval(1e-5, 1e-1))", "model.dropout=interval(0.0, 0.7)",
                            "regularization.l2=0,1e-4,1e-2", "trainer.epochs=2", "hparams_search=lr_random"])
