@@ -85,7 +85,7 @@ def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key:
     node = compose_full(name, extra_dir, overrides)
     for part in parent.split("."):
         node = node.get(part) if hasattr(node, "get") else None
-    valid = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    valid = [str(k) for k in node] if hasattr(node, "keys") else []
     guess = closest(leaf, valid)
     return ConfigError(f"'{key}' is not a config key: '{parent}' has no key '{leaf}'."
                        f"{f' Did you mean {guess!r}?' if guess else ''} Valid keys: {', '.join(valid)}.")

@@ -72,7 +72,9 @@ def load_job(path: Path) -> Job:
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if not summary:
-        status, reason = "unfinished", "no summary.json (still running, killed or crashed)"
+        summary = partial_summary(path)
+        status = "unfinished"
+        reason = f"no summary.json (killed or still running) after {summary.get('epochs_run', 0)} epochs"
     elif summary.get("failed"):
         status, reason = "failed", str(summary.get("error", "unknown error"))
     elif summary.get("diverged"):
@@ -80,6 +82,23 @@ def load_job(path: Path) -> Job:
     else:
         status, reason = "ok", str(summary.get("stop_reason", ""))
     return Job(path.name, path, values, summary, status, reason)
+
+
+def partial_summary(path: Path) -> dict:
+    """A job without summary.json (killed, or still running): its best value so far from metrics.csv."""
+    cfg_file, metrics = path / "config.yaml", path / "metrics.csv"
+    if not (cfg_file.is_file() and metrics.is_file()):
+        return {}
+    trainer = (yaml.safe_load(cfg_file.read_text()) or {}).get("trainer", {})
+    monitor, mode = trainer.get("monitor", "val_loss"), trainer.get("mode", "min")
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if r.get(monitor) not in (None, "") and math.isfinite(float(r[monitor]))]
+    if not rows:
+        return {"monitor": monitor, "mode": mode}
+    pick = min if mode == "min" else max
+    best = pick(rows, key=lambda r: float(r[monitor]))
+    return {"monitor": monitor, "mode": mode, "best_value": float(best[monitor]), "best_epoch": int(best["epoch"]),
+            "epochs_run": len(rows)}
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:

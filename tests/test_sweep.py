@@ -163,6 +163,11 @@ def test_grid_sweep_2x2_and_report(tmp_path):
     assert values == sorted(values)  # best first
     again = run_cli("sweep-report", str(sweep), cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("finished all 2 epochs") == 4
+    (sweep / rows[0]["job"] / "summary.json").unlink()  # as if the best job had been killed before its end
+    out = report(sweep)
+    assert [j.status for j in out["jobs"]] == ["ok"] * 3 + ["unfinished"]
+    assert out["jobs"][-1].best == pytest.approx(metrics_best(sweep / rows[0]["job"])[0])  # best so far, from metrics.csv
+    assert out["best"].name == rows[1]["job"]
 
 
 def random_search(tmp_path: Path, name: str, *extra: str) -> list[dict]:
