@@ -47,14 +47,15 @@ def train_task(cfg: Any, multirun: bool) -> float:
         if isinstance(ex, ConfigError):
             log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
         else:
-            log.exception("job failed")
+            log.info("job failed", exc_info=True)  # the traceback goes to the run dir's train.log, not the terminal
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
                                                          indent=2))
         if not multirun:
             error(message)
             sys.exit(2)
-        note(f"[red]job {run_dir.name} failed:[/] {message}")  # the dir name: 3, or r1_3 in a continued sweep
+        where = "" if isinstance(ex, ConfigError) else f" (traceback in {run_dir / 'train.log'})"
+        note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
         return worst_value(mode)
     if multirun:
         note(job_line(run_dir.name, summary))
