@@ -57,10 +57,10 @@ def first_values(overrides: list[str]) -> list[str]:
         if key.startswith(("hydra.", "+hydra.", "~hydra.", "hydra/job_logging", "hydra/hydra_logging")):
             continue
         if o.is_sweep_override():
-            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-            if not values:
-                continue  # a range/interval: its keys are validated when the jobs run
-            raw = f"{key}={values[0]}"
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [getattr(o.value(), "start", None)]
+            if values[0] is None:
+                continue  # a sweep without a first value: its keys are validated when the jobs run
+            raw = f"{key}={values[0]}"  # an interval(a, b) is checked with a, so a misspelt key fails before any job
         out.append(raw)
     return out
 
@@ -87,6 +87,12 @@ def compose(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
         GlobalHydra.instance().clear()
 
 
+# options the installed Hydra plugins add to Hydra's own config groups (they are not files under configs/)
+PLUGIN_OPTIONS = {"hydra/launcher": ("basic", "joblib", "submitit_local", "submitit_slurm"),
+                  "hydra/sweeper": ("basic", "optuna"),
+                  "hydra/sweeper/sampler": ("random", "tpe", "grid", "cmaes", "nsgaii", "motpe")}
+
+
 def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     """`model=mpl` -> one sentence with the closest config file of that group and all the choices."""
     import re
@@ -99,6 +105,7 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     group, name = m.groups()
     choices = {p.stem for d in filter(None, [str(config_dir()), extra_dir])
                for p in (Path(d) / group).glob("*.yaml")}
+    choices |= set(PLUGIN_OPTIONS.get(group, ()))
     if not choices and group.startswith("hydra/"):
         return ConfigError(f"{group}={name!r} is not an installed Hydra plugin option "
                            f"(joblib and submitit_slurm/submitit_local launchers, optuna sweeper are).")
@@ -137,7 +144,29 @@ def cmd_train(args: list[str]) -> int:
     validate(compose(name, extra_dir, overrides))
     from dltool.tasks import train_task
 
-    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
+    if not multirun:
+        launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
+        return 0
+    from dltool.console import note
+    from dltool.sweep import plan, quiet_plugins
+    from dltool.sweep_report import report
+
+    sweep = plan(name, extra_dir, overrides)
+    quiet_plugins()
+    for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:
+        note(line)
+    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides + sweep.overrides, "train")
+    report(sweep.sweep_dir)
+    return 0
+
+
+def cmd_sweep_report(args: list[str]) -> int:
+    """Rank the jobs of a `train -m` sweep: table, sweep.csv, sweep.png, edge-of-range warnings."""
+    if len(args) != 1 or args[0].startswith("-"):
+        raise ConfigError("usage: dltool sweep-report SWEEP_DIR (the sweep dir `dltool train -m` printed).")
+    from dltool.sweep_report import report
+
+    report(Path(args[0]))
     return 0
 
 
@@ -209,6 +238,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "list": cmd_list,
     "preview-augment": cmd_preview_augment,
     "show-data": cmd_show_data,
+    "sweep-report": cmd_sweep_report,
 }
 
 
@@ -221,6 +251,7 @@ def print_help() -> None:
                         [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()], False))
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
+                  "  dltool train -m hparams_search=lr_random\n  dltool sweep-report outputs/multirun/SWEEP\n"
                   "  dltool summary model=cnn_digits\n  dltool list layers\n"
                   "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")

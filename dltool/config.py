@@ -58,6 +58,7 @@ class ModelConfig:
     reinit: List[str] = field(default_factory=list)
     freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
     pretrained_lr_mult: float = 1.0
+    dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
 
 
 @dataclass

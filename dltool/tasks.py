@@ -49,7 +49,7 @@ def train_task(cfg: Any, multirun: bool) -> float:
         if isinstance(ex, ConfigError):
             log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
         else:
-            log.exception("job failed")
+            log.info("job failed", exc_info=True)  # the traceback goes to the run dir's train.log, not the terminal
         if not multirun:
             error(message)
             discard_empty_run_dir(run_dir)
@@ -57,10 +57,11 @@ def train_task(cfg: Any, multirun: bool) -> float:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
                                                          indent=2))
-        note(f"[red]job {hc.job.num} failed:[/] {message}")
+        where = "" if isinstance(ex, ConfigError) else f" (traceback in {run_dir / 'train.log'})"
+        note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
         return worst_value(mode)
     if multirun:
-        note(job_line(hc.job.num, summary))
+        note(job_line(run_dir.name, summary))
     else:
         print_summary(summary)
     if summary["diverged"] or summary["best_value"] is None:
@@ -76,7 +77,7 @@ def discard_empty_run_dir(run_dir: Path) -> None:
             run_dir.parent.rmdir()  # outputs/ itself, if this was its only run
 
 
-def job_line(num: int, s: dict) -> str:
+def job_line(num: int | str, s: dict) -> str:
     test = f" test_acc={s['test_acc']:.4f}" if "test_acc" in s else ""
     best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
     status = "[red]diverged[/]" if s["diverged"] else "done"
