@@ -155,10 +155,62 @@ def cmd_list(args: list[str]) -> int:
     return list_task(args)
 
 
+def cmd_evaluate(args: list[str]) -> int:
+    """Evaluate a trained run (or checkpoint file) on a split: metrics, confusion matrix, eval.json."""
+    from dltool.evaluate import OPTIONS, print_report, run_evaluate
+    from dltool.restore import parse_options
+
+    targets, opts, data = parse_options(args, OPTIONS, "evaluate")
+    if len(targets) != 1:
+        raise ConfigError("usage: dltool evaluate RUN_DIR|CHECKPOINT [split=test] [topk=3] [checkpoint=best]; "
+                          f"give exactly one run directory or checkpoint file (got {len(targets)}).")
+    print_report(run_evaluate(targets[0], opts, data))
+    return 0
+
+
+def cmd_sanity(args: list[str]) -> int:
+    """Overfit a tiny training subset with regularization off; exit 1 with a diagnosis if it cannot."""
+    from dltool.sanity import run_sanity, split_sanity_args
+
+    sanity_args, rest = split_sanity_args(args)
+    name, extra_dir, overrides = split_args(rest, "train")
+    from dltool.config import validate
+
+    return run_sanity(validate(compose(name, extra_dir, overrides)), sanity_args)
+
+
+def cmd_gradcheck(args: list[str]) -> int:
+    """Compare analytic gradients with centered differences in float64; exit 1 if any tensor disagrees."""
+    from dltool.gradcheck import run_gradcheck, split_gradcheck_args
+
+    gc_args, rest = split_gradcheck_args(args)
+    name, extra_dir, overrides = split_args(rest, "train")
+    from dltool.config import validate
+
+    return run_gradcheck(validate(compose(name, extra_dir, overrides)), gc_args)
+
+
+def cmd_predict(args: list[str]) -> int:
+    """Classify image files (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes."""
+    from dltool.predict import OPTIONS, print_predictions, run_predict
+    from dltool.restore import parse_options
+
+    paths, opts, data = parse_options(args, OPTIONS, "predict")
+    if len(paths) < 2:
+        raise ConfigError("usage: dltool predict RUN_DIR|CHECKPOINT INPUT... [topk=3]; give a run directory "
+                          "and at least one image, .npy or .pt file.")
+    print_predictions(run_predict(paths[0], paths[1:], opts))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "summary": cmd_summary,
     "list": cmd_list,
+    "evaluate": cmd_evaluate,
+    "overfit-sanity-check": cmd_sanity,
+    "gradcheck": cmd_gradcheck,
+    "predict": cmd_predict,
 }
 
 
@@ -171,7 +223,9 @@ def print_help() -> None:
                         [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()], False))
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
-                  "  dltool summary model=cnn_digits\n  dltool list layers\n\n"
+                  "  dltool summary model=cnn_digits\n  dltool list layers\n"
+                  "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
+                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 
