@@ -162,8 +162,8 @@ def cmd_evaluate(args: list[str]) -> int:
 
     targets, opts, data = parse_options(args, OPTIONS, "evaluate")
     if len(targets) != 1:
-        raise ConfigError("usage: dltool evaluate RUN_DIR|CHECKPOINT [split=test] [topk=3] [checkpoint=best]; "
-                          f"give exactly one run directory or checkpoint file (got {len(targets)}).")
+        raise ConfigError(f"dltool evaluate takes exactly one run directory or checkpoint file (got {len(targets)}), "
+                          f"then options such as split=val topk=5 checkpoint=last.")
     print_report(run_evaluate(targets[0], opts, data))
     return 0
 
@@ -197,9 +197,9 @@ def cmd_predict(args: list[str]) -> int:
 
     paths, opts, data = parse_options(args, OPTIONS, "predict")
     if len(paths) < 2:
-        raise ConfigError("usage: dltool predict RUN_DIR|CHECKPOINT INPUT... [topk=3]; give a run directory "
-                          "and at least one image, .npy or .pt file.")
-    print_predictions(run_predict(paths[0], paths[1:], opts))
+        raise ConfigError("dltool predict takes a run directory (or checkpoint file) and at least one image, "
+                          ".npy or .pt file, then options such as topk=5 invert=true.")
+    print_predictions(run_predict(paths[0], paths[1:], opts, data))
     return 0
 
 

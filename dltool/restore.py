@@ -80,10 +80,22 @@ def stored_config(ckpt: dict, run_dir: Path | None, data_overrides: dict) -> Tra
 
 
 def describe_mismatch(ex: RuntimeError) -> str:
-    """The first line torch gives for a state-dict mismatch, shortened to something readable."""
-    lines = [ln.strip() for ln in str(ex).splitlines() if ln.strip()]
-    detail = lines[1] if len(lines) > 1 else lines[0]
-    return detail.replace("layers.", "").rstrip(".")
+    """torch's state-dict mismatch report as one short clause: the first differing tensor or key."""
+    import re
+
+    text = str(ex).replace("layers.", "")
+    m = re.search(r"size mismatch for ([\w.]+): copying a param with shape torch.Size\(\[([\d, ]*)\]\) from "
+                  r"checkpoint, the shape in current model is torch.Size\(\[([\d, ]*)\]\)", text)
+    if m:
+        name, a, b = m.group(1), *(g.replace(", ", "x") or "scalar" for g in m.groups()[1:])
+        return f"{name} is {a} in the checkpoint but {b} in the config"
+    m = re.search(r"(Missing|Unexpected) key\(s\) in state_dict: (.+)", text)
+    if m:
+        keys = [k.strip().strip('"') for k in m.group(2).rstrip(". ").split(", ")]
+        where = ("the config's model has tensors the checkpoint lacks" if m.group(1) == "Missing"
+                 else "the checkpoint has tensors the config's model lacks")
+        return f"{where}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+    return next((ln.strip() for ln in text.splitlines()[1:] if ln.strip()), text.splitlines()[0]).rstrip(".")
 
 
 def restore(target: str, which: str = "best", device: str = "cpu", data_overrides: dict | None = None) -> Restored:
