@@ -94,7 +94,7 @@ def describe_mismatch(ex: RuntimeError) -> str:
         keys = [k.strip().strip('"') for k in m.group(2).rstrip(". ").split(", ")]
         where = ("the config's model has tensors the checkpoint lacks" if m.group(1) == "Missing"
                  else "the checkpoint has tensors the config's model lacks")
-        return f"{where}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+        return f"{where}: {', '.join(keys[:4])}{f' and {len(keys) - 4} more' if len(keys) > 4 else ''}"
     return next((ln.strip() for ln in text.splitlines()[1:] if ln.strip()), text.splitlines()[0]).rstrip(".")
 
 
