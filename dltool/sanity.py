@@ -265,7 +265,8 @@ def sparkline(values: list[float], width: int = 60) -> str:
     vals = [v for v in values if math.isfinite(v) and v > 0]
     if len(vals) < 2:
         return ""
-    picked = [vals[round(i * (len(vals) - 1) / (width - 1))] for i in range(min(width, len(vals)))]
+    n = min(width, len(vals))
+    picked = [vals[round(i * (len(vals) - 1) / (n - 1))] for i in range(n)]
     logs = [math.log10(v) for v in picked]
     lo, hi = min(logs), max(logs)
     blocks = "▁▂▃▄▅▆▇█"
