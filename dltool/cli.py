@@ -156,7 +156,7 @@ def cmd_list(args: list[str]) -> int:
 
 
 def cmd_evaluate(args: list[str]) -> int:
-    """Evaluate a trained run (or checkpoint file) on a split: metrics, confusion matrix, eval.json."""
+    """Evaluate a trained run (or checkpoint) on a split: metrics, confusion matrix, eval.json."""
     from dltool.evaluate import OPTIONS, print_report, run_evaluate
     from dltool.restore import parse_options
 
@@ -169,7 +169,7 @@ def cmd_evaluate(args: list[str]) -> int:
 
 
 def cmd_sanity(args: list[str]) -> int:
-    """Overfit a tiny training subset with regularization off; exit 1 with a diagnosis if it cannot."""
+    """Overfit ~20 training examples with regularization off; diagnose why if it cannot."""
     from dltool.sanity import run_sanity, split_sanity_args
 
     sanity_args, rest = split_sanity_args(args)
@@ -180,7 +180,7 @@ def cmd_sanity(args: list[str]) -> int:
 
 
 def cmd_gradcheck(args: list[str]) -> int:
-    """Compare analytic gradients with centered differences in float64; exit 1 if any tensor disagrees."""
+    """Check backprop against centered differences in float64, per parameter tensor."""
     from dltool.gradcheck import run_gradcheck, split_gradcheck_args
 
     gc_args, rest = split_gradcheck_args(args)
@@ -191,7 +191,7 @@ def cmd_gradcheck(args: list[str]) -> int:
 
 
 def cmd_predict(args: list[str]) -> int:
-    """Classify image files (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes."""
+    """Classify images (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes."""
     from dltool.predict import OPTIONS, print_predictions, run_predict
     from dltool.restore import parse_options
 
