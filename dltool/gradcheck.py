@@ -19,8 +19,9 @@ it counts as a kink, not a failure, when it passes then, or when the one-sided d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,35 +135,24 @@ def check_model(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.T
         return [check_tensor(f, n, p, grads[n], f0, opts, g) for n, p in params]
 
 
-def build_for_check(cfg: TrainConfig, opts: GradcheckOptions) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The initialized model (CPU) and a tiny seeded batch of real training examples."""
-    from dltool.data import build_data
-    from dltool.init import initialize
-    from dltool.model import build_model
-    from dltool.run import seed_everything
+def build_for_check(cfg: TrainConfig, opts: GradcheckOptions) -> tuple[nn.Module, torch.Tensor, torch.Tensor, Any]:
+    """What `dltool train` would build (initialized model, penalty) and a tiny seeded batch of training examples."""
+    from dltool.run import prepare
 
     if opts.examples < 2:
         raise ConfigError(f"gradcheck.examples={opts.examples} must be at least 2 (batch norm needs a batch).")
-    seed_everything(cfg.trainer.seed)
-    data = build_data(cfg.data, "cpu")
-    built = build_model(cfg.model, data.input_shape, data.num_classes)
-    initialize(built.model, cfg.init, built.layer_inits)
-    x, y = next(iter(data.train.batches(opts.examples, torch.Generator().manual_seed(opts.seed))))
-    return built.model, x.cpu(), y.cpu()
+    p = prepare(cfg)
+    x, y = next(iter(p.data.train.batches(opts.examples, torch.Generator().manual_seed(opts.seed))))
+    return p.setup.model, x.to(p.device), y.to(p.device), p.setup.penalty
 
 
 def run_gradcheck(cfg: TrainConfig, args: list[str]) -> int:
     """`dltool gradcheck`: 0 when every parameter tensor passes, 1 otherwise."""
-    from dltool.losses import Penalty, build_loss
+    from dltool.losses import build_loss
 
     opts = load_options(GradcheckOptions, "gradcheck", args)
-    model, x, y = build_for_check(cfg, opts)
-
-    def penalty(m: nn.Module) -> Penalty | None:
-        pen = Penalty(m, cfg.regularization)
-        return pen if pen.active else None
-
-    results = check_model(model, build_loss(cfg.loss), x, y, opts, penalty)
+    model, x, y, penalty = build_for_check(cfg, opts)
+    results = check_model(model, build_loss(cfg.loss), x, y, opts, lambda m: penalty)
     print_results(results, cfg, opts, len(y))
     return 0 if all(r.passed for r in results) else 1
 

@@ -60,7 +60,7 @@ def read_tensor(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
             t = torch.from_numpy(np.load(path, allow_pickle=False))
         else:
             t = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as ex:  # numpy and torch raise many types for a damaged file
+    except Exception as ex:  # noqa: BLE001 - numpy and torch raise many types for a damaged file
         raise ConfigError(f"cannot read tensor file {path} ({type(ex).__name__}: {str(ex).splitlines()[0][:100]}).") \
             from None
     if not isinstance(t, torch.Tensor):

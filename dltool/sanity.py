@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional  # OmegaConf structured configs want Optional
 
 import torch
 from torch import nn
@@ -31,10 +31,10 @@ class SanityOptions:
     examples: int = 20
     max_steps: int = 500
     loss_threshold: float = 0.01
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = None  # noqa: UP045
     init_tolerance: float = 0.5
     stuck_fraction: float = 0.9
-    out_dir: Optional[str] = None
+    out_dir: Optional[str] = None  # noqa: UP045
 
 
 @dataclass
@@ -70,7 +70,8 @@ def without_regularization(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
     new = dataclasses.replace(
         cfg, regularization=dataclasses.replace(r, l1=0.0, l2=0.0, activity=[]),
         optimizer=dataclasses.replace(o, weight_decay=0.0), loss=dataclasses.replace(lo, label_smoothing=0.0),
-        augment=dataclasses.replace(cfg.augment, ops=[]))
+        augment=dataclasses.replace(cfg.augment, ops=[]),
+        scheduler=dataclasses.replace(cfg.scheduler, name="none", warmup_epochs=0))  # a constant learning rate
     return new, was
 
 
@@ -145,34 +146,17 @@ def train_steps(s: Any, x: torch.Tensor, y: torch.Tensor, opts: SanityOptions) -
 
 
 def build(cfg: TrainConfig, opts: SanityOptions) -> tuple[Any, torch.Tensor, torch.Tensor, int, list[str]]:
-    """Seeded model (+ init) and optimizer without regularization, and the tiny subset."""
-    from dltool.data import build_data
-    from dltool.init import initialize
-    from dltool.losses import build_loss
-    from dltool.model import build_model
-    from dltool.optim import build_optimizer
-    from dltool.run import seed_everything
-    from dltool.trainer import Setup, pick_device
+    """Everything `dltool train` would build (seeded, initialized), dropout off, and the tiny subset."""
+    from dltool.run import prepare
 
     if opts.examples < 1 or opts.max_steps < 1:
         bad = "examples" if opts.examples < 1 else "max_steps"
         raise ConfigError(f"sanity.{bad}={getattr(opts, bad)} must be at least 1.")
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    seed_everything(cfg.trainer.seed)
-    device = pick_device(cfg.trainer.device)
-    data = build_data(cfg.data, device)
-    built = build_model(cfg.model, data.input_shape, data.num_classes)
-    initialize(built.model, cfg.init, built.layer_inits)
-    model = built.model.to(device)
-    dropped = no_dropout(model)
+    p = prepare(cfg)
+    dropped = no_dropout(p.setup.model)
     g = torch.Generator().manual_seed(cfg.trainer.seed)
-    x, y = next(iter(data.train.batches(opts.examples, g)))  # a random subset of the training split
-    x, y = x.to(device), y.to(device)
-    opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias)
-    setup = Setup(model, build_loss(cfg.loss), opt, device=device, clip_grad_norm=cfg.regularization.clip_grad_norm,
-                  clip_grad_value=cfg.regularization.clip_grad_value)
-    return setup, x, y, data.num_classes, dropped
+    x, y = next(iter(p.data.train.batches(opts.examples, g)))  # a random subset of the training split
+    return p.setup, x.to(p.device), y.to(p.device), p.data.num_classes, dropped
 
 
 def overfit(cfg: TrainConfig, opts: SanityOptions) -> Outcome:
@@ -218,20 +202,23 @@ def diagnose(o: Outcome, cfg: TrainConfig, opts: SanityOptions, grads: tuple[lis
     finite = [v for v in o.losses if math.isfinite(v)]
     if not math.isfinite(final) or len(finite) < len(o.losses) or max(finite) > 10 * max(init, 1e-12):
         step = next((i for i, v in enumerate(o.losses) if not math.isfinite(v) or v > 10 * init), len(o.losses))
-        return (f"the loss exploded (became {final if not math.isfinite(final) else max(finite):.4g} by step "
-                f"{step + 1})", [f"the learning rate is too high: try optimizer.lr={lr / 10:g} (10x smaller)",
-                                 "or clip gradients: regularization.clip_grad_norm=1.0"])
+        worst = final if not math.isfinite(final) else max(finite)
+        return (f"the loss exploded (it reached {worst:.4g} at step {step + 1})",
+                [f"the learning rate is too high: try optimizer.lr={lr / 10:g} (10x smaller)",
+                 "or clip gradients: regularization.clip_grad_norm=1.0"])
     if final > opts.stuck_fraction * init:
         return f"the loss is stuck near its initial value ({init:.4g} -> {final:.4g})", stuck_causes(cfg, grads, dead)
+    more_steps = f"sanity.max_steps={opts.max_steps * 4}"
     if o.final_acc == 1.0:
         return (f"training accuracy is 100% but the loss is still {final:.4g} (threshold {opts.loss_threshold:g})",
-                ["the predictions are right but not confident yet: give it more steps (sanity.max_steps="
-                 f"{opts.max_steps * 4}) or a larger learning rate (optimizer.lr={lr * 3:g})"])
-    return (f"the loss fell ({init:.4g} -> {final:.4g}) but not below {opts.loss_threshold:g} in "
-            f"{len(o.losses)} steps (training accuracy {o.final_acc:.0%})",
-            [f"learning too slowly: raise the learning rate (optimizer.lr={lr * 3:g}) or the budget "
-             f"(sanity.max_steps={opts.max_steps * 4})",
-             "if it plateaus, the model may be too small or too constrained to memorize even these examples"])
+                [(f"the predictions are right but not confident yet: give it more steps ({more_steps}) "
+                  f"or a larger learning rate (optimizer.lr={lr * 3:g})")])
+    slow = (f"learning too slowly: raise the learning rate (optimizer.lr={lr * 3:g}) "
+            f"or the budget ({more_steps})")
+    verdict = (f"the loss fell ({init:.4g} -> {final:.4g}) but not below {opts.loss_threshold:g} in "
+               f"{len(o.losses)} steps (training accuracy {o.final_acc:.0%})")
+    return (verdict,
+            [slow, "if it plateaus, the model may be too small or too constrained to memorize even these examples"])
 
 
 def stuck_causes(cfg: TrainConfig, grads: tuple[list[str], list[str]], dead: dict[str, float]) -> list[str]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 from sklearn import metrics as skm
 
-from conftest import run_cli
 from dltool.cli import main
 from dltool.evaluate import load_split, metrics, predict_logits
 from dltool.restore import restore

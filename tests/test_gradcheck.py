@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_config, run_cli
 from torch import nn
 
-from conftest import make_config, run_cli
 from dltool.config import ModelConfig
 from dltool.errors import ConfigError
 from dltool.gradcheck import GradcheckOptions, check_model
 from dltool.layers import LAYERS
-from dltool.losses import Penalty, build_loss
+from dltool.losses import build_loss
 from dltool.model import build_model
 
 # One small input per input kind a layer may take: image CxHxW, feature vector, 2-D (sequence TxF / signal CxL),
@@ -70,11 +70,11 @@ class WrongBackward(torch.autograd.Function):
     """y = 2x, but the backward pass returns 2.001 * grad: a typical small analytic-gradient bug."""
 
     @staticmethod
-    def forward(ctx, x):  # noqa: ANN001, ANN205
+    def forward(ctx, x):
         return 2 * x
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
+    def backward(ctx, g):
         return 2.001 * g
 
 
@@ -100,9 +100,9 @@ def test_losses_and_penalties_pass(overrides: tuple[str, ...]) -> None:
 
     cfg = make_config(*overrides)
     opts = GradcheckOptions(max_elements=8)
-    model, x, y = build_for_check(cfg, opts)
-    results = check_model(model, build_loss(cfg.loss), x, y, opts,
-                          lambda m: Penalty(m, cfg.regularization) if Penalty(m, cfg.regularization).active else None)
+    model, x, y, penalty = build_for_check(cfg, opts)
+    assert (penalty is not None) == ("regularization=l2" in overrides)
+    results = check_model(model, build_loss(cfg.loss), x, y, opts, lambda m: penalty)
     assert all(r.passed for r in results), [(r.name, r.max_rel_error) for r in results]
 
 

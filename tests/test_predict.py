@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_config, run_cli
 from PIL import Image
 
-from conftest import make_config, run_cli
 from dltool.data import DATASETS, apply_norm, make_splits
 from dltool.evaluate import probabilities
 from dltool.predict import run_predict
@@ -40,6 +40,7 @@ def direct_probs(run: Path, x: torch.Tensor) -> torch.Tensor:
         return probabilities(r.model(apply_norm(x, r.ckpt["norm"])))
 
 
+@pytest.mark.slow
 def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_path: Path) -> None:
     x, _ = raw_test
     files = []
@@ -56,6 +57,7 @@ def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_pa
         assert [p for _, p in top] == sorted((p for _, p in top), reverse=True) and len(top) == 3
 
 
+@pytest.mark.slow
 def test_npy_batch_and_pt_example_are_exact(run: Path, raw_test, tmp_path: Path) -> None:
     x, _ = raw_test
     np.save(tmp_path / "batch.npy", x[10:15].numpy())
@@ -68,6 +70,7 @@ def test_npy_batch_and_pt_example_are_exact(run: Path, raw_test, tmp_path: Path)
         assert [probs[c] for c in range(10)] == pytest.approx(expected[i].tolist(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_larger_rgb_image_is_converted(run: Path, tmp_path: Path) -> None:
     img = Image.new("RGB", (32, 32), (0, 0, 0))
     img.paste((255, 255, 255), (12, 0, 20, 32))  # a bright vertical bar, like a "1"
@@ -79,7 +82,7 @@ def test_larger_rgb_image_is_converted(run: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_prints_top_k_and_refuses_bad_inputs(run: Path, raw_test, tmp_path: Path) -> None:
-    x, y = raw_test
+    x, _ = raw_test
     np.save(tmp_path / "two.npy", x[:2].numpy())
     proc = run_cli("predict", str(run), str(tmp_path / "two.npy"), "topk=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -7,9 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import make_config, run_cli
-from dltool.sanity import Outcome, SanityOptions, diagnose, overfit, sparkline, without_regularization
+
+from dltool.sanity import (
+    Outcome,
+    SanityOptions,
+    diagnose,
+    overfit,
+    sparkline,
+    without_regularization,
+)
 
 
 @pytest.mark.slow
