@@ -155,8 +155,25 @@ def cmd_list(args: list[str]) -> int:
     return list_task(args)
 
 
+def wants_help(args: list[str], command: Callable) -> bool:
+    """`dltool COMMAND --help`: print the command's docstring (description, usage, options)."""
+    if not any(a in ("-h", "--help") for a in args):
+        return False
+    from dltool.console import plain
+
+    plain("\n".join(line.strip() for line in (command.__doc__ or "").strip().splitlines()))
+    return True
+
+
 def cmd_evaluate(args: list[str]) -> int:
-    """Evaluate a trained run (or checkpoint) on a split: metrics, confusion matrix, eval.json."""
+    """Evaluate a trained run (or checkpoint) on a split: metrics, confusion matrix, eval.json.
+
+    usage: dltool evaluate RUN_DIR|CHECKPOINT [split=test] [topk=3] [checkpoint=best] [batch_size=N]
+                           [device=auto] [data.KEY=VALUE]
+    Writes eval.json + confusion_matrix.png to the run dir (eval_<split>_<checkpoint>.json otherwise).
+    """
+    if wants_help(args, cmd_evaluate):
+        return 0
     from dltool.evaluate import OPTIONS, print_report, run_evaluate
     from dltool.restore import parse_options
 
@@ -169,7 +186,14 @@ def cmd_evaluate(args: list[str]) -> int:
 
 
 def cmd_sanity(args: list[str]) -> int:
-    """Overfit ~20 training examples with regularization off; diagnose why if it cannot."""
+    """Overfit ~20 training examples with regularization off; diagnose why if it cannot.
+
+    usage: dltool overfit-sanity-check [CONFIG.yaml] [key=value ...] [sanity.KEY=VALUE ...]
+    sanity options (configs/sanity.yaml): examples, max_steps, loss_threshold, batch_size, init_tolerance,
+    stuck_fraction, out_dir. Exit status 0 pass, 1 fail (with a diagnosis).
+    """
+    if wants_help(args, cmd_sanity):
+        return 0
     from dltool.sanity import run_sanity, split_sanity_args
 
     sanity_args, rest = split_sanity_args(args)
@@ -180,7 +204,14 @@ def cmd_sanity(args: list[str]) -> int:
 
 
 def cmd_gradcheck(args: list[str]) -> int:
-    """Check backprop against centered differences in float64, per parameter tensor."""
+    """Check backprop against centered differences in float64, per parameter tensor.
+
+    usage: dltool gradcheck [CONFIG.yaml] [key=value ...] [gradcheck.KEY=VALUE ...]
+    gradcheck options (configs/gradcheck.yaml): examples, h, threshold, max_elements, seed.
+    Exit status 0 when every tensor's max relative error is under the threshold, 1 otherwise.
+    """
+    if wants_help(args, cmd_gradcheck):
+        return 0
     from dltool.gradcheck import run_gradcheck, split_gradcheck_args
 
     gc_args, rest = split_gradcheck_args(args)
@@ -191,7 +222,14 @@ def cmd_gradcheck(args: list[str]) -> int:
 
 
 def cmd_predict(args: list[str]) -> int:
-    """Classify images (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes."""
+    """Classify images (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes.
+
+    usage: dltool predict RUN_DIR|CHECKPOINT INPUT... [topk=3] [invert=false] [checkpoint=best] [device=auto]
+    Images are converted to the training size/channels in [0, 1] (invert=true for dark ink on white);
+    tensors are raw examples (C,H,W) or batches (N,C,H,W); the stored normalization is applied.
+    """
+    if wants_help(args, cmd_predict):
+        return 0
     from dltool.predict import OPTIONS, print_predictions, run_predict
     from dltool.restore import parse_options
 

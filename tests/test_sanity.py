@@ -91,3 +91,14 @@ def test_misspelt_option_is_one_sentence(capsys) -> None:
 def test_sparkline_falls_with_the_loss() -> None:
     line = sparkline([2.0, 1.0, 0.1, 0.01])
     assert line[0] == "█" and line[-1] == "▁" and len(line) == 4
+
+
+@pytest.mark.parametrize("command, phrase", [("overfit-sanity-check", "sanity options"), ("gradcheck", "h, threshold"),
+                                             ("evaluate", "split=test"), ("predict", "invert=false")])
+def test_command_help_runs_nothing(command: str, phrase: str, capsys) -> None:
+    from dltool.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and phrase in out and "PASS" not in out
