@@ -90,7 +90,7 @@ def metrics(logits: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, Any]:
     return {"examples": len(y), "acc": float((pred == y).double().mean()), "topk": k,
             "topk_acc": float(topk.double().mean()), "confusion_matrix": cm.tolist(),
             "per_class": {m: v.tolist() for m, v in pc.items()}, "macro_avg": avg["macro"],
-            "weighted_avg": avg["weighted"], "predictions": pred.tolist()}
+            "weighted_avg": avg["weighted"]}
 
 
 def output_names(split: str, checkpoint: Path) -> tuple[str, str]:
@@ -118,8 +118,7 @@ def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dic
     r.out_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix(m["confusion_matrix"], names, r.out_dir / png_name,
                      f"{r.cfg.name}: {opts['split']} split, {r.path.name} (accuracy {m['acc']:.2%})")
-    (r.out_dir / json_name).write_text(json.dumps({k: v for k, v in result.items() if k != "predictions"},
-                                                  indent=2))
+    (r.out_dir / json_name).write_text(json.dumps(result, indent=2))
     return result
 
 
