@@ -229,16 +229,103 @@ def cmd_show_data(args: list[str]) -> int:
     grid = show_data(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["per_class"],
                      opts["classes"])
     report(grid, "classes x samples")
+def wants_help(args: list[str], command: Callable) -> bool:
+    """`dltool COMMAND --help`: print the command's docstring (description, usage, options)."""
+    if not any(a in ("-h", "--help") for a in args):
+        return False
+    from dltool.console import plain
+
+    plain("\n".join(line.strip() for line in (command.__doc__ or "").strip().splitlines()))
+    return True
+
+
+def cmd_evaluate(args: list[str]) -> int:
+    """Evaluate a trained run (or checkpoint) on a split: metrics, confusion matrix, eval.json.
+
+    usage: dltool evaluate RUN_DIR|CHECKPOINT [split=test] [topk=3] [checkpoint=best] [batch_size=N]
+                           [device=auto] [data.KEY=VALUE]
+    Writes eval.json + confusion_matrix.png to the run dir (eval_<split>_<checkpoint>.json otherwise).
+    """
+    if wants_help(args, cmd_evaluate):
+        return 0
+    from dltool.evaluate import OPTIONS, print_report, run_evaluate
+    from dltool.restore import parse_options
+
+    targets, opts, data = parse_options(args, OPTIONS, "evaluate")
+    if len(targets) != 1:
+        raise ConfigError(f"dltool evaluate takes exactly one run directory or checkpoint file (got {len(targets)}), "
+                          f"then options such as split=val topk=5 checkpoint=last.")
+    print_report(run_evaluate(targets[0], opts, data))
+    return 0
+
+
+def cmd_sanity(args: list[str]) -> int:
+    """Overfit ~20 training examples with regularization off; diagnose why if it cannot.
+
+    usage: dltool overfit-sanity-check [CONFIG.yaml] [key=value ...] [sanity.KEY=VALUE ...]
+    sanity options (configs/sanity.yaml): examples, max_steps, loss_threshold, batch_size, init_tolerance,
+    stuck_fraction, out_dir. Exit status 0 pass, 1 fail (with a diagnosis).
+    """
+    if wants_help(args, cmd_sanity):
+        return 0
+    from dltool.sanity import run_sanity, split_sanity_args
+
+    sanity_args, rest = split_sanity_args(args)
+    name, extra_dir, overrides = split_args(rest, "train")
+    from dltool.config import validate
+
+    return run_sanity(validate(compose(name, extra_dir, overrides)), sanity_args)
+
+
+def cmd_gradcheck(args: list[str]) -> int:
+    """Check backprop against centered differences in float64, per parameter tensor.
+
+    usage: dltool gradcheck [CONFIG.yaml] [key=value ...] [gradcheck.KEY=VALUE ...]
+    gradcheck options (configs/gradcheck.yaml): examples, h, threshold, max_elements, seed.
+    Exit status 0 when every tensor's max relative error is under the threshold, 1 otherwise.
+    """
+    if wants_help(args, cmd_gradcheck):
+        return 0
+    from dltool.gradcheck import run_gradcheck, split_gradcheck_args
+
+    gc_args, rest = split_gradcheck_args(args)
+    name, extra_dir, overrides = split_args(rest, "train")
+    from dltool.config import validate
+
+    return run_gradcheck(validate(compose(name, extra_dir, overrides)), gc_args)
+
+
+def cmd_predict(args: list[str]) -> int:
+    """Classify images (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes.
+
+    usage: dltool predict RUN_DIR|CHECKPOINT INPUT... [topk=3] [invert=false] [checkpoint=best] [device=auto]
+    Images are converted to the training size/channels in [0, 1] (invert=true for dark ink on white);
+    tensors are raw examples (C,H,W) or batches (N,C,H,W); the stored normalization is applied.
+    """
+    if wants_help(args, cmd_predict):
+        return 0
+    from dltool.predict import OPTIONS, print_predictions, run_predict
+    from dltool.restore import parse_options
+
+    paths, opts, data = parse_options(args, OPTIONS, "predict")
+    if len(paths) < 2:
+        raise ConfigError("dltool predict takes a run directory (or checkpoint file) and at least one image, "
+                          ".npy or .pt file, then options such as topk=5 invert=true.")
+    print_predictions(run_predict(paths[0], paths[1:], opts, data))
     return 0
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "overfit-sanity-check": cmd_sanity,
+    "gradcheck": cmd_gradcheck,
+    "predict": cmd_predict,
     "summary": cmd_summary,
     "list": cmd_list,
+    "sweep-report": cmd_sweep_report,
     "preview-augment": cmd_preview_augment,
     "show-data": cmd_show_data,
-    "sweep-report": cmd_sweep_report,
 }
 
 
@@ -253,7 +340,9 @@ def print_help() -> None:
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
                   "  dltool train -m hparams_search=lr_random\n  dltool sweep-report outputs/multirun/SWEEP\n"
                   "  dltool summary model=cnn_digits\n  dltool list layers\n"
-                  "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n\n"
+                  "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n"
+                  "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
+                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 

@@ -26,6 +26,11 @@ def note(message: str) -> None:
     console.print(message, soft_wrap=True)
 
 
+def plain(message: str) -> None:
+    """Text printed as is (no rich markup: square brackets stay)."""
+    console.print(message, markup=False, soft_wrap=True)
+
+
 def config_tree(cfg: dict, title: str = "config") -> None:
     """Print the resolved config as a tree: one line per group, one branch line per layer."""
     tree = Tree(f"[bold]{title}[/]")

@@ -56,3 +56,23 @@ def confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], pa
                 ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i][j] > peak / 2 else "black")
     _save(fig, path)
+
+
+def loss_curve(losses: Sequence[float], path: Path, threshold: float | None, expected_init: float | None,
+               title: str) -> None:
+    """Training loss per step (log scale), with the pass threshold and the expected initial loss."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, [v if v > 0 else float("nan") for v in losses], "-", label="training loss")
+    if threshold:
+        ax.axhline(threshold, color="green", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    if expected_init:
+        ax.axhline(expected_init, color="grey", linestyle=":", linewidth=1, label=f"expected at init {expected_init:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

@@ -1,0 +1,93 @@
+"""`dltool predict`: images and tensors are classified exactly as the model classifies the training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_config, run_cli
+from PIL import Image
+
+from dltool.data import DATASETS, apply_norm, make_splits
+from dltool.evaluate import probabilities
+from dltool.predict import run_predict
+from dltool.restore import restore
+from dltool.run import train
+
+OPTS = {"topk": 3, "checkpoint": "best", "device": "cpu", "invert": False, "batch_size": 256}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A two-epoch default run, trained in-process (no Hydra needed below the CLI)."""
+    run_dir = tmp_path_factory.mktemp("predict") / "run"
+    train(make_config("trainer.epochs=2", "trainer.progress=false"), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def raw_test() -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw (unnormalized) test images of the default split: (N, 1, 8, 8) in [0, 1]."""
+    cfg = make_config().data
+    return make_splits(DATASETS["digits"](cfg), cfg)["test"]
+
+
+def direct_probs(run: Path, x: torch.Tensor) -> torch.Tensor:
+    r = restore(str(run), "best", "cpu")
+    with torch.no_grad():
+        return probabilities(r.model(apply_norm(x, r.ckpt["norm"])))
+
+
+@pytest.mark.slow
+def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_path: Path) -> None:
+    x, _ = raw_test
+    files = []
+    for i in range(6):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(np.round(x[i, 0].numpy() * 255).astype(np.uint8)).save(path)
+        files.append(str(path))
+    res = run_predict(str(run), files, OPTS)
+    expected = direct_probs(run, x[:6])
+    assert res["labels"] == files
+    for i, top in enumerate(res["top"]):
+        assert top[0][0] == str(int(expected[i].argmax()))
+        assert top[0][1] == pytest.approx(float(expected[i].max()), abs=1e-3)  # 8-bit PNG rounding only
+        assert [p for _, p in top] == sorted((p for _, p in top), reverse=True) and len(top) == 3
+
+
+@pytest.mark.slow
+def test_npy_batch_and_pt_example_are_exact(run: Path, raw_test, tmp_path: Path) -> None:
+    x, _ = raw_test
+    np.save(tmp_path / "batch.npy", x[10:15].numpy())
+    torch.save(x[20].clone(), tmp_path / "one.pt")
+    res = run_predict(str(run), [str(tmp_path / "batch.npy"), str(tmp_path / "one.pt")], {**OPTS, "topk": 10})
+    expected = direct_probs(run, torch.cat([x[10:15], x[20:21]]))
+    assert res["labels"][0].endswith("batch.npy[0]") and res["labels"][5].endswith("one.pt")
+    for i, top in enumerate(res["top"]):
+        probs = {int(name): p for name, p in top}
+        assert [probs[c] for c in range(10)] == pytest.approx(expected[i].tolist(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_larger_rgb_image_is_converted(run: Path, tmp_path: Path) -> None:
+    img = Image.new("RGB", (32, 32), (0, 0, 0))
+    img.paste((255, 255, 255), (12, 0, 20, 32))  # a bright vertical bar, like a "1"
+    img.save(tmp_path / "bar.jpg")
+    plain = run_predict(str(run), [str(tmp_path / "bar.jpg")], OPTS)["top"][0]
+    inverted = run_predict(str(run), [str(tmp_path / "bar.jpg")], {**OPTS, "invert": True})["top"][0]
+    assert plain != inverted and {name for name, _ in plain} <= {str(i) for i in range(10)}
+
+
+@pytest.mark.slow
+def test_cli_prints_top_k_and_refuses_bad_inputs(run: Path, raw_test, tmp_path: Path) -> None:
+    x, _ = raw_test
+    np.save(tmp_path / "two.npy", x[:2].numpy())
+    proc = run_cli("predict", str(run), str(tmp_path / "two.npy"), "topk=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "two.npy[0]" in proc.stdout and "two.npy[1]" in proc.stdout and "2nd" in proc.stdout
+    assert "3rd" not in proc.stdout
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 5), dtype=np.float32))
+    proc = run_cli("predict", str(run), str(tmp_path / "wrong.npy"), cwd=tmp_path)
+    assert proc.returncode == 2 and "has shape 3x5; this model takes 1x8x8" in proc.stderr
