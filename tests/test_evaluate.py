@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from tests.conftest import run_cli
 from sklearn import metrics as skm
 
 from dltool.cli import main

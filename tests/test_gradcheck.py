@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config, run_cli
+from tests.conftest import make_config, run_cli
 from torch import nn
 
 from dltool.config import ModelConfig
@@ -17,8 +17,10 @@ from dltool.losses import build_loss
 from dltool.model import build_model
 
 # One small input per input kind a layer may take: image CxHxW, feature vector, 2-D (sequence TxF / signal CxL),
+# volume CxTxHxW,
 # each with a shape-keeping layer with weights in front, so the gradient must pass back through the layer tested.
-SHAPES = {(2, 6, 6): {"conv": {"filters": 2, "kernel": 1}}, (6,): {"fc": 6}, (5, 4): {"fc": 4}}
+SHAPES = {(2, 6, 6): {"conv": {"filters": 2, "kernel": 1}}, (6,): {"fc": 6}, (5, 4): {"fc": 4},
+          (2, 3, 4, 4): {"conv3d": {"filters": 2, "kernel": 1}}}
 # Hand-written specs for layers whose defaults alone cannot build a model (e.g. nested layer lists).
 # A layer type may also carry its own `example` (a layer item) in dltool.layers.LAYERS.
 EXAMPLES: dict[str, list] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_config, run_cli
+from tests.conftest import make_config, run_cli
 from PIL import Image
 
 from dltool.data import DATASETS, apply_norm, make_splits

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import make_config, run_cli
+from tests.conftest import make_config, run_cli
 
 from dltool.sanity import (
     Outcome,
