@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dltool.data import DATASETS, apply_norm, make_splits
+from dltool.data import DATASETS, DataBundle, apply_norm, make_splits, relayout
 from dltool.errors import ConfigError
 from dltool.losses import build_loss
 from dltool.registry import lookup
@@ -27,7 +27,10 @@ OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None,
 def load_split(r: Restored, name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Inputs (normalized with the stored statistics) and labels of one split, plus the class names."""
     cfg = r.cfg.data
-    raw = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    loaded = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    if isinstance(loaded, DataBundle):  # streamed folder data, normalized by its loader with train statistics
+        return streamed_split(loaded, name, r)
+    raw = relayout(loaded, cfg.layout)
     splits = make_splits(raw, cfg)
     if name not in splits:
         raise ConfigError(f"split={name!r} is not available for the data set {cfg.name!r}; "
@@ -37,6 +40,15 @@ def load_split(r: Restored, name: str) -> tuple[torch.Tensor, torch.Tensor, list
         raise ConfigError(f"data.name={cfg.name!r} now has {len(raw.class_names)} classes but checkpoint {r.path} "
                           f"was trained on {r.ckpt['num_classes']}; evaluate it on the data it was trained on.")
     return apply_norm(x, r.ckpt["norm"]), y, list(r.ckpt.get("class_names") or raw.class_names)
+
+
+def streamed_split(bundle: DataBundle, name: str, r: Restored) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All batches of one split of a streamed data set (the same files and seeded split as in training)."""
+    if bundle.num_classes != int(r.ckpt["num_classes"]):
+        raise ConfigError(f"data.root now has {bundle.num_classes} classes but checkpoint {r.path} was trained on "
+                          f"{r.ckpt['num_classes']}; evaluate it on the data it was trained on.")
+    xs, ys = zip(*bundle.split(name).batches(256))
+    return torch.cat(xs), torch.cat(ys), list(r.ckpt.get("class_names") or bundle.class_names)
 
 
 @torch.no_grad()

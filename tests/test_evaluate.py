@@ -133,3 +133,23 @@ def test_evaluate_errors_are_one_sentence(trained: Path, tmp_path: Path, capsys)
         assert len(err.strip().splitlines()) <= 3  # one sentence (soft-wrapped at most)
     proc = run_cli("evaluate", *cases[0][0], cwd=tmp_path)  # and once through the real console command
     assert proc.returncode == 2 and cases[0][1] in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", ["signal", "imagefolder"])
+def test_evaluate_matches_training_for_relayout_and_streamed_data(tmp_path: Path, setup: str) -> None:
+    """Data the loader reshapes (layout=signal) or streams from disk is rebuilt exactly as in training."""
+    if setup == "signal":
+        args = ["experiment=digits_wavenet", "trainer.epochs=2"]
+    else:
+        from tests.fakedata import write_imagefolder
+
+        root = write_imagefolder(tmp_path / "imgs", per_class=20)
+        args = ["data=imagefolder", f"data.root={root}", "model=lenet", "trainer.epochs=2"]
+    proc = run_cli("train", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    proc = run_cli("evaluate", str(run), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "eval.json").read_text())["acc"] == summary["test_acc"]
