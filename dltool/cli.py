@@ -115,6 +115,14 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     return unknown(group, name, choices)
 
 
+def train_config(args: list[str]) -> Any:
+    """[CONFIG.yaml] [key=value ...] -> the validated TrainConfig (summary, sanity, gradcheck, previews)."""
+    from dltool.config import validate
+
+    name, extra_dir, overrides = split_args(args, "train")
+    return validate(compose(name, extra_dir, overrides))
+
+
 def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrides: list[str], job: str) -> None:
     """Run `task` under @hydra.main (run dir, logging, -m sweeps) with these arguments."""
     import hydra
@@ -172,11 +180,9 @@ def cmd_sweep_report(args: list[str]) -> int:
 
 def cmd_summary(args: list[str]) -> int:
     """Print the model table: output shape, parameters, activation memory and mult-adds per layer."""
-    name, extra_dir, overrides = split_args(args, "train")
-    from dltool.config import validate
     from dltool.tasks import summary_task
 
-    return summary_task(validate(compose(name, extra_dir, overrides)))
+    return summary_task(train_config(args))
 
 
 def cmd_list(args: list[str]) -> int:
@@ -209,11 +215,9 @@ def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], d
 def cmd_preview_augment(args: list[str]) -> int:
     """Write a PNG grid of training images: original, then augmented (--rows 8 --variants 5 --out FILE)."""
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
-    name, extra_dir, overrides = split_args(args, "train")
-    from dltool.config import validate
     from dltool.preview import preview_augment, report
 
-    grid = preview_augment(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["rows"],
+    grid = preview_augment(train_config(args), Path(opts["out"]), opts["rows"],
                            opts["variants"])
     report(grid, "original + augmented")
     return 0
@@ -222,11 +226,9 @@ def cmd_preview_augment(args: list[str]) -> int:
 def cmd_show_data(args: list[str]) -> int:
     """Write a PNG grid of raw training samples per class (--per-class 8 --classes 20 --out FILE)."""
     args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
-    name, extra_dir, overrides = split_args(args, "train")
-    from dltool.config import validate
     from dltool.preview import report, show_data
 
-    grid = show_data(validate(compose(name, extra_dir, overrides)), Path(opts["out"]), opts["per_class"],
+    grid = show_data(train_config(args), Path(opts["out"]), opts["per_class"],
                      opts["classes"])
     report(grid, "classes x samples")
 def wants_help(args: list[str], command: Callable) -> bool:
@@ -271,10 +273,7 @@ def cmd_sanity(args: list[str]) -> int:
     from dltool.sanity import run_sanity, split_sanity_args
 
     sanity_args, rest = split_sanity_args(args)
-    name, extra_dir, overrides = split_args(rest, "train")
-    from dltool.config import validate
-
-    return run_sanity(validate(compose(name, extra_dir, overrides)), sanity_args)
+    return run_sanity(train_config(rest), sanity_args)
 
 
 def cmd_gradcheck(args: list[str]) -> int:
@@ -289,10 +288,7 @@ def cmd_gradcheck(args: list[str]) -> int:
     from dltool.gradcheck import run_gradcheck, split_gradcheck_args
 
     gc_args, rest = split_gradcheck_args(args)
-    name, extra_dir, overrides = split_args(rest, "train")
-    from dltool.config import validate
-
-    return run_gradcheck(validate(compose(name, extra_dir, overrides)), gc_args)
+    return run_gradcheck(train_config(rest), gc_args)
 
 
 def cmd_predict(args: list[str]) -> int:
