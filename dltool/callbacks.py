@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import time
@@ -80,7 +79,7 @@ class BestCheckpoint(Callback):
         if self.m.improved(v):
             self.m.best, self.m.best_epoch = v, state.epoch
             logs["best"] = True
-            self.best_weights = copy.deepcopy(state.model.state_dict())
+            self.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
             if state.make_checkpoint is not None:
                 self.save(state.make_checkpoint(), self.path)
 
@@ -99,8 +98,6 @@ class EarlyStopping(Callback):
         self.m = monitor
         self.patience, self.stopping_threshold = patience, stopping_threshold
         self.divergence_threshold, self.start_from_epoch = divergence_threshold, start_from_epoch
-        self.wait = 0
-        self.last_best_epoch = 0
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         for key in ("train_loss", "val_loss"):
@@ -119,13 +116,10 @@ class EarlyStopping(Callback):
                                      f"at epoch {state.epoch}.")
         if state.epoch <= self.start_from_epoch or self.patience is None:
             return
-        if self.m.best_epoch == state.epoch:  # BestCheckpoint just recorded an improvement
-            self.wait = 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
-                                  f"{self.patience} epochs (best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+        waited = state.epoch - max(self.m.best_epoch, self.start_from_epoch)  # epochs since the last improvement
+        if waited >= self.patience:
+            self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
+                              f"{self.patience} epochs (best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
 
     def _beyond(self, v: float, threshold: float) -> bool:
         return v > threshold if self.m.mode == "min" else v < threshold
@@ -134,21 +128,22 @@ class EarlyStopping(Callback):
     def _stop(state: FitState, reason: str) -> None:
         state.stop, state.stop_reason = True, reason
 
-    def state_dict(self) -> dict:
-        return {"wait": self.wait}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.wait = d["wait"]
-
 
 class LastCheckpoint(Callback):
-    """checkpoints/last.pt after every epoch (run it after the callbacks whose state it records)."""
+    """checkpoints/last.pt after every epoch (run it after the callbacks whose state it records).
 
-    def __init__(self, path: Path, save: Callable[[dict, Path], None]) -> None:
-        self.path, self.save = path, save
+    In an epoch that improved, best.pt was just written with the same content: copy the file instead
+    of pickling the checkpoint a second time (the copy is atomic too).
+    """
+
+    def __init__(self, path: Path, save: Callable[[dict, Path], None], best: Path | None = None,
+                 copy: Callable[[Path, Path], None] | None = None) -> None:
+        self.path, self.save, self.best, self.copy = path, save, best, copy
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        if state.make_checkpoint is not None:
+        if logs.get("best") and self.best is not None and self.copy is not None:
+            self.copy(self.best, self.path)
+        elif state.make_checkpoint is not None:
             self.save(state.make_checkpoint(), self.path)
 
 

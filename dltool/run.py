@@ -105,13 +105,13 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     callbacks: list[Callback] = [best, stopper, MetricsCSV(run_dir / "metrics.csv")]
     callbacks += [reporter] if reporter is not None else []
     callbacks += list(extra_callbacks or [])
-    last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save)
+    last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
     callbacks += [last, Curves(run_dir / "curves.png", monitor)]
     callbacks += [RestoreBest(best)] if t.restore_best_weights else []
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
-    stateful = {"best": best, "early_stopping": stopper}
+    stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
 
     def make_checkpoint() -> dict:
         return {
