@@ -65,8 +65,11 @@ def first_values(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
-    """Compose with Hydra's compose API and validate against the schema (ConfigError on any mistake)."""
+def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: bool = False) -> Any:
+    """Compose with Hydra's compose API and validate against the schema (ConfigError on any mistake).
+
+    with_hydra: also apply the `hydra.*` overrides and return the `hydra` node (sweeper, launcher, dirs).
+    """
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -76,9 +79,12 @@ def compose(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
     GlobalHydra.instance().clear()
     primary_dir = extra_dir or str(config_dir())
     extra = [f"hydra.searchpath=[file://{config_dir()}]"] if extra_dir else []
+    if with_hydra:
+        extra += [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(config_dir=primary_dir, version_base=None):
-            return hydra_compose(config_name=name, overrides=extra + first_values(overrides))
+            return hydra_compose(config_name=name, overrides=extra + first_values(overrides),
+                                 return_hydra_config=with_hydra)
     except ConfigError:
         raise
     except Exception as ex:  # Hydra/OmegaConf composition errors

@@ -52,29 +52,17 @@ def given(overrides: list[str], key: str) -> str | None:
 
 def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
     """The composed config including its `hydra` node (sweeper, launcher, sweep dir)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from dltool.cli import compose
 
-    from dltool.cli import config_dir, first_values
-    from dltool.config import register_schemas, translate
-
-    register_schemas()
-    GlobalHydra.instance().clear()
-    extra = [f"hydra.searchpath=[file://{config_dir()}]"] if extra_dir else []
-    hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
     try:
-        with initialize_config_dir(config_dir=extra_dir or str(config_dir()), version_base=None):
-            return compose(config_name=name, overrides=extra + first_values(overrides) + hydra_keys,
-                           return_hydra_config=True)
-    except Exception as ex:  # noqa: BLE001 - a bad hydra.* override
-        error = translate(ex)
+        return compose(name, extra_dir, overrides, with_hydra=True)
+    except ConfigError as error:
         bad = re.search(r"'(hydra\.[\w.]+)' is not a config key", str(error))
+        hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
         if bad and hydra_keys:  # the schema knows no hydra keys: list the ones this sweeper/launcher has
             raise hydra_key_error(name, extra_dir, [o for o in overrides if o not in hydra_keys], bad.group(1)) \
                 from None
-        raise error from None
-    finally:
-        GlobalHydra.instance().clear()
+        raise
 
 
 def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key: str) -> ConfigError:
