@@ -235,11 +235,12 @@ def parse(ops: list, layout: str = "image") -> list[tuple[str, dict]]:
     for i, item in enumerate(ops):
         if isinstance(item, str):
             name, given = item, {}
-        elif isinstance(item, dict) and len(item) == 1:
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), (dict, type(None))):
             name, given = next(iter(item.items()))
             given = dict(given or {})
         else:
-            raise ConfigError(f"augment.ops[{i}]={item!r} must be an op name or `name: {{options}}`; "
+            raise ConfigError(f"augment.ops[{i}]={item!r} must be an op name or `name: {{options}}` "
+                              f"(e.g. `rotate: {{degrees: 10}}`); "
                               f"ops: {', '.join(OPS)}.")
         op = lookup(OPS, name, f"augment.ops[{i}]")
         check_keys(given, op.defaults, f"augment.ops[{i}] ({name})")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -200,6 +201,9 @@ def translate(ex: Exception) -> ConfigError:
         return ConfigError(f"'{full}': {msg}.")
     text = str(ex).strip()
     first = text.splitlines()[0] if text else type(ex).__name__
+    if isinstance(ex, OverrideParseException):
+        return ConfigError(f"cannot read the override {getattr(ex, 'override', '')!r} ({first}); quote an override "
+                           f"that holds spaces or brackets, e.g. 'model.layers=[{{fc: 10}}]'.")
     # Hydra wraps key errors: "Could not override 'x'. ... Key 'y' not in 'Z'"
     cause = ex.__cause__
     if isinstance(cause, OmegaConfBaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -13,7 +14,10 @@ from rich.tree import Tree
 
 from dltool.callbacks import Callback, FitState
 
-console = Console(highlight=False)
+# Piped into a file or CI log there is no terminal width: use a wide one rather than rich's 80 columns,
+# which would cut numbers in the summary tables short (COLUMNS, when set, still wins).
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 

@@ -192,7 +192,11 @@ class Builder:
         init = params.pop("init", None)
         name = self.name(entry.prefix)
         ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict, is_last)
-        module, expected = entry.build(params, shape, ctx)
+        try:
+            module, expected = entry.build(params, shape, ctx)
+        except (ValueError, TypeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]
+            given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise ConfigError(f"{ctx.where}: an option has a value of the wrong kind ({given}): {ex}.") from None
         x = torch.zeros(2, *shape)
         module.eval()
         try:

@@ -52,6 +52,8 @@ def test_divergent_lr_stops_with_the_reason_and_keeps_best(tmp_path):
     (["trian"], "command='trian' is not known. Did you mean 'train'?"),
     (["train", "optimizer.name=adm"], "optimizer.name='adm' is not known. Did you mean 'adam'?"),
     (["train", "init.scheme=constant"], "symmetry"),
+    (["train", "augment.ops=[{rotat: 10}]"], "must be an op name or `name: {options}`"),
+    (["train", "augment.ops=[{rotat:"], "cannot read the override 'augment.ops=[{rotat:'"),
 ])
 def test_mistakes_get_one_sentence_and_no_run_dir(tmp_path, args, expected):
     proc = run_cli(*args, cwd=tmp_path)

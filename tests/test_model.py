@@ -90,6 +90,8 @@ def test_overlapping_pool_arithmetic_is_accepted():
     (["flatten", {"fc": 7}], r"outputs 7 values per example but the data has 10 classes"),
     (["flatten", {"dropout": 1.5}, {"fc": 10}], r"p=1.5"),
     ([], r"model.layers is empty"),
+    ([{"conv": {"filters": "abc"}}, "flatten", {"fc": 10}], r"layer 1 \(conv1: conv.*wrong kind.*filters='abc'"),
+    ([{"conv": {"filters": 4, "kernel": [1, 2, 3]}}, "flatten", {"fc": 10}], r"expected one number or two"),
 ])
 def test_bad_specs_get_one_sentence(layers, pattern):
     with pytest.raises(ConfigError, match=pattern):
