@@ -42,6 +42,13 @@ def train_task(cfg: Any, multirun: bool) -> float:
             config_tree(to_dict(tc), f"config ({run_dir})")
         reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
         summary = train(tc, run_dir, reporter=reporter, prepared=prepared)
+    except KeyboardInterrupt:
+        if multirun:
+            raise
+        last = run_dir / "checkpoints" / "last.pt"
+        hint = f"; continue with: dltool train resume={run_dir}" if last.exists() else ""
+        error(f"interrupted (Ctrl-C); the checkpoints of finished epochs are in {run_dir / 'checkpoints'}{hint}")
+        sys.exit(130)
     except Exception as ex:  # noqa: BLE001 - a sweep must survive one bad job
         if not multirun and not isinstance(ex, ConfigError):
             raise
