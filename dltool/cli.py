@@ -276,9 +276,10 @@ def cmd_sanity(args: list[str]) -> int:
     """
     if wants_help(args, cmd_sanity):
         return 0
-    from dltool.sanity import run_sanity, split_sanity_args
+    from dltool.options import split_prefixed
+    from dltool.sanity import run_sanity
 
-    sanity_args, rest = split_sanity_args(args)
+    sanity_args, rest = split_prefixed(args, "sanity")
     return run_sanity(train_config(rest), sanity_args)
 
 
@@ -291,9 +292,10 @@ def cmd_gradcheck(args: list[str]) -> int:
     """
     if wants_help(args, cmd_gradcheck):
         return 0
-    from dltool.gradcheck import run_gradcheck, split_gradcheck_args
+    from dltool.gradcheck import run_gradcheck
+    from dltool.options import split_prefixed
 
-    gc_args, rest = split_gradcheck_args(args)
+    gc_args, rest = split_prefixed(args, "gradcheck")
     return run_gradcheck(train_config(rest), gc_args)
 
 

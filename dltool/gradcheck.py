@@ -28,7 +28,7 @@ from torch import nn
 
 from dltool.config import TrainConfig
 from dltool.errors import ConfigError
-from dltool.options import load_options, split_prefixed
+from dltool.options import load_options
 
 Objective = Callable[[], torch.Tensor]
 
@@ -51,10 +51,6 @@ class TensorResult:
     max_abs_grad: float
     max_rel_error: float
     passed: bool
-
-
-def split_gradcheck_args(args: list[str]) -> tuple[list[str], list[str]]:
-    return split_prefixed(args, "gradcheck")
 
 
 def make_objective(model: nn.Module, loss_fn: Callable, penalty: Callable | None, x: torch.Tensor, y: torch.Tensor,

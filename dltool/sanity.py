@@ -21,7 +21,7 @@ from torch import nn
 
 from dltool.config import TrainConfig
 from dltool.errors import ConfigError
-from dltool.options import as_dict, load_options, split_prefixed
+from dltool.options import as_dict, load_options
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
 
@@ -53,10 +53,6 @@ class Outcome:
     init_note: str = ""
     examples: int = 0
     seconds: float = 0.0  # the training steps alone
-
-
-def split_sanity_args(args: list[str]) -> tuple[list[str], list[str]]:
-    return split_prefixed(args, "sanity")
 
 
 def without_regularization(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
