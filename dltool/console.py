@@ -12,8 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
-from dltool.callbacks import Callback, FitState
-
 # Piped into a file or CI log there is no terminal width: use a wide one rather than rich's 80 columns,
 # which would cut numbers in the summary tables short (COLUMNS, when set, still wins).
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -75,42 +73,22 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], jus
     return t
 
 
-class EpochReporter(Callback):
-    """A progress bar within each epoch and one aligned line per epoch."""
+def progress_bar(total_label: str = "epoch") -> Progress | None:
+    """A transient progress bar on a terminal (None when piped, or with DLTOOL_NO_PROGRESS set)."""
+    if not console.is_terminal or os.environ.get("DLTOOL_NO_PROGRESS"):
+        return None
+    return Progress(TextColumn(total_label + " {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
 
-    def __init__(self, epochs: int, monitor: str, show_progress: bool = True) -> None:
-        self.epochs, self.monitor = epochs, monitor
-        self.enabled = show_progress and console.is_terminal and not os.environ.get("DLTOOL_NO_PROGRESS")
-        self.progress: Progress | None = None
-        self.task = None
-        self.header_done = False
 
-    def on_fit_start(self, state: FitState) -> None:
-        if self.enabled:
-            self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=console, transient=True)
-            self.progress.start()
+def epoch_header() -> None:
+    console.print(f"[bold]{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
+                  f"{'val_acc':>8} {'lr':>9} {'time':>6}[/]")
 
-    def epoch_start(self, epoch: int, n_batches: int) -> None:
-        if self.progress is not None:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task("train", total=n_batches, epoch=f"{epoch}/{self.epochs}")
 
-    def batch_end(self) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task)
-
-    def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        if not self.header_done:
-            console.print(f"[bold]{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
-                          f"{'val_acc':>8} {'lr':>9} {'time':>6}[/]")
-            self.header_done = True
-        mark = f"  [green]* best {self.monitor}[/]" if logs.get("best") else ""
-        console.print(f"{logs['epoch']:>3}/{self.epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
-                      f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
-                      soft_wrap=True)
-
-    def on_fit_end(self, state: FitState) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+def epoch_line(logs: dict, epochs: int, monitor: str) -> None:
+    """One aligned line per epoch; `* best MONITOR` when the epoch improved."""
+    mark = f"  [green]* best {monitor}[/]" if logs.get("best") else ""
+    console.print(f"{logs['epoch']:>3}/{epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
+                  f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
+                  soft_wrap=True)

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from dltool.augment import OPS, build_batched
+from dltool.data.augment import OPS, build_batched
 
 
 def bench(ops: list, x: torch.Tensor, reps: int = 20) -> float:

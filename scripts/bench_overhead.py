@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from dltool.callbacks import Callback
 from dltool.cli import config_dir
-from dltool.config import register_schemas, validate
-from dltool.run import prepare, train
-
+from dltool.config.schema import register_schemas, validate
+from dltool.train.callbacks import Callback
+from dltool.train.run import prepare, train
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process, all threads)
 

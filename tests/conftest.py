@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from dltool.cli import config_dir
-from dltool.config import TrainConfig, register_schemas, validate
+from dltool.config.compose import config_dir
+from dltool.config.schema import TrainConfig, register_schemas, validate
 
 torch.set_num_threads(1)  # tests run side by side on 2 cores; one thread each is fastest overall
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from dltool.blocks import LocallyConnected2d
-from dltool.cli import config_dir
-from dltool.config import InitConfig, ModelConfig
+from dltool.config.compose import config_dir
+from dltool.config.schema import InitConfig, ModelConfig
 from dltool.errors import ConfigError
-from dltool.init import initialize
-from dltool.model import build_model
-from dltool.summary import totals
+from dltool.models.blocks import LocallyConnected2d
+from dltool.models.builder import build_model
+from dltool.models.init import initialize
+from dltool.models.summary import totals
 from tests.conftest import make_config, run_cli
 
 # config name -> the (input shape, classes) it is meant for. A new configs/model/*.yaml must be added here.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dltool.augment import OPS, build_batched, build_v2, parse
-from dltool.config import DataConfig
-from dltool.data import build_data
+from dltool.config.schema import DataConfig
+from dltool.data.augment import OPS, build_batched, build_v2, parse
+from dltool.data.build import build_data
 from dltool.errors import ConfigError
 from tests.conftest import make_config
 
@@ -115,8 +115,8 @@ def test_v2_pipeline_per_image(name):
 
 
 def test_prepare_wires_augment_to_training_only():
-    from dltool.run import prepare
-    from dltool.trainer import evaluate
+    from dltool.train.loop import evaluate
+    from dltool.train.run import prepare
 
     cfg = make_config("augment=digits", "trainer.device=cpu", "trainer.epochs=1")
     p = prepare(cfg)
@@ -125,10 +125,10 @@ def test_prepare_wires_augment_to_training_only():
     seen = []
     original = p.setup.augment
     p.setup.augment = lambda x, g: seen.append(x.shape[0]) or original(x, g)
-    from dltool.trainer import train_one_epoch
+    from dltool.train.loop import make_scaler, train_one_epoch
 
     g = torch.Generator().manual_seed(0)
-    train_one_epoch(p.setup, p.data.train.batches(64, g), p.data.train.num_batches(64), g, None)
+    train_one_epoch(p.setup, p.data.train.batches(64, g), p.data.train.num_batches(64), g, make_scaler(p.setup))
     evaluate(p.setup.model, p.setup.loss_fn, p.data.val, 64, p.device)
     assert sum(seen) == len(p.data.train)  # every training example went through augmentation once
     assert torch.equal(p.data.val.x, val_before)  # validation data untouched

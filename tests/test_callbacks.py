@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltool.callbacks import BestCheckpoint, EarlyStopping, FitState, Monitor
 from dltool.errors import ConfigError
+from dltool.train.callbacks import BestCheckpoint, EarlyStopping, FitState, Monitor
 
 
 def run(values, mode="min", patience=3, min_delta=0.0, key="val_loss", **kw):

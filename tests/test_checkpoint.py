@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dltool import checkpoint
 from dltool.errors import ConfigError
+from dltool.train import checkpoint
 
 
 def payload():

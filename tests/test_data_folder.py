@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from dltool.augment import attach
-from dltool.config import DataConfig
-from dltool.data import TensorSplit, build_data
-from dltool.datasets.folder import FolderSplit
+from dltool.config.schema import DataConfig
+from dltool.data.augment import attach
+from dltool.data.build import build_data
+from dltool.data.datasets.folder import FolderSplit
+from dltool.data.splits import TensorSplit
 from dltool.errors import ConfigError
 from tests.conftest import run_cli
 from tests.fakedata import write_imagefolder

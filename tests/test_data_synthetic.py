@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from dltool.config import DataConfig
-from dltool.data import DATASETS, build_data
+from dltool.config.schema import DataConfig
+from dltool.data.build import DATASETS, build_data
 from dltool.errors import ConfigError
 from tests.conftest import make_config, run_cli
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dltool.config import DataConfig
-from dltool.data import DATASETS, build_data
-from dltool.datasets.vision import data_root
+from dltool.config.schema import DataConfig
+from dltool.data.build import DATASETS, build_data
+from dltool.data.datasets.vision import data_root
 from dltool.errors import ConfigError
 from tests.conftest import run_cli
 from tests.fakedata import write_cifar10, write_cifar100, write_mnist

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.conftest import run_cli
 from sklearn import metrics as skm
 
 from dltool.cli import main
-from dltool.evaluate import load_split, metrics, predict_logits
-from dltool.restore import restore
+from dltool.commands.evaluate import load_split, metrics, predict_logits
+from dltool.train.restore import restore
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")

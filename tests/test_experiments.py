@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dltool.run import prepare, train
-from dltool.trainer import evaluate
+from dltool.train.loop import evaluate
+from dltool.train.run import prepare, train
 from tests.conftest import make_config, run_cli
 from tests.fakedata import write_cifar10, write_mnist
 
@@ -52,7 +52,7 @@ def test_vision_experiments_run_on_real_format_files(tmp_path: Path, name: str, 
     assert summary["epochs_run"] == 1 and 0.0 <= summary["test_acc"] <= 1.0
     ck = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert ck["params"] == summary["params"] > 0
-    from dltool import checkpoint as ckpt_io
+    from dltool.train import checkpoint as ckpt_io
 
     assert ckpt_io.load(tmp_path / "run" / "checkpoints" / "best.pt")["input_shape"] == shape
 

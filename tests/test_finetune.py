@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dltool import checkpoint as ckpt_io
-from dltool.config import ModelConfig
+from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
-from dltool.finetune import apply
-from dltool.model import build_model
-from dltool.run import prepare, train
-from dltool.summary import rows
+from dltool.models.builder import build_model
+from dltool.models.finetune import apply
+from dltool.models.summary import rows
+from dltool.train import checkpoint as ckpt_io
+from dltool.train.run import prepare, train
 from tests.conftest import make_config, run_cli
 
 FROZEN = ["conv1", "bn1", "conv2", "bn2", "conv3"]  # freeze: 5 on cnn_digits

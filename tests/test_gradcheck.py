@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import make_config, run_cli
 from torch import nn
 
-from dltool.config import ModelConfig
+from dltool.commands.gradcheck import GradcheckOptions, check_model
+from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
-from dltool.gradcheck import GradcheckOptions, check_model
-from dltool.layers import LAYERS
-from dltool.losses import build_loss
-from dltool.model import build_model
+from dltool.models.builder import build_model
+from dltool.models.layers import LAYERS
+from dltool.train.losses import build_loss
+from tests.conftest import make_config, run_cli
 
 # One small input per input kind a layer may take: image CxHxW, feature vector, 2-D (sequence TxF / signal CxL),
 # volume CxTxHxW,
@@ -98,7 +98,7 @@ def test_a_wrong_backward_is_caught() -> None:
 @pytest.mark.parametrize("overrides", [("model=mlp", "loss=hinge", "regularization=l2", "regularization.l1=1e-3"),
                                        ("loss=squared_hinge",), ("model=mlp", "loss=bce"), ("loss=mse",)])
 def test_losses_and_penalties_pass(overrides: tuple[str, ...]) -> None:
-    from dltool.gradcheck import build_for_check
+    from dltool.commands.gradcheck import build_for_check
 
     cfg = make_config(*overrides)
     opts = GradcheckOptions(max_elements=8)

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from dltool.config import InitConfig, ModelConfig
+from dltool.config.schema import InitConfig, ModelConfig
 from dltool.errors import ConfigError
-from dltool.init import INITIALIZERS, initialize
-from dltool.model import build_model
+from dltool.models.builder import build_model
+from dltool.models.init import INITIALIZERS, initialize
 
 
 def big_mlp():

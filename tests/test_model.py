@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from dltool.config import ModelConfig
+from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
-from dltool.model import build_model
-from dltool.summary import as_text, totals
+from dltool.models.builder import build_model
+from dltool.models.summary import as_text, totals
 
 
 def model(layers, shape, classes=10, **kw):

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from dltool.config import ModelConfig, OptimizerConfig, SchedulerConfig
+from dltool.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig
 from dltool.errors import ConfigError
-from dltool.model import build_model
-from dltool.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, param_groups
+from dltool.models.builder import build_model
+from dltool.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, param_groups
 
 
 def tiny():

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_config, run_cli
 from PIL import Image
 
-from dltool.data import DATASETS, apply_norm, make_splits
-from dltool.evaluate import probabilities
-from dltool.predict import run_predict
-from dltool.restore import restore
-from dltool.run import train
+from dltool.commands.evaluate import probabilities
+from dltool.commands.predict import run_predict
+from dltool.data.build import DATASETS
+from dltool.data.normalize import apply_norm
+from dltool.data.splits import make_splits
+from dltool.train.restore import restore
+from dltool.train.run import train
+from tests.conftest import make_config, run_cli
 
 OPTS = {"topk": 3, "checkpoint": "best", "device": "cpu", "invert": False, "batch_size": 256}
 

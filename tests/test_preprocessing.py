@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
-from dltool.config import DataConfig
-from dltool.data import DATASETS, apply_norm, build_data, fit_norm, make_splits
+from dltool.config.schema import DataConfig
+from dltool.data.build import DATASETS, build_data
+from dltool.data.normalize import apply_norm, fit_norm
+from dltool.data.splits import make_splits
 from dltool.errors import ConfigError
 from tests.conftest import run_cli
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from dltool.commands.preview import DPI, TILE, preview_augment, show_data
 from dltool.errors import ConfigError
-from dltool.preview import DPI, TILE, preview_augment, show_data
 from tests.conftest import make_config, run_cli
 from tests.fakedata import write_imagefolder
 

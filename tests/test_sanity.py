@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-from tests.conftest import make_config, run_cli
 
-from dltool.sanity import (
+from dltool.commands.sanity import (
     Outcome,
     SanityOptions,
     diagnose,
@@ -17,6 +16,7 @@ from dltool.sanity import (
     sparkline,
     without_regularization,
 )
+from tests.conftest import make_config, run_cli
 
 
 @pytest.mark.slow

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dltool.commands.sweep import compose_full, plan
+from dltool.commands.sweep_report import parse_spaces, report
 from dltool.errors import ConfigError
-from dltool.sweep import compose_full, plan
-from dltool.sweep_report import parse_spaces, report
 from tests.conftest import make_config, run_cli
 
 FAST = ["model=mlp", "trainer.epochs=2"]
@@ -97,7 +97,7 @@ def test_plan_refuses_a_direction_against_the_mode(tmp_path):
     (["hparams_search=optuna", "optimizer.lrr=tag(log, interval(1e-4, 1))"], "Did you mean 'lr'"),
 ])
 def test_sweep_typos_fail_in_one_sentence_before_any_job(overrides, message, tmp_path):
-    from dltool.cli import compose
+    from dltool.config.compose import compose
 
     with pytest.raises(ConfigError, match=message):
         compose("train", None, overrides)

@@ -4,8 +4,8 @@ import csv
 
 import torch
 
-from dltool import checkpoint
-from dltool.run import train
+from dltool.train import checkpoint
+from dltool.train.run import train
 from tests.conftest import make_config
 
 SMALL = ("model=mlp", "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.7", "trainer.patience=null",
@@ -40,7 +40,7 @@ def test_checkpoint_is_self_contained(tmp_path):
 
 
 def test_normalization_uses_training_split_statistics_only(tmp_path):
-    from dltool.data import build_data
+    from dltool.data.build import build_data
 
     data = build_data(make_config().data)
     train_x = data.train.x

@@ -1,0 +1,1 @@
+"""One module per `dltool` command; cli.py imports them lazily."""

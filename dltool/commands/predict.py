@@ -1,0 +1,118 @@
+"""`dltool predict`: classify image files or saved tensors with a trained run.
+
+Inputs are brought to the raw form the data set's loader produces (images: C x H x W floats in [0, 1],
+resized to the training size, grayscale or RGB to match the channels), then the normalization stored in
+the checkpoint is applied, exactly as for training data. Tensors (.npy, .pt) must already be raw inputs
+of the training shape, one example (C, H, W) or a batch (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from dltool.commands.evaluate import probabilities
+from dltool.console import console, note, table
+from dltool.data.normalize import apply_norm
+from dltool.errors import ConfigError
+from dltool.train.restore import Restored, restore
+
+OPTIONS = {"topk": 3, "checkpoint": "best", "device": "auto", "invert": False, "batch_size": 256}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+TENSOR_SUFFIXES = (".npy", ".pt")
+
+
+def raw_shape(ckpt: dict) -> tuple[int, ...]:
+    """The shape of one raw example before normalization (PCA turns images into vectors)."""
+    norm = ckpt.get("norm") or {}
+    return tuple(norm["shape"]) if "shape" in norm else tuple(ckpt["input_shape"])
+
+
+def read_image(path: Path, shape: tuple[int, ...], invert: bool) -> torch.Tensor:
+    """An image file as a (1, C, H, W) float tensor in [0, 1], resized and converted to the training form."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError(f"{path}: image files need a model trained on 1- or 3-channel images; this run's "
+                          f"inputs are {'x'.join(map(str, shape))} (give a .npy or .pt tensor instead).")
+    c, h, w = shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
+    except (UnidentifiedImageError, OSError) as ex:
+        raise ConfigError(f"cannot read image {path} ({str(ex).splitlines()[0]}).") from None
+    x = torch.from_numpy(arr.copy())
+    x = x[None] if c == 1 else x.permute(2, 0, 1)  # (C, H, W)
+    return (1.0 - x if invert else x)[None]
+
+
+def read_tensor(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A .npy / .pt file holding one raw example of `shape` or a batch (N, *shape)."""
+    try:
+        if path.suffix == ".npy":
+            t = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            t = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as ex:  # noqa: BLE001 - numpy and torch raise many types for a damaged file
+        raise ConfigError(f"cannot read tensor file {path} ({type(ex).__name__}: {str(ex).splitlines()[0][:100]}).") \
+            from None
+    if not isinstance(t, torch.Tensor):
+        raise ConfigError(f"{path} holds a {type(t).__name__}, not a tensor; save one with torch.save(tensor, path).")
+    if tuple(t.shape) == shape:
+        t = t[None]
+    if tuple(t.shape[1:]) != shape:
+        raise ConfigError(f"{path} has shape {'x'.join(map(str, t.shape))}; this model takes "
+                          f"{'x'.join(map(str, shape))} per example (or a batch Nx{'x'.join(map(str, shape))}).")
+    return t.float()
+
+
+def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool) -> tuple[torch.Tensor, list[str]]:
+    """All inputs stacked as raw (N, *shape), with one label per example."""
+    xs, labels = [], []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise ConfigError(f"input {p} does not exist.")
+        suffix = p.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            x = read_image(p, shape, invert)
+        elif suffix in TENSOR_SUFFIXES:
+            x = read_tensor(p, shape)
+        else:
+            raise ConfigError(f"input {p}: unknown file type {suffix or '(none)'}; give an image "
+                              f"({', '.join(IMAGE_SUFFIXES)}) or a tensor file (.npy, .pt).")
+        xs.append(x)
+        labels += [str(p)] if len(x) == 1 else [f"{p}[{i}]" for i in range(len(x))]
+    return torch.cat(xs), labels
+
+
+@torch.no_grad()
+def classify(r: Restored, x: torch.Tensor, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-k probabilities, top-k class indices), both (N, k), for raw inputs x."""
+    probs = []
+    for i in range(0, len(x), batch_size):
+        xb = apply_norm(x[i:i + batch_size], r.ckpt["norm"]).to(r.device)  # (B, ...)
+        probs.append(probabilities(r.model(xb).float()).cpu())
+    p = torch.cat(probs)
+    return p.topk(max(1, min(k, p.shape[1])), dim=1)
+
+
+def run_predict(target: str, inputs: list[str], opts: dict[str, Any], data: dict | None = None) -> dict[str, Any]:
+    r = restore(target, str(opts["checkpoint"]), str(opts["device"]), data)
+    x, labels = read_inputs(inputs, raw_shape(r.ckpt), bool(opts["invert"]))
+    values, indices = classify(r, x, int(opts["topk"]), max(1, int(opts["batch_size"])))
+    names = list(r.ckpt.get("class_names") or range(int(r.ckpt["num_classes"])))
+    top = [[(str(names[j]), float(p)) for p, j in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
+    return {"checkpoint": str(r.path), "labels": labels, "top": top}
+
+
+def print_predictions(res: dict[str, Any]) -> None:
+    k = len(res["top"][0]) if res["top"] else 0
+    ordinal = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, k + 1)]
+    rows = [(label, *[f"{name}  {p:6.1%}" for name, p in top]) for label, top in zip(res["labels"], res["top"])]
+    note(f"checkpoint: {res['checkpoint']}")
+    console.print(table("predictions (class, probability)", ["input", *ordinal[:k]], rows))

@@ -1,0 +1,1 @@
+"""The config edge: typed schemas, Hydra composition and override translation, check-command options."""

@@ -1,0 +1,45 @@
+"""Options of the check commands (`sanity.KEY=value`, `gradcheck.KEY=value`), kept apart from the training config.
+
+Their defaults live, one comment per key, in configs/<prefix>.yaml; the dataclass types them, so a
+misspelt key or a wrong type fails with one sentence like any config mistake.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dltool.config.compose import config_dir
+from dltool.errors import ConfigError
+from dltool.registry import check_keys
+
+T = TypeVar("T")
+
+
+def split_prefixed(args: list[str], prefix: str) -> tuple[list[str], list[str]]:
+    """-> (`prefix.KEY=value` args without the prefix, every other arg)."""
+    mine = [a[len(prefix) + 1:] for a in args if a.startswith(prefix + ".") and "=" in a]
+    rest = [a for a in args if not (a.startswith(prefix + ".") and "=" in a)]
+    return mine, rest
+
+
+def load_options(schema: type[T], prefix: str, args: list[str]) -> T:
+    """configs/<prefix>.yaml laid over the dataclass defaults, then the `KEY=value` args over that."""
+    base = OmegaConf.structured(schema)
+    file = config_dir() / f"{prefix}.yaml"
+    given = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args}
+    check_keys(given, list(base.keys()), f"{prefix} options")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.load(file) if file.is_file() else {},
+                                 OmegaConf.from_dotlist([f"{k}={v}" for k, v in given.items()]))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as ex:
+        key = getattr(ex, "full_key", "") or getattr(ex, "key", "")
+        msg = str(getattr(ex, "msg", ex)).splitlines()[0]
+        raise ConfigError(f"{prefix}.{key}: {msg}.") from None
+
+
+def as_dict(obj: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(obj))  # type: ignore[return-value]

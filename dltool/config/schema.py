@@ -1,0 +1,233 @@
+"""Typed config schemas (dataclasses) registered in Hydra's ConfigStore.
+
+The schema is the single list of valid keys: a misspelt key or a wrong type fails at compose time
+(or in `validate`) with one sentence, never deep inside training. Below the CLI everything takes these
+dataclasses, never a DictConfig.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from dltool.errors import ConfigError
+from dltool.registry import closest
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    download: bool = True
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    normalize: str = "standardize"
+    subset: Optional[int] = None
+    on_device: bool = True
+    num_workers: Optional[int] = None
+    layout: Optional[str] = None
+    # data-set specific knobs (ignored by data sets that do not use them)
+    image_size: Optional[List[int]] = None
+    grayscale: bool = False
+    val_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    bad_images: str = "error"
+    num_classes: Optional[int] = None
+    points_per_class: int = 100
+    noise: float = 0.2
+    length: int = 50
+    num_samples: int = 3000
+    pca_components: Optional[int] = None
+    whiten_eps: float = 1e-2
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    layers: List[Any] = field(default_factory=list)
+    strict_shapes: bool = True
+    backbone: Optional[str] = None
+    weights: Optional[str] = None
+    small_input: bool = False
+    init_from: Optional[str] = None
+    reinit: List[str] = field(default_factory=list)
+    freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
+    pretrained_lr_mult: float = 1.0
+    dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
+
+
+@dataclass
+class LossConfig:
+    name: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    margin: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    alpha: float = 0.99
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    milestones: List[int] = field(default_factory=list)
+    min_lr: float = 0.0
+    factor: float = 0.1
+    patience: int = 5
+    max_lr: Optional[float] = None
+    pct_start: float = 0.3
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.1
+
+
+@dataclass
+class ActivityConfig:
+    layer: str = "???"
+    l1: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass
+class RegularizationConfig:
+    l2: float = 0.0
+    l1: float = 0.0
+    apply_to_bias: bool = False
+    apply_to_norm: bool = False
+    activity: List[ActivityConfig] = field(default_factory=list)
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+
+
+@dataclass
+class InitConfig:
+    scheme: str = "kaiming_normal"
+    mode: str = "fan_in"
+    nonlinearity: str = "relu"
+    std: float = 0.01
+    scale: float = 0.05
+    gain: float = 1.0
+    value: float = 0.0
+    bias: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    ops: List[Any] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+    threads: Optional[int] = None
+    precision: str = "32"
+    accumulate: int = 1
+    monitor: str = "val_acc"
+    mode: str = "max"
+    min_delta: float = 0.0
+    patience: Optional[int] = 10
+    stopping_threshold: Optional[float] = None
+    divergence_threshold: Optional[float] = None
+    start_from_epoch: int = 0
+    restore_best_weights: bool = True
+    eval_test: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def register_schemas() -> None:
+    """Register the schema so train.yaml's defaults list (`- train_schema`) types every key."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+def _key_error(ex: OmegaConfBaseException) -> ConfigError:
+    full = str(getattr(ex, "full_key", "") or "")
+    key = str(getattr(ex, "key", "") or full.rsplit(".", 1)[-1])
+    parent_path = full.rsplit(".", 1)[0] if "." in full else ""
+    node: Any = OmegaConf.structured(TrainConfig)
+    for part in [p for p in parent_path.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    valid = list(node.keys()) if isinstance(node, DictConfig) else []
+    guess = closest(key, valid)
+    hint = f" Did you mean '{guess}'?" if guess else ""
+    where = f"'{parent_path}'" if parent_path else "the top level"
+    return ConfigError(
+        f"'{full or key}' is not a config key: {where} has no key '{key}'.{hint} "
+        f"Valid keys: {', '.join(str(v) for v in valid)}."
+    )
+
+
+def translate(ex: Exception) -> ConfigError:
+    """Turn an OmegaConf/Hydra composition error into one sentence naming key, value and what is valid."""
+    if isinstance(ex, ConfigKeyError):
+        return _key_error(ex)
+    if isinstance(ex, ValidationError):
+        full = getattr(ex, "full_key", "") or getattr(ex, "key", "")
+        msg = str(getattr(ex, "msg", ex)).splitlines()[0]
+        return ConfigError(f"'{full}': {msg}.")
+    text = str(ex).strip()
+    first = text.splitlines()[0] if text else type(ex).__name__
+    if isinstance(ex, OverrideParseException):
+        return ConfigError(f"cannot read the override {getattr(ex, 'override', '')!r} ({first}); quote an override "
+                           f"that holds spaces or brackets, e.g. 'model.layers=[{{fc: 10}}]'.")
+    # Hydra wraps key errors: "Could not override 'x'. ... Key 'y' not in 'Z'"
+    cause = ex.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return translate(cause)
+    if "Key '" in text and "not in" in text:
+        m = re.search(r"Key '([^']+)' not in '([^']+)'\s+full_key: (\S+)", text)
+        if m:
+            fake = ConfigKeyError(m.group(1))
+            fake.full_key, fake.key = m.group(3), m.group(1)
+            return _key_error(fake)
+    return ConfigError(first)
+
+
+def validate(cfg: DictConfig | dict) -> TrainConfig:
+    """Merge a composed config onto the schema and return plain dataclasses (or raise ConfigError)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        OmegaConf.resolve(merged)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as ex:
+        raise translate(ex) from None
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    """The resolved config as plain data (for checkpoints, config.yaml and the console tree)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,118 @@
+"""What a loader returns (RawData), what training reads (DataBundle of Splits), and stratified splits.
+
+For in-memory data a split is two tensors on the training device, so an epoch is a permutation
+and slices: no per-sample Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import torch
+from sklearn.model_selection import train_test_split
+
+from dltool.config.schema import DataConfig
+from dltool.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class RawData:
+    """What a loader returns: float inputs (N, ...) and int64 labels (N,) per available split."""
+
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "all", or "train"/"test" (and maybe "val")
+    class_names: list[str]
+    layout: str = "image"  # image (C,H,W) | features (F,) | sequence (T,F) | signal (C,L)
+
+
+class Split(Protocol):
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]: ...
+    def num_batches(self, batch_size: int) -> int: ...
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class TensorSplit:
+    """A split held as two tensors (already normalized, already on the device)."""
+
+    x: torch.Tensor  # (N, ...)
+    y: torch.Tensor  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self.y) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Shuffled when a generator is given (training), in order otherwise."""
+        n = len(self.y)
+        if generator is None:
+            for i in range(0, n, batch_size):
+                yield self.x[i:i + batch_size], self.y[i:i + batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.x.device, non_blocking=True)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Split
+    test: Split | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str]
+    norm: dict = field(default_factory=dict)  # plain data: kind + tensors, stored in checkpoints
+    layout: str = "image"
+
+    def split(self, name: str) -> Split:
+        s = {"train": self.train, "val": self.val, "test": self.test}.get(name)
+        if s is None:
+            have = [k for k in ("train", "val", "test") if getattr(self, k) is not None]
+            raise ConfigError(f"split={name!r} is not available for this data set; valid splits: {', '.join(have)}.")
+        return s
+
+
+def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, what: str) -> tuple:
+    """Split off `fraction` of (x, y), keeping class proportions; returns (x_keep, y_keep, x_out, y_out)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"data.{what}={fraction} must be a fraction between 0 and 1 (e.g. 0.15).")
+    idx = torch.arange(len(y)).numpy()
+    counts = torch.bincount(y)
+    strat = y.numpy() if counts[counts > 0].min() >= 2 and round(fraction * len(y)) >= len(counts) else None
+    keep, out = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    keep, out = torch.as_tensor(keep), torch.as_tensor(out)
+    return x[keep], y[keep], x[out], y[out]
+
+
+def make_splits(raw: RawData, cfg: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    s = dict(raw.splits)
+    if "all" in s:
+        xtr, ytr, xte, yte = stratified(*s.pop("all"), cfg.test_fraction, cfg.split_seed, "test_fraction")
+        s["train"], s["test"] = (xtr, ytr), (xte, yte)
+    if "val" not in s:
+        xt, yt, xv, yv = stratified(*s["train"], cfg.val_fraction, cfg.split_seed, "val_fraction")
+        s["train"], s["val"] = (xt, yt), (xv, yv)
+    if cfg.subset is not None:
+        if cfg.subset < 1:
+            raise ConfigError(f"data.subset={cfg.subset} must be a positive number of training examples.")
+        g = torch.Generator().manual_seed(cfg.split_seed)
+        keep = torch.randperm(len(s["train"][1]), generator=g)[: cfg.subset]
+        s["train"] = (s["train"][0][keep], s["train"][1][keep])
+    return s
+
+
+def relayout(raw: RawData, layout: str | None) -> RawData:
+    """data.layout=signal turns (T, F) sequences into channels-first (F, T) signals for conv1d stacks."""
+    if layout is None or layout == raw.layout:
+        return raw
+    if layout == "signal" and raw.layout == "sequence":
+        splits = {k: (x.transpose(1, 2).contiguous(), y) for k, (x, y) in raw.splits.items()}  # (N, F, T)
+        return RawData(splits, raw.class_names, "signal")
+    raise ConfigError(f"data.layout={layout!r} cannot be applied to {raw.layout} data; valid: null (the data "
+                      f"set's own) or signal (only for sequence data sets).")

@@ -1,0 +1,1 @@
+"""Models: the YAML layer-list builder with shape inference, layers, blocks, backbones, init, fine-tuning."""

@@ -1,0 +1,189 @@
+"""torchvision classification backbones by name, adapted to the data set: the final layer is replaced for
+its classes, the first conv takes its channel count, and `small_input` turns the ImageNet stem (stride 2 or
+4 before any feature is learned) into one that keeps 32x32 or smaller images at full resolution.
+
+Weights are optional (`model.weights: DEFAULT` or a torchvision weight name); they download through
+torchvision's own cache (TORCH_HOME). The pretrained tensors are kept aside so that the global initializer
+cannot overwrite them: finetune.py loads them back after initialization.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.hub import get_dir
+from torchvision import models
+
+from dltool.config.schema import ModelConfig
+from dltool.errors import ConfigError
+from dltool.models.layers import Shape, fmt
+from dltool.models.trace import BuiltModel, LayerRecord, mac_rule
+from dltool.registry import unknown
+
+log = logging.getLogger(__name__)
+
+
+class Backbone(nn.Module):
+    """A torchvision model under the name `layers`, so parameter names read like dltool's (layers.conv1...)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.layers = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, classes)
+        return self.layers(x)
+
+
+def new_conv(old: nn.Conv2d, in_ch: int, kernel: int | None = None, stride: int | None = None) -> nn.Conv2d:
+    """A copy of old's geometry with another input channel count / kernel / stride (padding keeps 'same')."""
+    k = kernel or old.kernel_size[0]
+    pad = k // 2 if kernel else old.padding
+    return nn.Conv2d(in_ch, old.out_channels, k, stride or old.stride, pad, bias=old.bias is not None)
+
+
+def adapt_resnet(net: nn.Module, in_ch: int, classes: int, small: bool) -> list[str]:
+    """Replace conv1 (and drop the stem max-pool for small images) and fc; return replaced module names."""
+    fresh = ["fc"]
+    if small:
+        net.conv1, net.maxpool = new_conv(net.conv1, in_ch, kernel=3, stride=1), nn.Identity()
+        fresh.append("conv1")
+    elif in_ch != net.conv1.in_channels:
+        net.conv1 = carry_weights(net.conv1, new_conv(net.conv1, in_ch))
+    net.fc = nn.Linear(net.fc.in_features, classes)
+    return fresh
+
+
+def adapt_vgg(net: nn.Module, in_ch: int, classes: int, small: bool) -> list[str]:
+    """First conv takes in_ch; small images: global average pool to 512 values instead of a 7x7 grid."""
+    fresh = ["classifier.6"]
+    if in_ch != net.features[0].in_channels:
+        net.features[0] = carry_weights(net.features[0], new_conv(net.features[0], in_ch))
+    if small:
+        net.avgpool = nn.AdaptiveAvgPool2d(1)
+        net.classifier[0] = nn.Linear(net.classifier[0].in_features // 49, net.classifier[0].out_features)
+        fresh.append("classifier.0")
+    net.classifier[6] = nn.Linear(net.classifier[6].in_features, classes)
+    return fresh
+
+
+def adapt_features_classifier(net: nn.Module, in_ch: int, classes: int, small: bool) -> list[str]:
+    """MobileNet / EfficientNet: features[0][0] is the stride-2 stem conv, classifier[-1] the last layer."""
+    last = len(net.classifier) - 1
+    stem = net.features[0][0]
+    if in_ch != stem.in_channels or small:
+        net.features[0][0] = carry_weights(stem, new_conv(stem, in_ch, stride=1 if small else None))
+    net.classifier[last] = nn.Linear(net.classifier[last].in_features, classes)
+    return [f"classifier.{last}"]
+
+
+def carry_weights(old: nn.Conv2d, new: nn.Conv2d) -> nn.Conv2d:
+    """Keep a (pretrained) stem when only its channel count changes: average the RGB kernels (gray input) or
+    tile them; a changed stride keeps the kernel as it is."""
+    if old.weight.shape[2:] != new.weight.shape[2:]:
+        return new
+    with torch.no_grad():
+        w = old.weight.mean(dim=1, keepdim=True) * 3 / new.in_channels  # (out, 1, k, k), same total response
+        new.weight.copy_(w.expand(-1, new.in_channels, -1, -1))
+        if new.bias is not None and old.bias is not None:
+            new.bias.copy_(old.bias)
+    return new
+
+
+Adapter = Callable[[nn.Module, int, int, bool], list[str]]
+FAMILIES: dict[str, Adapter] = {
+    "resnet": adapt_resnet, "vgg": adapt_vgg, "features_classifier": adapt_features_classifier,
+}
+FAMILY_DOCS: dict[str, str] = {
+    "resnet": "torchvision ResNet: head fc; small_input: 3x3 stride-1 conv1, no stem max pool",
+    "vgg": "torchvision VGG: head classifier.6; small_input: global pooling before the classifier",
+    "features_classifier": "torchvision MobileNet/EfficientNet: head classifier[-1]; small_input: stride-1 stem",
+}
+BACKBONES: dict[str, str] = {
+    "resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "resnet101": "resnet", "resnet152": "resnet",
+    "resnext50_32x4d": "resnet", "wide_resnet50_2": "resnet",
+    "vgg11": "vgg", "vgg11_bn": "vgg", "vgg13": "vgg", "vgg13_bn": "vgg", "vgg16": "vgg", "vgg16_bn": "vgg",
+    "vgg19": "vgg", "vgg19_bn": "vgg",
+    "mobilenet_v2": "features_classifier", "mobilenet_v3_small": "features_classifier",
+    "mobilenet_v3_large": "features_classifier", "efficientnet_b0": "features_classifier",
+    "efficientnet_b1": "features_classifier",
+}
+
+
+def load_torchvision(name: str, weights: str | None) -> nn.Module:
+    """torchvision.models.get_model, with a one-sentence error when the weights cannot be had."""
+    if weights is None:
+        return models.get_model(name, weights=None)
+    enum = models.get_model_weights(name)
+    valid = ["DEFAULT"] + [w.name for w in enum]
+    if weights not in valid:
+        raise unknown(f"model.weights (for {name})", weights, valid)
+    w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    try:
+        return models.get_model(name, weights=w)
+    except (OSError, RuntimeError) as ex:  # URLError is an OSError; a damaged download a RuntimeError
+        file = w.url.rsplit("/", 1)[-1]
+        raise ConfigError(f"model.weights={weights}: could not load the {name} weights ({type(ex).__name__}: "
+                          f"{str(ex).splitlines()[0][:100]}); download {w.url} to {get_dir()}/checkpoints/{file} "
+                          f"(TORCH_HOME sets the folder) or use model.weights=null for random initialization.") from None
+
+
+def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
+    """The named torchvision model, adapted to (C, H, W) inputs and num_classes outputs, with its shape trace."""
+    family = BACKBONES.get(spec.backbone or "")
+    if family is None:
+        raise unknown("model.backbone", spec.backbone, BACKBONES)
+    if spec.layers:
+        raise ConfigError(f"model.backbone={spec.backbone} brings its own layers, so model.layers must be empty "
+                          f"(it has {len(spec.layers)} entries); use one or the other.")
+    if len(input_shape) != 3:
+        raise ConfigError(f"model.backbone={spec.backbone} needs CxHxW images but the data gives {fmt(input_shape)} "
+                          f"per example.")
+    net = load_torchvision(spec.backbone, spec.weights)
+    fresh = FAMILIES[family](net, input_shape[0], num_classes, spec.small_input)
+    model = Backbone(net)
+    pretrained = {}
+    if spec.weights is not None:
+        pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()
+                      if not any(k.startswith(f"layers.{f}.") for f in fresh)}
+    return BuiltModel(model, input_shape, trace(model, input_shape, spec), {}, pretrained)
+
+
+def trace(model: Backbone, input_shape: Shape, spec: ModelConfig) -> list[LayerRecord]:
+    """Summary rows: each top-level child; Sequential children (layer1, features, ...) one level deeper."""
+    rows: OrderedDict[str, tuple[nn.Module, int]] = OrderedDict()
+    for name, child in model.layers.named_children():
+        rows[name] = (child, 0)
+        if isinstance(child, nn.Sequential):
+            rows.update((f"{name}.{n}", (c, 1)) for n, c in child.named_children())
+    shapes: dict[str, tuple[Shape, Shape]] = {}
+    macs: dict[str, int] = {n: 0 for n in rows}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, (tuple(i[0].shape[1:]),
+                                                                                 tuple(o.shape[1:]))))
+             for n, (m, _) in rows.items()]
+    for n, (m, _) in rows.items():
+        if not any(k.startswith(n + ".") for k in rows):  # a leaf row: count the mult-adds inside it
+            hooks += [leaf.register_forward_hook(lambda m, i, o, n=n: macs.__setitem__(
+                n, macs[n] + mac_rule(m)(m, i[0], o) // i[0].shape[0])) for leaf in m.modules() if mac_rule(leaf)]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape))
+    except RuntimeError as ex:
+        raise ConfigError(f"model.backbone={spec.backbone} cannot run on {fmt(input_shape)} inputs "
+                          f"({str(ex).splitlines()[0][:120]}); use larger images"
+                          f"{'' if spec.small_input else ' or model.small_input=true'}.") from None
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train()
+    return [_record(n, m, d, shapes, macs, rows) for n, (m, d) in rows.items() if n in shapes]
+
+
+def _record(name: str, m: nn.Module, depth: int, shapes: dict, macs: dict, rows: dict) -> LayerRecord:
+    expanded = any(k.startswith(name + ".") for k in rows)  # its children carry the numbers
+    params = 0 if expanded else sum(p.numel() for p in m.parameters())
+    return LayerRecord(name, type(m).__name__, *shapes[name], params, params, 0 if expanded else macs[name], depth)

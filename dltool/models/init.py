@@ -1,0 +1,96 @@
+"""Weight initializers (weights vs biases), applied in place after the model is built."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dltool.config.schema import InitConfig
+from dltool.errors import ConfigError
+from dltool.registry import check_keys, lookup
+
+Init = Callable[[torch.Tensor, InitConfig], None]
+
+
+def _kaiming(fn: Callable) -> Init:
+    def apply(w: torch.Tensor, c: InitConfig) -> None:
+        if c.mode not in ("fan_in", "fan_out"):
+            raise ConfigError(f"init.mode={c.mode!r} is not known; valid: fan_in, fan_out.")
+        fn(w, mode=c.mode, nonlinearity=c.nonlinearity)
+
+    return apply
+
+
+INITIALIZERS: dict[str, Init] = {
+    "xavier_uniform": lambda w, c: nn.init.xavier_uniform_(w, gain=c.gain),
+    "xavier_normal": lambda w, c: nn.init.xavier_normal_(w, gain=c.gain),
+    "kaiming_uniform": _kaiming(nn.init.kaiming_uniform_),
+    "kaiming_normal": _kaiming(nn.init.kaiming_normal_),
+    "normal": lambda w, c: nn.init.normal_(w, 0.0, c.std),
+    "uniform": lambda w, c: nn.init.uniform_(w, -c.scale, c.scale),
+    "orthogonal": lambda w, c: nn.init.orthogonal_(w, gain=c.gain),
+    "constant": lambda w, c: nn.init.constant_(w, c.value),
+    "default": lambda w, c: None,  # keep PyTorch's own per-layer default
+}
+INIT_DOCS = {
+    "xavier_uniform": "U(-a, a), a = gain*sqrt(6/(fan_in+fan_out)) (Glorot)",
+    "xavier_normal": "N(0, gain^2 * 2/(fan_in+fan_out)) (Glorot)",
+    "kaiming_uniform": "He uniform; mode fan_in/fan_out, nonlinearity relu/leaky_relu/tanh/linear",
+    "kaiming_normal": "N(0, 2/fan) for ReLU nets (He et al.)",
+    "normal": "N(0, std^2), e.g. std 0.01 (small random numbers)",
+    "uniform": "U(-scale, scale)",
+    "orthogonal": "a (semi-)orthogonal matrix times gain",
+    "constant": "every weight = value (non-zero only: zero weights never break symmetry)",
+    "default": "PyTorch's own initialization for each layer type",
+}
+
+SYMMETRY = ("all-zero weights make every unit in a layer compute the same output and receive the same "
+            "gradient, so they stay identical forever (nothing breaks the symmetry); use small random "
+            "weights instead, e.g. init.scheme=kaiming_normal (ReLU) or xavier_uniform (tanh).")
+
+
+def resolve(base: InitConfig, override: dict | None, where: str) -> InitConfig:
+    """The global init spec with a layer's own `init:` keys laid over it; refuses zero weights."""
+    c = InitConfig(**{**asdict(base), **(override or {})}) if override else base
+    if override:
+        check_keys(override, asdict(base).keys(), f"{where} init")
+    lookup(INITIALIZERS, c.scheme, f"{where.replace('model ', '') or 'init'}.scheme" if override else "init.scheme")
+    zero = (c.scheme == "constant" and c.value == 0) or (c.scheme == "normal" and c.std == 0) \
+        or (c.scheme == "uniform" and c.scale == 0) or c.scheme == "zeros"
+    if zero:
+        raise ConfigError(f"{where or 'init'}: refusing all-zero weights ({c.scheme}): {SYMMETRY}")
+    return c
+
+
+def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices/kernels a scheme applies to (not biases, not normalization scales)."""
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return []
+    if hasattr(module, "weight_views"):  # untied weights (locally connected): one view per position for fans
+        return module.weight_views()
+    return [p for n, p in module.named_parameters(recurse=False) if p.dim() >= 2 and "weight" in n]
+
+
+def bias_tensors(module: nn.Module) -> list[torch.Tensor]:
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        return []
+    return [p for n, p in module.named_parameters(recurse=False) if "bias" in n]
+
+
+def initialize(model: nn.Module, spec: InitConfig, layer_inits: dict[str, dict[str, Any]] | None = None) -> None:
+    """Initialize every weight with `spec` (or its layer's override) and every bias with spec.bias."""
+    resolve(spec, None, "init")
+    layer_inits = layer_inits or {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            short = name.removeprefix("layers.").replace(".body.", ".")
+            override = next((v for k, v in layer_inits.items() if short == k or short.startswith(k + ".")), None)
+            c = resolve(spec, override, f"layer {short}") if override else spec
+            for w in weight_tensors(module):
+                INITIALIZERS[c.scheme](w, c)
+            if c.scheme != "default":
+                for b in bias_tensors(module):
+                    b.fill_(c.bias)

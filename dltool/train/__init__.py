@@ -1,0 +1,1 @@
+"""Training: build everything from a config (run), the loop, callbacks, checkpoints, losses, optimizers."""

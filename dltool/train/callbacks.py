@@ -1,0 +1,259 @@
+"""Callbacks: on_fit_start / on_epoch_start / on_batch_end / on_epoch_end(state, logs) / on_fit_end.
+
+A flat logs dict, a stop flag, and an explicit `priority` (lower runs first) instead of list order:
+the best checkpoint (which sets `logs["best"]` and the monitor's best epoch) runs before early
+stopping, which reads them, and last.pt runs after both so it records their state.
+`mode` (min/max) is always explicit. Callbacks that matter for resuming expose state_dict().
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dltool.console import epoch_header, epoch_line, progress_bar
+from dltool.errors import ConfigError
+from dltool.plots import learning_curves
+
+
+@dataclass
+class FitState:
+    """What callbacks may read (and the one thing they may set: stop / stop_reason)."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    epoch: int = 0  # 1-based, the epoch just finished
+    epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    stop: bool = False
+    stop_reason: str = ""
+    diverged: bool = False  # a non-finite loss or a metric past trainer.divergence_threshold
+    monitor: str = "val_loss"
+    make_checkpoint: Callable[[], dict] | None = None
+
+
+# Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
+FIRST, BEFORE_STOP, STOP, REPORT, LAST = 0, 10, 20, 50, 90
+
+
+class Callback:
+    priority: int = REPORT
+
+    def on_fit_start(self, state: FitState) -> None: ...
+    def on_epoch_start(self, state: FitState, num_batches: int) -> None: ...
+    def on_batch_end(self, state: FitState) -> None: ...
+    def on_epoch_end(self, state: FitState, logs: dict) -> None: ...
+    def on_fit_end(self, state: FitState) -> None: ...
+    def state_dict(self) -> dict: return {}
+    def load_state_dict(self, d: dict) -> None: ...
+
+
+class Monitor:
+    """Improvement test shared by checkpointing and early stopping (same metric, same mode)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if mode not in ("min", "max"):
+            raise ConfigError(f"trainer.mode={mode!r} is not valid; use min (losses) or max (accuracies).")
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
+        self.best: float | None = None
+        self.best_epoch = 0
+
+    def value(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise ConfigError(f"trainer.monitor={self.monitor!r} is not a logged metric; valid: "
+                              f"{', '.join(k for k in logs if k not in ('epoch',))}.")
+        return float(logs[self.monitor])
+
+    def improved(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.best is None:
+            return True
+        return v < self.best - self.min_delta if self.mode == "min" else v > self.best + self.min_delta
+
+    def reached(self, v: float, threshold: float) -> bool:
+        return v <= threshold if self.mode == "min" else v >= threshold
+
+
+class BestCheckpoint(Callback):
+    """Rewrite checkpoints/best.pt whenever the monitored metric improves by more than min_delta."""
+
+    priority = BEFORE_STOP  # sets logs["best"] and the monitor's best epoch, which early stopping reads
+
+    def __init__(self, monitor: Monitor, path: Path, save: Callable[[dict, Path], None]) -> None:
+        self.m, self.path, self.save = monitor, path, save
+        self.best_weights: dict | None = None
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        v = self.m.value(logs)
+        if self.m.improved(v):
+            self.m.best, self.m.best_epoch = v, state.epoch
+            logs["best"] = True
+            self.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+            if state.make_checkpoint is not None:
+                self.save(state.make_checkpoint(), self.path)
+
+    def state_dict(self) -> dict:
+        return {"best": self.m.best, "best_epoch": self.m.best_epoch}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.m.best, self.m.best_epoch = d["best"], d["best_epoch"]
+
+
+class EarlyStopping(Callback):
+    """Keras-style early stopping on the shared Monitor, plus divergence and non-finite loss checks."""
+
+    priority = STOP
+
+    def __init__(self, monitor: Monitor, patience: int | None, stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None, start_from_epoch: int = 0) -> None:
+        self.m = monitor
+        self.patience, self.stopping_threshold = patience, stopping_threshold
+        self.divergence_threshold, self.start_from_epoch = divergence_threshold, start_from_epoch
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        for key in ("train_loss", "val_loss"):
+            if key in logs and not math.isfinite(logs[key]):
+                state.diverged = True
+                return self._stop(state, f"{key} became {logs[key]} at epoch {state.epoch}: training diverged. "
+                                         f"A NaN/inf loss usually means the learning rate is too high; try "
+                                         f"optimizer.lr 10x smaller, or gradient clipping "
+                                         f"(regularization.clip_grad_norm=1.0).")
+        v = self.m.value(logs)
+        if self.divergence_threshold is not None and not self.m.reached(v, self.divergence_threshold) \
+                and self._beyond(v, self.divergence_threshold):
+            state.diverged = True
+            return self._stop(state, f"{self.m.monitor}={v:.4g} is past the divergence threshold "
+                                     f"{self.divergence_threshold} at epoch {state.epoch}; try a lower learning rate.")
+        if self.stopping_threshold is not None and self.m.reached(v, self.stopping_threshold):
+            return self._stop(state, f"{self.m.monitor}={v:.4g} reached the target {self.stopping_threshold} "
+                                     f"at epoch {state.epoch}.")
+        if state.epoch <= self.start_from_epoch or self.patience is None:
+            return
+        waited = state.epoch - max(self.m.best_epoch, self.start_from_epoch)  # epochs since the last improvement
+        if waited >= self.patience:
+            self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
+                              f"{self.patience} epochs (best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+
+    def _beyond(self, v: float, threshold: float) -> bool:
+        return v > threshold if self.m.mode == "min" else v < threshold
+
+    @staticmethod
+    def _stop(state: FitState, reason: str) -> None:
+        state.stop, state.stop_reason = True, reason
+
+
+class LastCheckpoint(Callback):
+    """checkpoints/last.pt after every epoch (run it after the callbacks whose state it records).
+
+    In an epoch that improved, best.pt was just written with the same content: copy the file instead
+    of pickling the checkpoint a second time (the copy is atomic too).
+    """
+
+    priority = LAST  # after every callback whose state it records
+
+    def __init__(self, path: Path, save: Callable[[dict, Path], None], best: Path | None = None,
+                 copy: Callable[[Path, Path], None] | None = None) -> None:
+        self.path, self.save, self.best, self.copy = path, save, best, copy
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if logs.get("best") and self.best is not None and self.copy is not None:
+            self.copy(self.best, self.path)
+        elif state.make_checkpoint is not None:
+            self.save(state.make_checkpoint(), self.path)
+
+
+class RestoreBest(Callback):
+    """At the end of fit, put the best epoch's weights back into the model (restore_best_weights)."""
+
+    priority = LAST
+
+    def __init__(self, best: BestCheckpoint) -> None:
+        self.best = best
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.best.best_weights is not None:
+            state.model.load_state_dict(self.best.best_weights)
+
+
+class MetricsCSV(Callback):
+    """metrics.csv: one row per epoch, rewritten whole each epoch so it always matches the history."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        keys: list[str] = []
+        for row in state.history:
+            keys += [k for k in row if k not in keys and k != "best"]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(state.history)
+        tmp.replace(self.path)
+
+
+class Curves(Callback):
+    """curves.png (loss and accuracy, train vs val, best epoch marked).
+
+    Redrawn at most every `interval` seconds while training (drawing costs ~0.1 s, more than a
+    small epoch) and always at the end, so the file stays current without slowing short runs.
+    """
+
+    def __init__(self, path: Path, monitor: Monitor, interval: float = 15.0) -> None:
+        self.path, self.m, self.interval = path, monitor, interval
+        self.last = time.monotonic()
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if time.monotonic() - self.last >= self.interval:
+            self.draw(state)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.draw(state)
+
+    def draw(self, state: FitState) -> None:
+        if state.history:
+            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor)
+        self.last = time.monotonic()
+
+
+class EpochReporter(Callback):
+    """A progress bar within each epoch (on a terminal) and one aligned line per epoch."""
+
+    def __init__(self, epochs: int, monitor: str, show_progress: bool = True) -> None:
+        self.epochs, self.monitor, self.show_progress = epochs, monitor, show_progress
+        self.progress = None
+        self.task = None
+        self.header_done = False
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.progress = progress_bar() if self.show_progress else None
+        if self.progress is not None:
+            self.progress.start()
+
+    def on_epoch_start(self, state: FitState, num_batches: int) -> None:
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("train", total=num_batches, epoch=f"{state.epoch + 1}/{self.epochs}")
+
+    def on_batch_end(self, state: FitState) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if not self.header_done:
+            epoch_header()
+            self.header_done = True
+        epoch_line(logs, self.epochs, self.monitor)
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.progress is not None:
+            self.progress.stop()
