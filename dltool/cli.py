@@ -19,7 +19,13 @@ from dltool.errors import ConfigError
 
 # --------------------------------------------------------------------------- commands
 def cmd_train(args: list[str]) -> int:
-    """Train a model from a YAML config (+ key=value overrides; -m for a Hydra multirun sweep)."""
+    """Train a model from a YAML config (+ key=value overrides; -m for a Hydra multirun sweep).
+
+    usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR]
+    Config groups (configs/): data, model, loss, optimizer, scheduler, regularization, init, augment, trainer,
+    experiment, hparams_search. `dltool list` shows every registered name; `dltool train --cfg job` prints the
+    composed config without training. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv).
+    """
     from dltool.config.compose import compose, launch, split_args
     from dltool.config.schema import validate
 
@@ -45,7 +51,10 @@ def cmd_train(args: list[str]) -> int:
 
 
 def cmd_sweep_report(args: list[str]) -> int:
-    """Rank the jobs of a `train -m` sweep: table, sweep.csv, sweep.png, edge-of-range warnings."""
+    """Rank the jobs of a `train -m` sweep: table, sweep.csv, sweep.png, edge-of-range warnings.
+
+    usage: dltool sweep-report SWEEP_DIR   (the sweep dir `dltool train -m` printed)
+    """
     if len(args) != 1 or args[0].startswith("-"):
         raise ConfigError("usage: dltool sweep-report SWEEP_DIR (the sweep dir `dltool train -m` printed).")
     from dltool.commands.sweep_report import report
@@ -55,7 +64,11 @@ def cmd_sweep_report(args: list[str]) -> int:
 
 
 def cmd_summary(args: list[str]) -> int:
-    """Print the model table: output shape, parameters, activation memory and mult-adds per layer."""
+    """Print the model table: output shape, parameters, activation memory and mult-adds per layer.
+
+    usage: dltool summary [CONFIG.yaml] [key=value ...]   (e.g. dltool summary model=cnn_digits)
+    Builds the model for the configured data set; trains nothing and writes nothing.
+    """
     from dltool.commands.summary import summary_task
     from dltool.config.compose import train_config
 
@@ -63,7 +76,11 @@ def cmd_summary(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
-    """List a registry: layers, losses, optimizers, schedulers, initializers, datasets, augmentations (or all)."""
+    """List the registries: layers, losses, optimizers, schedulers, initializers, datasets, augmentations, backbones.
+
+    usage: dltool list [REGISTRY ...|all]   (no argument or `all`: every registry)
+    Each row: the name to write in a config, the options or config keys it reads, and what it does.
+    """
     from dltool.commands.list import list_task
 
     return list_task(args)
@@ -90,7 +107,10 @@ def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], d
 
 
 def cmd_preview_augment(args: list[str]) -> int:
-    """Write a PNG grid of training images: original, then augmented (--rows 8 --variants 5 --out FILE)."""
+    """Write a PNG grid of training images: original, then augmented (--rows 8 --variants 5 --out FILE).
+
+    usage: dltool preview-augment [CONFIG.yaml] [key=value ...] [--rows 8] [--variants 5] [--out augment_preview.png]
+    """
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
     from dltool.commands.preview import preview_augment, report
     from dltool.config.compose import train_config
@@ -102,7 +122,10 @@ def cmd_preview_augment(args: list[str]) -> int:
 
 
 def cmd_show_data(args: list[str]) -> int:
-    """Write a PNG grid of raw training samples per class (--per-class 8 --classes 20 --out FILE)."""
+    """Write a PNG grid of raw training samples per class (--per-class 8 --classes 20 --out FILE).
+
+    usage: dltool show-data [CONFIG.yaml] [key=value ...] [--per-class 8] [--classes 20] [--out data_samples.png]
+    """
     args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
     from dltool.commands.preview import report, show_data
     from dltool.config.compose import train_config
@@ -110,8 +133,11 @@ def cmd_show_data(args: list[str]) -> int:
     grid = show_data(train_config(args), Path(opts["out"]), opts["per_class"],
                      opts["classes"])
     report(grid, "classes x samples")
+    return 0
+
+
 def wants_help(args: list[str], command: Callable) -> bool:
-    """`dltool COMMAND --help`: print the command's docstring (description, usage, options)."""
+    """`dltool COMMAND --help` (or -h): print the command's docstring (description, usage, options)."""
     if not any(a in ("-h", "--help") for a in args):
         return False
     from dltool.console import plain
@@ -127,8 +153,6 @@ def cmd_evaluate(args: list[str]) -> int:
                            [device=auto] [data.KEY=VALUE]
     Writes eval.json + confusion_matrix.png to the run dir (eval_<split>_<checkpoint>.json otherwise).
     """
-    if wants_help(args, cmd_evaluate):
-        return 0
     from dltool.commands.evaluate import OPTIONS, print_report, run_evaluate
     from dltool.train.restore import parse_options
 
@@ -147,8 +171,6 @@ def cmd_sanity(args: list[str]) -> int:
     sanity options (configs/sanity.yaml): examples, max_steps, loss_threshold, batch_size, init_tolerance,
     stuck_fraction, out_dir. Exit status 0 pass, 1 fail (with a diagnosis).
     """
-    if wants_help(args, cmd_sanity):
-        return 0
     from dltool.commands.sanity import run_sanity
     from dltool.config.compose import train_config
     from dltool.config.options import split_prefixed
@@ -164,8 +186,6 @@ def cmd_gradcheck(args: list[str]) -> int:
     gradcheck options (configs/gradcheck.yaml): examples, h, threshold, max_elements, seed.
     Exit status 0 when every tensor's max relative error is under the threshold, 1 otherwise.
     """
-    if wants_help(args, cmd_gradcheck):
-        return 0
     from dltool.commands.gradcheck import run_gradcheck
     from dltool.config.compose import train_config
     from dltool.config.options import split_prefixed
@@ -181,8 +201,6 @@ def cmd_predict(args: list[str]) -> int:
     Images are converted to the training size/channels in [0, 1] (invert=true for dark ink on white);
     tensors are raw examples (C,H,W) or batches (N,C,H,W); the stored normalization is applied.
     """
-    if wants_help(args, cmd_predict):
-        return 0
     from dltool.commands.predict import OPTIONS, print_predictions, run_predict
     from dltool.train.restore import parse_options
 
@@ -218,11 +236,11 @@ def print_help() -> None:
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
                   "  dltool train experiment=mlp_digits\n  dltool train -m optimizer.lr=1e-3,1e-2\n"
                   "  dltool train -m hparams_search=lr_random\n  dltool sweep-report outputs/multirun/SWEEP\n"
-                  "  dltool summary model=cnn_digits\n  dltool list layers\n"
+                  "  dltool summary model=cnn_digits\n  dltool list layers\n  dltool list all\n"
                   "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n"
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
                   "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
-                  "Set DLTOOL_DEBUG=1 to see full tracebacks.")
+                  "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 
 def quiet_third_party() -> None:
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         command = lookup(COMMANDS, args[0], "command")
-        code = command(args[1:])
+        code = 0 if wants_help(args[1:], command) else command(args[1:])
     except ConfigError as ex:
         if os.environ.get("DLTOOL_DEBUG"):
             raise

@@ -1,9 +1,12 @@
-"""Name lookup in the literal registry dicts, with "did you mean" errors."""
+"""Registry records (Entry) and name lookup in the literal tables of dltool/catalog.py, with "did you mean"."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Mapping
+import functools
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from dltool.errors import ConfigError
 
@@ -40,3 +43,42 @@ def check_keys(given: Mapping[str, Any], allowed: Iterable[str], where: str) -> 
             raise ConfigError(
                 f"{where}: unknown option '{k}'.{hint} Valid options: {', '.join(sorted(allowed)) or 'none'}."
             )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registry record: where its builder lives, a one-line doc, and the option keys it reads.
+
+    `builder` is a "package.module:attribute" string from the literal tables in dltool/catalog.py, resolved
+    with importlib only when something is built, so `dltool list` and `--help` never import torch. Calling
+    the entry calls its builder. `keys` are the config keys it reads (e.g. optimizer.momentum); entries with
+    their own options (layers, augmentations) give them with defaults in `defaults` instead.
+    """
+
+    builder: str
+    doc: str
+    keys: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The option keys this entry reads."""
+        return tuple(self.defaults) or self.keys
+
+    def load(self) -> Callable[..., Any]:
+        return resolve(self.builder)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(path: str) -> Any:
+    """"dltool.models.layers:build_conv" -> that object (dotted attributes allowed after the colon)."""
+    module, _, attr = path.partition(":")
+    if not module.startswith("dltool.") or not attr:
+        raise AssertionError(f"registry builder {path!r} must be 'dltool.module:attribute'")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

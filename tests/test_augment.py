@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dltool.catalog import AUGMENTATIONS as OPS
 from dltool.config.schema import DataConfig
-from dltool.data.augment import OPS, build_batched, build_v2, parse
+from dltool.data.augment import build_batched, build_v2, parse
 from dltool.data.build import build_data
 from dltool.errors import ConfigError
 from tests.conftest import make_config

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from dltool.catalog import DATASETS
 from dltool.config.schema import DataConfig
-from dltool.data.build import DATASETS, build_data
+from dltool.data.build import build_data
 from dltool.errors import ConfigError
 from tests.conftest import make_config, run_cli
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from dltool.catalog import DATASETS
 from dltool.config.schema import DataConfig
-from dltool.data.build import DATASETS, build_data
+from dltool.data.build import build_data
 from dltool.data.datasets.vision import data_root
 from dltool.errors import ConfigError
 from tests.conftest import run_cli

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from dltool.catalog import LAYERS
 from dltool.commands.gradcheck import GradcheckOptions, check_model
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.models.layers import LAYERS
 from dltool.train.losses import build_loss
 from tests.conftest import make_config, run_cli
 
@@ -22,7 +22,7 @@ from tests.conftest import make_config, run_cli
 SHAPES = {(2, 6, 6): {"conv": {"filters": 2, "kernel": 1}}, (6,): {"fc": 6}, (5, 4): {"fc": 4},
           (2, 3, 4, 4): {"conv3d": {"filters": 2, "kernel": 1}}}
 # Hand-written specs for layers whose defaults alone cannot build a model (e.g. nested layer lists).
-# A layer type may also carry its own `example` (a layer item) in dltool.layers.LAYERS.
+# A layer type may also carry its own `example` (a layer item) in dltool.catalog.LAYERS.
 EXAMPLES: dict[str, list] = {}
 
 

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from dltool.catalog import INITIALIZERS
 from dltool.config.schema import InitConfig, ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.models.init import INITIALIZERS, initialize
+from dltool.models.init import initialize
 
 
 def big_mlp():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from dltool.catalog import LAYERS
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.models.layers import LAYERS
 
 # Input shapes (no batch axis) to try for a layer, in order: images, vectors, signals, sequences, volumes.
 CANDIDATE_SHAPES = [(4, 8, 8), (12,), (4, 16), (6, 4), (2, 4, 6, 6)]

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from dltool.catalog import LOSSES
 from dltool.config.schema import ActivityConfig, LossConfig, ModelConfig, RegularizationConfig
 from dltool.models.builder import build_model
-from dltool.train.losses import LOSSES, Penalty, build_loss, expected_initial_loss
+from dltool.train.losses import Penalty, build_loss, expected_initial_loss
 
 SCORES = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])  # cs231n's SVM example
 LABELS = torch.tensor([0, 1, 2])

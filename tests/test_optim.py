@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from dltool.catalog import OPTIMIZERS, SCHEDULERS
 from dltool.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.train.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, param_groups
+from dltool.train.optim import build_optimizer, build_scheduler, param_groups
 
 
 def tiny():

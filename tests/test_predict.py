@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dltool.commands.evaluate import probabilities
+from dltool.catalog import DATASETS
 from dltool.commands.predict import run_predict
-from dltool.data.build import DATASETS
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import make_splits
+from dltool.train.infer import probabilities
 from dltool.train.restore import restore
 from dltool.train.run import train
 from tests.conftest import make_config, run_cli

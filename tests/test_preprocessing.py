@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
+from dltool.catalog import DATASETS
 from dltool.config.schema import DataConfig
-from dltool.data.build import DATASETS, build_data
+from dltool.data.build import build_data
 from dltool.data.normalize import apply_norm, fit_norm
 from dltool.data.splits import make_splits
 from dltool.errors import ConfigError

@@ -14,16 +14,14 @@ from typing import Any
 import torch
 
 from dltool.console import console, note, table
-from dltool.data.build import DATASETS
+from dltool.data.build import load
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import DataBundle, make_splits, relayout
 from dltool.errors import ConfigError
 from dltool.plots import confusion_matrix
-from dltool.registry import lookup
-from dltool.train.loop import autocast
+from dltool.train.infer import infer, probabilities, resolve_precision
 from dltool.train.losses import build_loss
 from dltool.train.restore import Restored, restore
-from dltool.train.run import resolve_precision
 
 OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None, "device": "auto"}
 
@@ -31,7 +29,7 @@ OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None,
 def load_split(r: Restored, name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Inputs (normalized with the stored statistics) and labels of one split, plus the class names."""
     cfg = r.cfg.data
-    loaded = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    loaded = load(cfg)
     if isinstance(loaded, DataBundle):  # streamed folder data, normalized by its loader with train statistics
         return streamed_split(loaded, name, r)
     raw = relayout(loaded, cfg.layout)
@@ -55,29 +53,13 @@ def streamed_split(bundle: DataBundle, name: str, r: Restored) -> tuple[torch.Te
     return torch.cat(xs), torch.cat(ys), list(r.ckpt.get("class_names") or bundle.class_names)
 
 
-@torch.no_grad()
 def predict_logits(r: Restored, x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> tuple:
     """(logits (N, C) float32 on the CPU, mean loss or None), batch by batch as the trainer evaluates."""
-    loss_fn = build_loss(r.cfg.loss)
     precision = resolve_precision(r.cfg.trainer.precision, r.device)
-    outs, total = [], 0.0
-    r.model.eval()
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(r.device)  # (B, ...)
-        with autocast(r.device, precision):
-            logits = r.model(xb)  # (B, C)
-            if y is not None:
-                total += loss_fn(logits, y[i:i + batch_size].to(r.device)).float().item() * len(xb)
-        outs.append(logits.float().cpu())
-    return torch.cat(outs), (total / max(len(x), 1) if y is not None else None)
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, C): softmax, or [1 - p, p] for a single logistic output."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
+    batches = ((x[i:i + batch_size], y[i:i + batch_size] if y is not None else None)
+               for i in range(0, len(x), batch_size))
+    out = infer(r.model, batches, r.device, precision, build_loss(r.cfg.loss), keep_logits=True)
+    return out.logits, out.loss
 
 
 def per_class(cm: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from dltool.config.options import load_options
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
+from dltool.models.params import short_name
 from dltool.train.losses import build_loss
 from dltool.train.run import prepare
 
@@ -124,7 +125,7 @@ def check_model(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.T
     x = x.double() if x.is_floating_point() else x
     penalty = penalty_factory(model) if penalty_factory is not None else None
     f = make_objective(model, loss_fn, penalty, x, y, opts.seed)
-    params = [(n.removeprefix("layers."), p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [(short_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
     model.zero_grad(set_to_none=True)
     f().backward()
     grads = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params}

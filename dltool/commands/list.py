@@ -1,47 +1,47 @@
-"""`dltool list [REGISTRY ...|all]`: every registry as a table."""
+"""`dltool list [REGISTRY ...|all]`: every registry as a table, read from dltool.catalog (no torch import)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 
+from dltool.catalog import ALIASES, REGISTRIES
 from dltool.console import console, table
-from dltool.data.augment import OP_DOCS
-from dltool.data.build import DATASET_DOCS
-from dltool.models.backbones import BACKBONES, FAMILY_DOCS
-from dltool.models.init import INIT_DOCS
-from dltool.models.layers import ALIASES, BLOCKS, LAYERS
-from dltool.registry import lookup
-from dltool.train.losses import LOSS_DOCS
-from dltool.train.optim import OPTIMIZER_DOCS, SCHEDULERS
+from dltool.registry import Entry, unknown
 
 
 def list_task(args: list[str]) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones]`."""
-    tables = registries()
-    wanted = args or list(tables)
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|all]`."""
+    wanted = list(REGISTRIES) if not args or "all" in args else args
     for name in wanted:
-        title, cols, rows = lookup(tables, name, "dltool list")()
+        if name not in REGISTRIES:
+            raise unknown("dltool list", name, [*REGISTRIES, "all"])
+    for name in wanted:
+        title, cols, rows = rows_of(name)
         plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
         console.print(table(title, cols, plain, False))
     return 0
 
 
-def registries() -> dict:
-    def layers() -> tuple:
-        aliases = {}
+def options(entry: Entry) -> str:
+    """`kernel=3, stride=1` for entries with their own defaults, `lr, momentum` for config keys, or `-`."""
+    if entry.defaults:
+        return ", ".join(f"{k}={v}" for k, v in entry.defaults.items())
+    return ", ".join(entry.keys) or "-"
+
+
+def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
+    """(title, columns, rows) of one registry; layers get their aliases, backbones their model.* keys."""
+    entries = REGISTRIES[name]
+    if name == "layers":
+        aliases: dict[str, list[str]] = {}
         for a, k in ALIASES.items():
             aliases.setdefault(k, []).append(a)
-        rows = [(k, ", ".join(aliases.get(k, [])), ", ".join(f"{p}={v}" for p, v in e.defaults.items()) or "-", e.doc)
-                for k, e in LAYERS.items()]
-        rows += [(k, "", "-", doc) for k, doc in BLOCKS.items()]
-        return "layers", ["name", "aliases", "options (defaults)", "what"], rows
+        return ("layers", ["name", "aliases", "options (defaults)", "what"],
+                [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()])
+    title = {"backbones": "backbones (model.backbone)"}.get(name, name)
+    head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
+    return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in entries.items()]
 
-    def simple(title: str, docs: dict) -> Any:
-        return lambda: (title, ["name", "what / keys"], list(docs.items()))
 
-    return {"layers": layers, "losses": simple("losses", LOSS_DOCS), "optimizers": simple("optimizers", OPTIMIZER_DOCS),
-            "schedulers": simple("schedulers", SCHEDULERS), "initializers": simple("initializers", INIT_DOCS),
-            "datasets": simple("datasets", DATASET_DOCS), "augmentations": simple("augmentations", OP_DOCS),
-            "backbones": simple("backbones (model.backbone)", {k: FAMILY_DOCS[v] for k, v in BACKBONES.items()})}
+SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
+            "datasets": "data", "backbones": "model"}

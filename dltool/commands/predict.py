@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dltool.commands.evaluate import probabilities
 from dltool.console import console, note, table
 from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
+from dltool.train.infer import infer, probabilities, resolve_precision
 from dltool.train.restore import Restored, restore
 
 OPTIONS = {"topk": 3, "checkpoint": "best", "device": "auto", "invert": False, "batch_size": 256}
@@ -90,14 +90,11 @@ def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool) -> tuple
     return torch.cat(xs), labels
 
 
-@torch.no_grad()
 def classify(r: Restored, x: torch.Tensor, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-k probabilities, top-k class indices), both (N, k), for raw inputs x."""
-    probs = []
-    for i in range(0, len(x), batch_size):
-        xb = apply_norm(x[i:i + batch_size], r.ckpt["norm"]).to(r.device)  # (B, ...)
-        probs.append(probabilities(r.model(xb).float()).cpu())
-    p = torch.cat(probs)
+    """(top-k probabilities, top-k class indices), both (N, k), for raw inputs x, under the training precision."""
+    precision = resolve_precision(r.cfg.trainer.precision, r.device)
+    batches = ((apply_norm(x[i:i + batch_size], r.ckpt["norm"]), None) for i in range(0, len(x), batch_size))
+    p = probabilities(infer(r.model, batches, r.device, precision, keep_logits=True).logits)  # (N, C)
     return p.topk(max(1, min(k, p.shape[1])), dim=1)
 
 

@@ -23,8 +23,10 @@ from dltool.config.options import as_dict, load_options
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
+from dltool.models.params import short_name
 from dltool.plots import loss_curve
-from dltool.train.loop import count_correct, make_scaler, step
+from dltool.train.infer import count_correct
+from dltool.train.loop import make_scaler, step
 from dltool.train.losses import expected_initial_loss
 from dltool.train.run import prepare
 
@@ -81,7 +83,7 @@ def no_dropout(model: nn.Module) -> list[str]:
     off = []
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
-            off.append(f"{name.removeprefix('layers.')} p={m.p}")
+            off.append(f"{short_name(name)} p={m.p}")
             m.p = 0.0
     return off
 
@@ -94,7 +96,7 @@ def relu_activity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         if isinstance(m, RELU_LIKE):
             def hook(mod: nn.Module, inp: tuple, out: torch.Tensor, name: str = name) -> None:
                 alive = (out != 0).flatten(1).any(0)  # (units,)
-                dead[name.removeprefix("layers.")] = 1.0 - alive.float().mean().item()
+                dead[short_name(name)] = 1.0 - alive.float().mean().item()
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -109,7 +111,7 @@ def grad_report(model: nn.Module) -> tuple[list[str], list[str]]:
     """(parameters frozen with requires_grad=False, trainable parameters whose gradient is exactly zero)."""
     frozen, zero = [], []
     for name, p in model.named_parameters():
-        short = name.removeprefix("layers.")
+        short = short_name(name)
         if not p.requires_grad:
             frozen.append(short)
         elif p.grad is None or not torch.any(p.grad != 0):

@@ -1,6 +1,6 @@
 """Training-time augmentation from `augment.ops`, an ordered list of `name` or `name: {options}`.
 
-Two back ends over one table (OPS):
+Two back ends per op in one table (dltool.catalog.AUGMENTATIONS: builder = batched, v2 = folder data):
 - in-memory tensors: batched tensor ops on the training device, `(x, generator) -> x` for a whole
   (N, C, H, W) batch, no per-sample Python; each example draws its own parameters and its own coin
   (probability `p`). Random numbers come from a device generator seeded from the trainer's generator,
@@ -13,27 +13,18 @@ normalization, augments and normalizes again. Validation and test data are never
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from dltool.catalog import AUGMENTATIONS
 from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
-from dltool.registry import check_keys, lookup
+from dltool.registry import check_keys, lookup, resolve
 
 Batch = torch.Tensor  # (N, C, H, W)
-
-
-@dataclass
-class Op:
-    batched: Callable[[Batch, dict, torch.Generator], Batch]  # (x, params, device generator) -> x
-    v2: Callable[[dict], Any]  # params -> a torchvision.transforms.v2 transform
-    defaults: dict = field(default_factory=dict)
-    doc: str = ""
-    image_only: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -198,30 +189,38 @@ class PadCrop(torch.nn.Module):
         return v2.RandomCrop(tuple(x.shape[-2:]), padding=self.pad, padding_mode=self.mode)(x)
 
 
-OPS: dict[str, Op] = {
-    "translate": Op(translate, v2_translate, {"pad": 4, "fill": "zeros", "p": 1.0},
-                    "random translation: pad by `pad` pixels (fill zeros|reflect|replicate), random crop back"),
-    "hflip": Op(hflip, lambda o: _v2("RandomHorizontalFlip", p=o["p"]), {"p": 0.5}, "mirror left-right"),
-    "vflip": Op(vflip, lambda o: _v2("RandomVerticalFlip", p=o["p"]), {"p": 0.5}, "mirror top-bottom"),
-    "rotate": Op(affine, v2_affine, {"degrees": 15.0, "scale": 1.0, "translate": 0.0, "shear": 0.0, "p": 1.0},
-                 "rotation by up to +-degrees (or a range: two numbers low, high)"),
-    "affine": Op(affine, v2_affine, {"degrees": 0.0, "scale": [0.9, 1.1], "translate": 0.1, "shear": 0.0, "p": 1.0},
-                 "scaling range (low, high), translation (+- fraction of the size), rotation and shear (+- degrees)"),
-    "jitter": Op(jitter, lambda o: v2_apply(_v2("ColorJitter", brightness=o["brightness"], contrast=o["contrast"]),
-                                            o["p"]), {"brightness": 0.2, "contrast": 0.2, "p": 1.0},
-                 "brightness and contrast factors drawn from [1-v, 1+v]"),
-    "invert": Op(invert, lambda o: _v2("RandomInvert", p=o["p"]), {"p": 0.5}, "colour inversion: 1 - x"),
-    "blur": Op(blur, lambda o: v2_apply(_v2("GaussianBlur", kernel_size=int(o["kernel"]),
-                                            sigma=tuple(abs(s) for s in span(o["sigma"], "sigma"))), o["p"]),
-               {"kernel": 5, "sigma": [0.1, 1.5], "p": 0.5}, "Gaussian blur: odd kernel size, sigma range (low, high)"),
-    "noise": Op(noise, lambda o: v2_apply(AddNoise(o["std"]), o["p"]), {"std": 0.05, "p": 1.0},
-                "additive Gaussian noise with standard deviation std (any layout)", image_only=False),
-    "erase": Op(erase, lambda o: _v2("RandomErasing", p=o["p"], scale=tuple(o["scale"]), ratio=tuple(o["ratio"]),
-                                     value=o["value"]), {"scale": [0.02, 0.2], "ratio": [0.3, 3.3], "value": 0.0,
-                                                         "p": 0.5},
-                "random erasing (occlusion): a box of area fraction scale and aspect ratio set to value"),
-}
-OP_DOCS = {k: f"{op.doc}; options: " + ", ".join(f"{a}={v}" for a, v in op.defaults.items()) for k, op in OPS.items()}
+def v2_hflip(o: dict) -> Any:
+    return _v2("RandomHorizontalFlip", p=o["p"])
+
+
+def v2_vflip(o: dict) -> Any:
+    return _v2("RandomVerticalFlip", p=o["p"])
+
+
+def v2_jitter(o: dict) -> Any:
+    return v2_apply(_v2("ColorJitter", brightness=o["brightness"], contrast=o["contrast"]), o["p"])
+
+
+def v2_invert(o: dict) -> Any:
+    return _v2("RandomInvert", p=o["p"])
+
+
+def v2_blur(o: dict) -> Any:
+    return v2_apply(_v2("GaussianBlur", kernel_size=int(o["kernel"]),
+                        sigma=tuple(abs(s) for s in span(o["sigma"], "sigma"))), o["p"])
+
+
+def v2_noise(o: dict) -> Any:
+    return v2_apply(AddNoise(o["std"]), o["p"])
+
+
+def v2_erase(o: dict) -> Any:
+    return _v2("RandomErasing", p=o["p"], scale=tuple(o["scale"]), ratio=tuple(o["ratio"]), value=o["value"])
+
+
+def v2_transform(name: str, opts: dict) -> Any:
+    """The folder-data (torchvision.transforms.v2) form of the op `name`."""
+    return resolve(AUGMENTATIONS[name].v2)(opts)
 
 
 # --------------------------------------------------------------------------- from the config
@@ -237,8 +236,8 @@ def parse(ops: list, layout: str = "image") -> list[tuple[str, dict]]:
         else:
             raise ConfigError(f"augment.ops[{i}]={item!r} must be an op name or `name: {{options}}` "
                               f"(e.g. `rotate: {{degrees: 10}}`); "
-                              f"ops: {', '.join(OPS)}.")
-        op = lookup(OPS, name, f"augment.ops[{i}]")
+                              f"ops: {', '.join(AUGMENTATIONS)}.")
+        op = lookup(AUGMENTATIONS, name, f"augment.ops[{i}]")
         check_keys(given, op.defaults, f"augment.ops[{i}] ({name})")
         opts = {**op.defaults, **given}
         if not 0.0 <= float(opts["p"]) <= 1.0:
@@ -255,8 +254,8 @@ def dry_run(name: str, opts: dict, where: str, layout: str) -> None:
     """Try the op once on a tiny batch, so a bad option value fails before training starts."""
     x = torch.rand(2, 3, 12, 12) if layout == "image" else torch.rand(2, 4, 4)
     try:
-        OPS[name].batched(x, opts, torch.Generator().manual_seed(0))
-        OPS[name].v2(opts) if layout == "image" else None
+        AUGMENTATIONS[name](x, opts, torch.Generator().manual_seed(0))
+        v2_transform(name, opts) if layout == "image" else None
     except ConfigError as ex:
         raise ConfigError(f"{where}: {ex}") from None
     except (TypeError, ValueError, RuntimeError) as ex:
@@ -314,7 +313,7 @@ def build_batched(ops: list, norm: dict, layout: str) -> Callable[[Batch, torch.
         g = torch.Generator(device=x.device).manual_seed(seed)
         out = to_pixels(x)
         for name, opts in steps:
-            out = OPS[name].batched(out, opts, g)
+            out = AUGMENTATIONS[name](out, opts, g)
         return to_inputs(out)
 
     return augment
@@ -323,7 +322,7 @@ def build_batched(ops: list, norm: dict, layout: str) -> Callable[[Batch, torch.
 def build_v2(ops: list, layout: str = "image") -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The folder-data augmenter: one (C, H, W) image in [0, 1] -> augmented, in the DataLoader workers."""
     steps = parse(ops, layout)
-    return v2.Compose([OPS[name].v2(opts) for name, opts in steps]) if steps else None
+    return v2.Compose([v2_transform(name, opts) for name, opts in steps]) if steps else None
 
 
 def attach(data: Any, ops: list) -> Callable[[Batch, torch.Generator], Batch] | None:

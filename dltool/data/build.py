@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
+from dltool.catalog import DATASETS
 from dltool.config.schema import DataConfig
-from dltool.data.datasets import embedded, folder, synthetic, vision
 from dltool.data.normalize import apply_norm, fit_norm
 from dltool.data.splits import DataBundle, RawData, TensorSplit, make_splits, relayout
 from dltool.errors import ConfigError
 from dltool.registry import lookup
 
-DATASETS: dict[str, Callable[[DataConfig], RawData | DataBundle]] = {
-    "digits": embedded.load_digits,
-    "digits_rows": synthetic.load_digits_rows,
-    "spiral": synthetic.load_spiral,
-    "adding": synthetic.load_adding,
-    "recall": synthetic.load_recall,
-    "mnist": vision.load_mnist,
-    "fashion_mnist": vision.load_fashion_mnist,
-    "cifar10": vision.load_cifar10,
-    "cifar100": vision.load_cifar100,
-    "imagefolder": folder.load_imagefolder,
-}
-DATASET_DOCS: dict[str, str] = {
-    "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)",
-    "digits_rows": "the same digits read row by row: sequences of 8 steps x 8 features (layout sequence)",
-    "spiral": "K-class 2-D spiral (points_per_class, noise, num_classes=3) for MLP vs linear experiments",
-    "adding": "adding problem: (value, marker) steps, is the sum of the 2 marked values > 1? (length, num_samples)",
-    "recall": "delayed recall: name the symbol seen at step 0 after length-1 distractor steps (length, num_classes)",
-    "mnist": "MNIST handwritten digits, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision; root, download)",
-    "fashion_mnist": "Fashion-MNIST clothing, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)",
-    "cifar10": "CIFAR-10, 50,000 + 10,000 32x32 RGB, 10 classes (torchvision; root, download)",
-    "cifar100": "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision; root, download)",
-    "imagefolder": "your images in root/<class>/*.png|jpg (image_size, grayscale, val_dir, test_dir, bad_images)",
-}
 
+def load(cfg: DataConfig) -> RawData | DataBundle:
+    """The data set data.name as its loader returns it: all examples (RawData) or streamed splits (DataBundle)."""
+    return lookup(DATASETS, cfg.name, "data.name")(cfg)
 
 
 def build_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundle:
     """Load, split (stratified, seeded), normalize with train statistics and place on the device."""
-    loaded = lookup(DATASETS, cfg.name, "data.name")(cfg)
+    loaded = load(cfg)
     if isinstance(loaded, DataBundle):  # streamed folder data: the loader built its own splits and stats
         return loaded
     raw = relayout(loaded, cfg.layout)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.hub import get_dir
 from torchvision import models
 
+from dltool.catalog import BACKBONES
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.layers import Shape, fmt
@@ -93,26 +93,6 @@ def carry_weights(old: nn.Conv2d, new: nn.Conv2d) -> nn.Conv2d:
     return new
 
 
-Adapter = Callable[[nn.Module, int, int, bool], list[str]]
-FAMILIES: dict[str, Adapter] = {
-    "resnet": adapt_resnet, "vgg": adapt_vgg, "features_classifier": adapt_features_classifier,
-}
-FAMILY_DOCS: dict[str, str] = {
-    "resnet": "torchvision ResNet: head fc; small_input: 3x3 stride-1 conv1, no stem max pool",
-    "vgg": "torchvision VGG: head classifier.6; small_input: global pooling before the classifier",
-    "features_classifier": "torchvision MobileNet/EfficientNet: head classifier[-1]; small_input: stride-1 stem",
-}
-BACKBONES: dict[str, str] = {
-    "resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "resnet101": "resnet", "resnet152": "resnet",
-    "resnext50_32x4d": "resnet", "wide_resnet50_2": "resnet",
-    "vgg11": "vgg", "vgg11_bn": "vgg", "vgg13": "vgg", "vgg13_bn": "vgg", "vgg16": "vgg", "vgg16_bn": "vgg",
-    "vgg19": "vgg", "vgg19_bn": "vgg",
-    "mobilenet_v2": "features_classifier", "mobilenet_v3_small": "features_classifier",
-    "mobilenet_v3_large": "features_classifier", "efficientnet_b0": "features_classifier",
-    "efficientnet_b1": "features_classifier",
-}
-
-
 def load_torchvision(name: str, weights: str | None) -> nn.Module:
     """torchvision.models.get_model, with a one-sentence error when the weights cannot be had."""
     if weights is None:
@@ -133,8 +113,8 @@ def load_torchvision(name: str, weights: str | None) -> nn.Module:
 
 def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
     """The named torchvision model, adapted to (C, H, W) inputs and num_classes outputs, with its shape trace."""
-    family = BACKBONES.get(spec.backbone or "")
-    if family is None:
+    adapt = BACKBONES.get(spec.backbone or "")
+    if adapt is None:
         raise unknown("model.backbone", spec.backbone, BACKBONES)
     if spec.layers:
         raise ConfigError(f"model.backbone={spec.backbone} brings its own layers, so model.layers must be empty "
@@ -143,7 +123,7 @@ def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> B
         raise ConfigError(f"model.backbone={spec.backbone} needs CxHxW images but the data gives {fmt(input_shape)} "
                           f"per example.")
     net = load_torchvision(spec.backbone, spec.weights)
-    fresh = FAMILIES[family](net, input_shape[0], num_classes, spec.small_input)
+    fresh = adapt(net, input_shape[0], num_classes, spec.small_input)
     model = Backbone(net)
     pretrained = {}
     if spec.weights is not None:

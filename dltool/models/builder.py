@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from dltool.catalog import ALIASES, BLOCKS, LAYERS
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.backbones import build_backbone
 from dltool.models.blocks import Branches
-from dltool.models.layers import ALIASES, BLOCKS, LAYERS, BuildContext, Shape, fmt
+from dltool.models.layers import BuildContext, Shape, fmt
 from dltool.models.trace import BuiltModel, LayerRecord, count_macs
 from dltool.registry import check_keys, unknown
 
@@ -100,14 +101,8 @@ class Builder:
             where = f"layer {self.index}"
             kind, params = parse_item(item, where)
             is_last = last and i == len(items) - 1
-            if kind == "repeat":
-                shape = self.build_repeat(params, shape, out, prefix, depth, where, is_last)
-            elif kind == "residual":
-                name = self.name("res")
-                out[name], shape = self.build_residual(params, shape, f"{prefix}{name}.", depth, where)
-            elif kind == "branches":
-                name = self.name("br")
-                out[name], shape = self.build_branches(params, shape, f"{prefix}{name}.", depth, where)
+            if kind in BLOCKS:
+                shape = BLOCKS[kind](self, params, shape, out, prefix, depth, where, is_last)
             else:
                 name, module, shape = self.build_layer(kind, params, shape, prefix, depth, where, is_last)
                 out[name] = module
@@ -120,7 +115,7 @@ class Builder:
         name = self.name(entry.prefix)
         ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict, is_last)
         try:
-            module, expected = entry.build(params, shape, ctx)
+            module, expected = entry(params, shape, ctx)
         except (ValueError, TypeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]
             given = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise ConfigError(f"{ctx.where}: an option has a value of the wrong kind ({given}): {ex}.") from None
@@ -153,7 +148,19 @@ class Builder:
             out.update(block)
         return shape
 
-    def build_residual(self, params: Any, shape: Shape, prefix: str, depth: int, where: str) -> tuple[nn.Module, Shape]:
+    def build_residual(self, params: Any, shape: Shape, out: OrderedDict, prefix: str, depth: int, where: str,
+                       is_last: bool) -> Shape:
+        name = self.name(BLOCKS["residual"].prefix)
+        out[name], shape = self.residual(params, shape, f"{prefix}{name}.", depth, where)
+        return shape
+
+    def build_branches(self, params: Any, shape: Shape, out: OrderedDict, prefix: str, depth: int, where: str,
+                       is_last: bool) -> Shape:
+        name = self.name(BLOCKS["branches"].prefix)
+        out[name], shape = self.branches(params, shape, f"{prefix}{name}.", depth, where)
+        return shape
+
+    def residual(self, params: Any, shape: Shape, prefix: str, depth: int, where: str) -> tuple[nn.Module, Shape]:
         if isinstance(params, list):
             params = {"layers": params}
         if not isinstance(params, dict):
@@ -174,8 +181,7 @@ class Builder:
         self.trace.insert(start, LayerRecord(block, "residual", shape, out_shape, 0, 0, 0, depth))
         return module, out_shape
 
-
-    def build_branches(self, params: Any, shape: Shape, prefix: str, depth: int, where: str) -> tuple[nn.Module, Shape]:
+    def branches(self, params: Any, shape: Shape, prefix: str, depth: int, where: str) -> tuple[nn.Module, Shape]:
         """Parallel paths over the same input; their outputs are concatenated on the channel axis."""
         block = prefix.rstrip(".")
         if not isinstance(params, list) or len(params) < 2:

@@ -23,21 +23,16 @@ from torch import nn
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import BuiltModel
+from dltool.models.params import is_norm, is_under, layer_of, short_name
 from dltool.registry import unknown
 from dltool.train import checkpoint as ckpt_io
-from dltool.train.losses import is_norm
 
 log = logging.getLogger(__name__)
 
 
-def owner(key: str) -> str:
-    """State-dict key -> the layer name shown in the summary: layers.res1.body.conv3.weight -> res1.conv3."""
-    return key.removeprefix("layers.").replace(".body.", ".").rsplit(".", 1)[0]
-
-
 def under(key: str, name: str) -> bool:
-    o = owner(key)
-    return o == name or o.startswith(name + ".")
+    """State-dict key `key` belongs to the layer `name` (or a layer inside it)."""
+    return is_under(layer_of(key), name)
 
 
 def apply(built: BuiltModel, spec: ModelConfig) -> dict[str, float]:
@@ -81,7 +76,7 @@ def from_checkpoint(spec: ModelConfig, own: dict[str, torch.Tensor]) -> dict[str
         if own[k].shape == v.shape:
             taken[k] = v
         else:
-            changed.add(owner(k))
+            changed.add(layer_of(k))
     if not taken:
         raise ConfigError(f"model.init_from={spec.init_from}: none of the {len(state)} tensors in {path} matches "
                           f"a layer of this model by name and shape; it was trained with another architecture.")
@@ -158,5 +153,5 @@ def lr_mults(built: BuiltModel, spec: ModelConfig, loaded: set[str]) -> dict[str
     for mname, module in built.model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad and f"{mname}.{pname}" in loaded:
-                out[mname.removeprefix("layers.")] = mult
+                out[short_name(mname)] = mult
     return out

@@ -1,4 +1,4 @@
-"""Weight initializers (weights vs biases), applied in place after the model is built."""
+"""Weight initializers (weights vs biases, as dltool.models.params.role says), applied in place after building."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from dltool.catalog import INITIALIZERS
 from dltool.config.schema import InitConfig
 from dltool.errors import ConfigError
+from dltool.models.params import is_norm, is_under, role, short_name
 from dltool.registry import check_keys, lookup
 
 Init = Callable[[torch.Tensor, InitConfig], None]
@@ -24,28 +26,38 @@ def _kaiming(fn: Callable) -> Init:
     return apply
 
 
-INITIALIZERS: dict[str, Init] = {
-    "xavier_uniform": lambda w, c: nn.init.xavier_uniform_(w, gain=c.gain),
-    "xavier_normal": lambda w, c: nn.init.xavier_normal_(w, gain=c.gain),
-    "kaiming_uniform": _kaiming(nn.init.kaiming_uniform_),
-    "kaiming_normal": _kaiming(nn.init.kaiming_normal_),
-    "normal": lambda w, c: nn.init.normal_(w, 0.0, c.std),
-    "uniform": lambda w, c: nn.init.uniform_(w, -c.scale, c.scale),
-    "orthogonal": lambda w, c: nn.init.orthogonal_(w, gain=c.gain),
-    "constant": lambda w, c: nn.init.constant_(w, c.value),
-    "default": lambda w, c: None,  # keep PyTorch's own per-layer default
-}
-INIT_DOCS = {
-    "xavier_uniform": "U(-a, a), a = gain*sqrt(6/(fan_in+fan_out)) (Glorot)",
-    "xavier_normal": "N(0, gain^2 * 2/(fan_in+fan_out)) (Glorot)",
-    "kaiming_uniform": "He uniform; mode fan_in/fan_out, nonlinearity relu/leaky_relu/tanh/linear",
-    "kaiming_normal": "N(0, 2/fan) for ReLU nets (He et al.)",
-    "normal": "N(0, std^2), e.g. std 0.01 (small random numbers)",
-    "uniform": "U(-scale, scale)",
-    "orthogonal": "a (semi-)orthogonal matrix times gain",
-    "constant": "every weight = value (non-zero only: zero weights never break symmetry)",
-    "default": "PyTorch's own initialization for each layer type",
-}
+# Initializers named in dltool.catalog.INITIALIZERS: (weight tensor, InitConfig) -> None, in place.
+def xavier_uniform(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.xavier_uniform_(w, gain=c.gain)
+
+
+def xavier_normal(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.xavier_normal_(w, gain=c.gain)
+
+
+kaiming_uniform = _kaiming(nn.init.kaiming_uniform_)
+kaiming_normal = _kaiming(nn.init.kaiming_normal_)
+
+
+def normal(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.normal_(w, 0.0, c.std)
+
+
+def uniform(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.uniform_(w, -c.scale, c.scale)
+
+
+def orthogonal(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.orthogonal_(w, gain=c.gain)
+
+
+def constant(w: torch.Tensor, c: InitConfig) -> None:
+    nn.init.constant_(w, c.value)
+
+
+def keep_default(w: torch.Tensor, c: InitConfig) -> None:
+    """Keep PyTorch's own per-layer default."""
+
 
 SYMMETRY = ("all-zero weights make every unit in a layer compute the same output and receive the same "
             "gradient, so they stay identical forever (nothing breaks the symmetry); use small random "
@@ -59,7 +71,7 @@ def resolve(base: InitConfig, override: dict | None, where: str) -> InitConfig:
         check_keys(override, asdict(base).keys(), f"{where} init")
     lookup(INITIALIZERS, c.scheme, f"{where.replace('model ', '') or 'init'}.scheme" if override else "init.scheme")
     zero = (c.scheme == "constant" and c.value == 0) or (c.scheme == "normal" and c.std == 0) \
-        or (c.scheme == "uniform" and c.scale == 0) or c.scheme == "zeros"
+        or (c.scheme == "uniform" and c.scale == 0)
     if zero:
         raise ConfigError(f"{where or 'init'}: refusing all-zero weights ({c.scheme}): {SYMMETRY}")
     return c
@@ -67,17 +79,15 @@ def resolve(base: InitConfig, override: dict | None, where: str) -> InitConfig:
 
 def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
     """The weight matrices/kernels a scheme applies to (not biases, not normalization scales)."""
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+    if is_norm(module):
         return []
     if hasattr(module, "weight_views"):  # untied weights (locally connected): one view per position for fans
         return module.weight_views()
-    return [p for n, p in module.named_parameters(recurse=False) if p.dim() >= 2 and "weight" in n]
+    return [p for n, p in module.named_parameters(recurse=False) if role(module, n) == "weight" and p.dim() >= 2]
 
 
 def bias_tensors(module: nn.Module) -> list[torch.Tensor]:
-    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
-        return []
-    return [p for n, p in module.named_parameters(recurse=False) if "bias" in n]
+    return [p for n, p in module.named_parameters(recurse=False) if role(module, n) == "bias"]
 
 
 def initialize(model: nn.Module, spec: InitConfig, layer_inits: dict[str, dict[str, Any]] | None = None) -> None:
@@ -86,8 +96,8 @@ def initialize(model: nn.Module, spec: InitConfig, layer_inits: dict[str, dict[s
     layer_inits = layer_inits or {}
     with torch.no_grad():
         for name, module in model.named_modules():
-            short = name.removeprefix("layers.").replace(".body.", ".")
-            override = next((v for k, v in layer_inits.items() if short == k or short.startswith(k + ".")), None)
+            short = short_name(name)
+            override = next((v for k, v in layer_inits.items() if is_under(short, k)), None)
             c = resolve(spec, override, f"layer {short}") if override else spec
             for w in weight_tensors(module):
                 INITIALIZERS[c.scheme](w, c)

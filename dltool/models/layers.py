@@ -1,4 +1,4 @@
-"""The layer vocabulary: one literal table from config name to builder, plus custom modules.
+"""The layer builders named in dltool.catalog.LAYERS, plus custom modules.
 
 Each builder takes (params, input shape without batch, ctx) and returns (module, output shape).
 Shapes are tuples: (C, H, W) images, (F,) features, (C, L) 1-D signals, (T, F) sequences,
@@ -9,7 +9,7 @@ Builders check the textbook arithmetic themselves, so a bad spec fails with the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -30,15 +30,6 @@ class BuildContext:
     num_classes: int
     strict: bool = True
     is_last: bool = False
-
-
-@dataclass
-class LayerType:
-    build: Callable[[dict, Shape, BuildContext], tuple[nn.Module, Shape]]
-    defaults: dict = field(default_factory=dict)
-    doc: str = ""
-    primary: str | None = None  # `fc: 120` is shorthand for `fc: {units: 120}`
-    prefix: str = ""  # name stem in summaries: conv1, relu1, pool1, ...
 
 
 def fmt(shape: Shape) -> str:
@@ -281,7 +272,6 @@ def build_recurrent(cls: type[nn.RNNBase]) -> Callable[[dict, Shape, BuildContex
 
 
 RETURNS = ("last", "mean", "max", "sequence")
-RNN_DEFAULTS = {"hidden": None, "layers": 1, "bidirectional": False, "dropout": 0.0, "return": "last"}
 
 
 def build_local(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
@@ -315,70 +305,13 @@ def activation(factory: Callable[[dict], nn.Module]) -> Callable[[dict, Shape, B
     return lambda p, shape, ctx: (factory(p), shape)
 
 
-LAYERS: dict[str, LayerType] = {
-    "conv": LayerType(build_conv, {"filters": None, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1,
-                                   "groups": 1, "bias": True}, "2-D convolution; padding: int, [h, w], valid or same",
-                      "filters", "conv"),
-    "pool": LayerType(build_pool, {"kind": "max", "kernel": 2, "stride": None, "padding": 0},
-                      "max/avg pooling; stride defaults to kernel (overlapping when stride < kernel)", "kernel", "pool"),
-    "global_avg_pool": LayerType(build_gap, {}, "mean over all positions: CxHxW (CxL, CxTxHxW) -> C", None, "gap"),
-    "flatten": LayerType(build_flatten, {}, "CxHxW -> C*H*W", None, "flatten"),
-    "fc": LayerType(build_fc, {"units": None, "bias": True},
-                    "fully connected; units: a number or num_classes", "units", "fc"),
-    "dropout": LayerType(build_dropout, {"p": 0.5}, "inverted dropout: zero units with probability p in training",
-                         "p", "dropout"),
-    "batchnorm": LayerType(build_batchnorm, {"eps": 1e-5, "momentum": 0.1},
-                           "batch normalization; 1d/2d/3d picked from the input shape", None, "bn"),
-    "relu": LayerType(activation(lambda p: nn.ReLU()), {}, "max(0, x)", None, "relu"),
-    "leaky_relu": LayerType(activation(lambda p: nn.LeakyReLU(float(p["slope"]))), {"slope": 0.01},
-                            "max(slope*x, x)", "slope", "lrelu"),
-    "elu": LayerType(activation(lambda p: nn.ELU(float(p["alpha"]))), {"alpha": 1.0}, "exponential linear unit",
-                     "alpha", "elu"),
-    "tanh": LayerType(activation(lambda p: nn.Tanh()), {}, "tanh(x)", None, "tanh"),
-    "sigmoid": LayerType(activation(lambda p: nn.Sigmoid()), {}, "1 / (1 + exp(-x))", None, "sigmoid"),
-    "gelu": LayerType(activation(lambda p: nn.GELU()), {}, "Gaussian error linear unit", None, "gelu"),
-    "maxout": LayerType(build_maxout, {"pieces": 2}, "max over groups of `pieces` channels/units", "pieces",
-                        "maxout"),
-    "softmax": LayerType(build_softmax, {}, "final layer only, for readability (the loss works on logits)", None,
-                         "softmax"),
-    "conv1d": LayerType(build_conv1d, {"filters": None, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1,
-                                       "groups": 1, "bias": True},
-                        "1-D convolution over CxL; padding: int, valid, same or causal (WaveNet, with dilation)",
-                        "filters", "conv"),
-    "conv3d": LayerType(build_conv3d, {"filters": None, "kernel": 3, "stride": 1, "padding": 0, "dilation": 1,
-                                       "bias": True},
-                        "3-D convolution over CxTxHxW volumes; kernel/stride/padding: int or [t, h, w]", "filters",
-                        "conv"),
-    "locally_connected": LayerType(build_local, {"filters": None, "kernel": 3, "stride": 1, "padding": 0,
-                                                 "bias": True},
-                                   "like conv, but untied: its own filters at every output position", "filters",
-                                   "local"),
-    "rnn": LayerType(build_recurrent(nn.RNN), {**RNN_DEFAULTS, "nonlinearity": "tanh"},
-                     "Elman RNN over TxF; return: last | mean | max | sequence", "hidden", "rnn"),
-    "lstm": LayerType(build_recurrent(nn.LSTM), RNN_DEFAULTS,
-                      "LSTM over TxF: hidden, layers, bidirectional, dropout; return: last | mean | max | sequence",
-                      "hidden", "lstm"),
-    "gru": LayerType(build_recurrent(nn.GRU), RNN_DEFAULTS,
-                     "GRU over TxF; same options as lstm", "hidden", "gru"),
-    "transpose": LayerType(build_transpose, {}, "TxF sequence <-> FxT signal (for conv1d over time)", None,
-                           "transpose"),
-    "rows": LayerType(build_rows, {}, "read an image row by row: CxHxW -> TxF with T=H, F=C*W", None, "rows"),
-    "gated": LayerType(build_gated, {}, "WaveNet gate: tanh(first half of channels) * sigmoid(second half)", None,
-                       "gate"),
-}
-
-ALIASES: dict[str, str] = {
-    "dense": "fc", "linear": "fc", "inner_product": "fc", "fully_connected": "fc",
-    "conv2d": "conv", "convolution": "conv", "maxpool": "pool", "max_pool": "pool",
-    "batch_norm": "batchnorm", "bn": "batchnorm", "gap": "global_avg_pool",
-    "local": "locally_connected", "locally_connected2d": "locally_connected", "simple_rnn": "rnn",
-    "vanilla_rnn": "rnn", "gate": "gated",
-}
-
-# Blocks that nest a layer list; the model builder handles them (listed here for `dltool list layers`).
-BLOCKS: dict[str, str] = {
-    "repeat": "{n: N, layers: [...]} - the layer list N times (names keep counting)",
-    "residual": "{layers: [...]} - x + f(x); a 1x1 conv (or fc) projects the shortcut when shapes differ",
-    "branches": "[[...], [...], ...] - parallel paths over the same input, outputs concatenated on the "
-                "channel axis (Inception); spatial sizes must agree",
-}
+# Builders named in dltool.catalog.LAYERS (activations keep their input shape; recurrent ones share one builder).
+build_relu = activation(lambda p: nn.ReLU())
+build_leaky_relu = activation(lambda p: nn.LeakyReLU(float(p["slope"])))
+build_elu = activation(lambda p: nn.ELU(float(p["alpha"])))
+build_tanh = activation(lambda p: nn.Tanh())
+build_sigmoid = activation(lambda p: nn.Sigmoid())
+build_gelu = activation(lambda p: nn.GELU())
+build_rnn = build_recurrent(nn.RNN)
+build_lstm = build_recurrent(nn.LSTM)
+build_gru = build_recurrent(nn.GRU)

@@ -6,6 +6,7 @@ import math
 
 from dltool.models.builder import BuiltModel
 from dltool.models.layers import fmt
+from dltool.models.params import is_under, layer_of
 
 BYTES_PER_VALUE = 4  # float32 activations
 
@@ -34,20 +35,14 @@ def rows(built: BuiltModel) -> list[list[str]]:
 
 
 def _frozen(built: BuiltModel, name: str, trainable: set[str]) -> bool:
-    mine = [n for n, _ in built.model.named_parameters() if _owner(n) == name or _owner(n).startswith(name + ".")]
+    mine = [n for n, _ in built.model.named_parameters() if is_under(layer_of(n), name)]
     return bool(mine) and not any(n in trainable for n in mine)
 
 
 def _mult(built: BuiltModel, name: str) -> str:
     """"yes", or "lr x0.1" for a pretrained layer trained with a smaller learning rate."""
-    mults = {m for k, m in built.lr_mults.items() if k.replace(".body.", ".") == name
-             or k.replace(".body.", ".").startswith(name + ".")}
+    mults = {m for k, m in built.lr_mults.items() if is_under(k, name)}
     return "yes" if not mults else "lr x" + "/".join(f"{m:g}" for m in sorted(mults))
-
-
-def _owner(param_name: str) -> str:
-    """layers.res1.body.conv3.weight -> res1.conv3 (the name shown in the summary)."""
-    return param_name.removeprefix("layers.").replace(".body.", ".").rsplit(".", 1)[0]
 
 
 def totals(built: BuiltModel) -> dict:

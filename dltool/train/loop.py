@@ -6,7 +6,6 @@ zero_grad -> forward -> loss (+ penalties) -> backward -> clip -> step -> schedu
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -17,6 +16,7 @@ from torch import nn
 from dltool.data.splits import DataBundle, Split
 from dltool.errors import ConfigError
 from dltool.train.callbacks import Callback, FitState
+from dltool.train.infer import autocast, count_correct, infer
 
 
 @dataclass
@@ -52,20 +52,6 @@ def pick_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name!r} but no CUDA device is available here; use trainer.device=auto.")
     return dev
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision context: bf16 or fp16 autocast, or nothing for full 32-bit."""
-    if precision == "32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def count_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 1:  # one logistic output for two classes
-        return ((logits[:, 0] > 0).long() == y).sum()
-    return (logits.argmax(dim=1) == y).sum()
 
 
 def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
@@ -115,22 +101,11 @@ def step(s: Setup, scaler: torch.amp.GradScaler) -> None:
     s.optimizer.zero_grad(set_to_none=True)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int, device: torch.device,
              precision: str = "32") -> dict:
     """Mean loss and accuracy over a split, in eval mode (dropout off, batch-norm running stats)."""
-    model.eval()
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for x, y in split.batches(batch_size):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(x)
-            total_loss += loss_fn(logits, y).float() * len(y)
-        correct += count_correct(logits, y)
-        seen += len(y)
-    return {"loss": total_loss.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
+    out = infer(model, split.batches(batch_size), device, precision, loss_fn)
+    return {"loss": out.loss or 0.0, "acc": out.acc or 0.0}
 
 
 def overrides(cb: Callback, hook: str) -> bool:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dltool.catalog import LOSSES
 from dltool.config.schema import LossConfig, RegularizationConfig
 from dltool.errors import ConfigError
+from dltool.models.params import decayed, own_params, short_name
 from dltool.registry import lookup, unknown
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,51 +40,37 @@ def binary_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, _one_hot(y, logits))
 
 
-LOSSES: dict[str, Callable[[LossConfig], LossFn]] = {
-    "cross_entropy": lambda c: nn.CrossEntropyLoss(label_smoothing=c.label_smoothing),
-    "hinge": lambda c: multiclass_hinge(c.margin, 1),
-    "squared_hinge": lambda c: multiclass_hinge(c.margin, 2),
-    "mse": lambda c: (lambda logits, y: F.mse_loss(logits, _one_hot(y, logits))),
-    "bce": lambda c: binary_cross_entropy,
-}
-LOSS_DOCS = {
-    "cross_entropy": "softmax + negative log-likelihood; label_smoothing",
-    "hinge": "multiclass SVM, sum of max(0, s_j - s_y + margin); margin (default 1)",
-    "squared_hinge": "multiclass SVM with squared margins (L2-SVM); margin",
-    "mse": "mean squared error between the scores and one-hot targets",
-    "bce": "binary / one-vs-all logistic loss (sigmoid); one output unit for two classes",
-}
+# Builders named in dltool.catalog.LOSSES: (LossConfig) -> loss function of (logits, y).
+def cross_entropy(c: LossConfig) -> LossFn:
+    return nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+
+
+def hinge(c: LossConfig) -> LossFn:
+    return multiclass_hinge(c.margin, 1)
+
+
+def squared_hinge(c: LossConfig) -> LossFn:
+    return multiclass_hinge(c.margin, 2)
+
+
+def mse(c: LossConfig) -> LossFn:
+    return lambda logits, y: F.mse_loss(logits, _one_hot(y, logits))
+
+
+def bce(c: LossConfig) -> LossFn:
+    return binary_cross_entropy
 
 
 def expected_initial_loss(name: str, num_classes: int, margin: float = 1.0) -> float | None:
     """The textbook loss at initialization with small random weights (scores ~ 0)."""
-    return {
-        "cross_entropy": math.log(num_classes),
-        "hinge": (num_classes - 1) * margin,
-        "squared_hinge": (num_classes - 1) * margin ** 2,
-        "mse": 1.0 / num_classes,
-        "bce": math.log(2.0),
-    }.get(name)
-
-
-def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+    entry = LOSSES.get(name)
+    return entry.expected(num_classes, margin) if entry is not None and entry.expected else None
 
 
 def penalized_params(model: nn.Module, cfg: RegularizationConfig) -> list[torch.Tensor]:
     """The tensors L1/L2 apply to: weights, plus biases / norm parameters only when asked."""
-    chosen = []
-    for module in model.modules():
-        norm = is_norm(module)
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if norm and not cfg.apply_to_norm:
-                continue
-            if not norm and "bias" in name and not cfg.apply_to_bias:
-                continue
-            chosen.append(p)
-    return chosen
+    return [p for _, module, pname, p in own_params(model)
+            if decayed(module, pname, cfg.apply_to_bias, cfg.apply_to_norm)]
 
 
 class Penalty:
@@ -99,7 +86,7 @@ class Penalty:
         self.params = penalized_params(model, cfg) if (cfg.l1 or cfg.l2) else []
         self.activity: list[torch.Tensor] = []
         self.handles = []
-        named = {n.removeprefix("layers.").replace(".body.", "."): m for n, m in model.named_modules()}
+        named = {short_name(n): m for n, m in model.named_modules()}
         for act in cfg.activity:
             if act.layer not in named:
                 raise unknown("regularization.activity.layer", act.layer, [n for n in named if n])
@@ -123,10 +110,6 @@ class Penalty:
             total = total + sum(self.activity)
             self.activity.clear()
         return total
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def build_loss(cfg: LossConfig) -> LossFn:

@@ -36,13 +36,12 @@ from dltool.train.callbacks import (
     Monitor,
     RestoreBest,
 )
+from dltool.train.infer import resolve_precision
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss
 from dltool.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("32", "bf16", "16")
 
 
 @dataclass
@@ -58,16 +57,6 @@ class Prepared:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision!r} is not valid; use 32, bf16 or 16 (mixed precision).")
-    if precision == "16" and device.type != "cuda":
-        log.warning("trainer.precision=16 needs a CUDA device; using bf16 autocast on %s instead", device.type)
-        return "bf16"
-    return precision
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -199,6 +188,5 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
                         p.setup.precision)
         summary.update(test_loss=test["loss"], test_acc=test["acc"])
-    summary["seconds"] = round(seconds, 2)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,2 +1,2 @@
-"""Data set loaders, one module per family; dltool.data.DATASETS maps names to them (imported lazily,
-so `dltool` starts without importing torchvision until a vision data set is used)."""
+"""Data set loaders, one module per family; dltool.catalog.DATASETS names them ("module:function"), so a
+module (and torchvision with it) is imported only when one of its data sets is loaded."""

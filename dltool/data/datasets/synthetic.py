@@ -86,9 +86,3 @@ def load_recall(cfg: DataConfig) -> RawData:
     x[:, 0, k] = 1.0
     return RawData({"all": (x, symbols[:, 0].clone())}, [f"symbol{i}" for i in range(k)], "sequence")
 
-
-def sequence_to_signal(x: torch.Tensor) -> torch.Tensor:
-    """(N, T, F) -> (N, F, T): channels first, as conv1d wants."""
-    return x.transpose(1, 2).contiguous()
-
-

@@ -1,0 +1,88 @@
+"""Batched inference, one way for everyone: training's validation, `dltool evaluate` and `dltool predict`.
+
+The model runs in eval mode under no_grad and the same autocast as training (trainer.precision, resolved
+for the device once), batch by batch, so evaluate and predict see exactly the numbers training saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from dltool.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("32", "bf16", "16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """trainer.precision checked, with fp16 falling back to bf16 autocast off CUDA."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not valid; use 32, bf16 or 16 (mixed precision).")
+    if precision == "16" and device.type != "cuda":
+        log.warning("trainer.precision=16 needs a CUDA device; using bf16 autocast on %s instead", device.type)
+        return "bf16"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision context: bf16 or fp16 autocast, or nothing for full 32-bit."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:  # one logistic output for two classes
+        return ((logits[:, 0] > 0).long() == y).sum()
+    return (logits.argmax(dim=1) == y).sum()
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N, C): softmax, or [1 - p, p] for a single logistic output."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+@dataclass
+class Inference:
+    loss: float | None  # mean loss, when labels and a loss were given
+    acc: float | None  # accuracy, when labels were given
+    logits: torch.Tensor | None  # (N, C) float32 on the CPU, when asked for
+
+
+@torch.no_grad()
+def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], device: torch.device,
+          precision: str = "32", loss_fn: Callable | None = None, keep_logits: bool = False) -> Inference:
+    """Run the model over (x, y or None) batches in eval mode (dropout off, batch-norm running statistics)."""
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen, labelled, outs = 0, False, []
+    for x, y in batches:  # x: (B, ...), y: (B,) or None
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True) if y is not None else None
+        with autocast(device, precision):
+            logits = model(x)  # (B, C)
+            if y is not None and loss_fn is not None:
+                total_loss += loss_fn(logits, y).float() * len(y)
+        if y is not None:
+            correct += count_correct(logits, y)
+            labelled = True
+        seen += len(x)
+        if keep_logits:
+            outs.append(logits.float().cpu())
+    n = max(seen, 1)
+    return Inference(total_loss.item() / n if labelled and loss_fn is not None else None,
+                     correct.item() / n if labelled else None,
+                     torch.cat(outs) if outs else None)
