@@ -8,6 +8,10 @@ from dltool.catalog import ALIASES, REGISTRIES
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
 
+# The config section whose keys each registry's entries read (layers and augmentations have their own options).
+SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
+            "datasets": "data", "backbones": "model"}
+
 
 def list_task(args: list[str]) -> int:
     """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|all]`."""
@@ -42,6 +46,3 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
     return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in entries.items()]
 
-
-SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
-            "datasets": "data", "backbones": "model"}
