@@ -23,8 +23,8 @@ def cmd_train(args: list[str]) -> int:
 
     usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR]
     Config groups (configs/): data, model, loss, optimizer, scheduler, regularization, init, augment, trainer,
-    experiment, hparams_search. `dltool list` shows every registered name; `dltool train --cfg job` prints the
-    composed config without training. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv).
+    experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
+    name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
     """
     from dltool.config.compose import compose, launch, split_args
     from dltool.config.schema import validate
