@@ -16,6 +16,7 @@ from dltool.data.splits import TensorSplit
 from dltool.train.infer import autocast, infer, probabilities
 from dltool.train.loop import evaluate
 from dltool.train.restore import Restored
+from tests.test_structure import import_graph
 
 
 def tiny() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -57,3 +58,7 @@ def test_predict_uses_the_same_precision_as_evaluate(tmp_path: Path) -> None:
     with torch.no_grad():
         full = probabilities(model(x))
     assert not torch.allclose(values, full.topk(3, dim=1).values, atol=1e-6)  # bf16 really applied
+
+
+def test_predict_does_not_reach_into_evaluate() -> None:
+    assert "dltool.commands.evaluate" not in import_graph()["dltool.commands.predict"]
