@@ -194,12 +194,39 @@ def cmd_predict(args: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: list[str]) -> int:
+    """Export a run's best model as ONNX, TorchScript or a torch.export program, verified on real inputs.
+
+    usage: dltool export RUN_DIR|CHECKPOINT [--format onnx|torchscript|exported] [--with-normalization]
+                         [--out DIR] [--opset 18] [--examples 64] [--tolerance 1e-5] [--checkpoint best]
+    Writes RUN_DIR/export/model.onnx (.ts.pt, .pt2) and a JSON beside it (input shape and layout, class names,
+    normalization statistics, opset, versions, the check). The batch size is dynamic. Exit status 1 when the
+    exported outputs differ from PyTorch's by more than the tolerance.
+    """
+    if wants_help(args, cmd_export):
+        return 0
+    with_norm = "--with-normalization" in args
+    args = [a for a in args if a != "--with-normalization"]
+    from dltool.commands.export import OPTIONS
+
+    targets, opts = take_options(args, OPTIONS)
+    if len(targets) != 1 or targets[0].startswith("-"):
+        raise ConfigError(f"dltool export takes exactly one run directory or checkpoint file (got "
+                          f"{' '.join(targets) or 'none'}), then options such as --format onnx.")
+    from dltool.commands.export import print_export, run_export
+
+    res = run_export(targets[0], {**opts, "with_normalization": with_norm})
+    print_export(res)
+    return 0 if res["verification"]["passed"] else 1
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "overfit-sanity-check": cmd_sanity,
     "gradcheck": cmd_gradcheck,
     "predict": cmd_predict,
+    "export": cmd_export,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
