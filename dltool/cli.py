@@ -220,6 +220,52 @@ def cmd_export(args: list[str]) -> int:
     return 0 if res["verification"]["passed"] else 1
 
 
+def cmd_lr_find(args: list[str]) -> int:
+    """Learning-rate range test: loss vs exponentially growing lr from the initial weights; suggests an lr.
+
+    usage: dltool lr-find [CONFIG.yaml] [key=value ...] [lr_find.KEY=VALUE ...]
+    lr_find options (configs/lr_find.yaml): start, end, steps, smoothing, divergence, divisor, out_dir.
+    Writes lr_find.png and lr_find.json (outputs/lr_find/<time>_<name>); prints the suggested lr and the
+    override to train with. No run directory or checkpoint is written or changed.
+    """
+    if wants_help(args, cmd_lr_find):
+        return 0
+    from dltool.commands.lr_find import run_lr_find
+    from dltool.config.compose import train_config
+    from dltool.config.options import split_prefixed
+
+    lf_args, rest = split_prefixed(args, "lr_find")
+    return run_lr_find(train_config(rest), lf_args, rest)
+
+
+def cmd_cross_validate(args: list[str]) -> int:
+    """K-fold cross-validation: K runs on stratified folds of train+val, per-fold and mean +- std.
+
+    usage: dltool cross-validate [CONFIG.yaml] data.folds=K [key=value ...]
+    Trains fold_1 ... fold_K in one parent dir (outputs/<time>_<name>_cv); the test split is never in a fold.
+    Prints and writes cv.json and cv.csv: the best monitored value and the best checkpoint's test accuracy
+    per fold, with mean +- std. In a sweep, `dltool train -m ... data.folds=K` makes each job a
+    cross-validation whose objective is the mean over its folds.
+    """
+    if wants_help(args, cmd_cross_validate):
+        return 0
+    from dltool.commands.cross_validate import check_cv
+    from dltool.config.compose import compose, launch, split_args
+    from dltool.config.schema import validate
+
+    name, extra_dir, overrides = split_args(args, "train")
+    if any(a in ("-m", "--multirun") for a in overrides):
+        raise ConfigError("dltool cross-validate runs one cross-validation; for a sweep of them use "
+                          "dltool train -m ... data.folds=K (each job's objective is its mean over folds).")
+    check_cv(validate(compose(name, extra_dir, overrides)))
+    if not any(a.startswith("hydra.run.dir=") for a in overrides):
+        overrides = [*overrides, "hydra.run.dir=outputs/${now:%Y-%m-%d_%H-%M-%S}_${name}_cv"]
+    from dltool.commands.train import train_task
+
+    launch(lambda cfg: train_task(cfg, False), name, extra_dir, overrides, "cross_validate")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -227,6 +273,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "gradcheck": cmd_gradcheck,
     "predict": cmd_predict,
     "export": cmd_export,
+    "lr-find": cmd_lr_find,
+    "cross-validate": cmd_cross_validate,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
