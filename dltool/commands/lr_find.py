@@ -103,8 +103,10 @@ def suggest(curve: dict, o: LrFindOptions) -> dict:
     sm = [v if math.isfinite(v) else math.inf for v in curve["smoothed"]]
     i_min = min(range(len(sm)), key=sm.__getitem__)
     lrs = curve["lrs"]
-    slopes = [(sm[i + 1] - sm[i]) / math.log(lrs[i + 1] / lrs[i]) for i in range(max(i_min, 1)) if i + 1 < len(sm)]
-    i_steep = min(range(len(slopes)), key=slopes.__getitem__) if slopes else 0
+    first = min(len(sm) // 10, max(i_min - 1, 0))  # the first steps are noise around the initial loss
+    slopes = {i: (sm[i + 1] - sm[i]) / math.log(lrs[i + 1] / lrs[i]) for i in range(first, max(i_min, first + 1))
+              if i + 1 < len(sm)}
+    i_steep = min(slopes, key=slopes.__getitem__) if slopes else 0
     return {"min_loss": sm[i_min], "min_loss_lr": lrs[i_min], "steepest_lr": lrs[i_steep],
             "suggested_lr": lrs[i_min] / o.divisor}
 
