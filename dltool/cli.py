@@ -296,7 +296,9 @@ def print_help() -> None:
                   "  dltool summary model=cnn_digits\n  dltool list layers\n"
                   "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n"
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
-                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
+                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n"
+                  "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
+                  "  dltool cross-validate data.folds=5\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 
