@@ -68,9 +68,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
 
 
 def to_torchscript(model: nn.Module, example: torch.Tensor) -> bytes:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        traced = torch.jit.trace(model, example, check_trace=False)
+    traced = torch.jit.trace(model, example, check_trace=False)  # torch.jit is deprecated, still widely run
     buf = io.BytesIO()
     torch.jit.save(traced, buf)
     return buf.getvalue()
@@ -98,7 +96,9 @@ def convert(model: nn.Module, example: torch.Tensor, fmt: str, opset: int = 18) 
 
 
 def run_converter(model: nn.Module, example: torch.Tensor, fmt: str, opset: int) -> bytes:
-    with torch.no_grad(), quiet_export_logs():
+    """Exporters warn about what they trace (TracerWarning, deprecations); the check on real inputs decides."""
+    with torch.no_grad(), quiet_export_logs(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         if fmt == "onnx":
             return to_onnx(model, example, opset)
         if fmt == "torchscript":
