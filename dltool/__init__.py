@@ -4,17 +4,18 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
 
   cli.py        `dltool <command>`: parses argv, dispatches; the only module with lazy imports (fast --help)
   commands/     one module per command: train, evaluate, predict, sanity, gradcheck, summary, list, preview,
-                sweep (multirun planning), sweep_report
+                sweep (multirun planning), sweep_report, export, lr_find, cross_validate
   train/        run (prepare / train / finish), loop (train_one_epoch / evaluate / fit), callbacks,
                 checkpoint, losses (+ penalties), optim (optimizers, schedules), infer (batched inference for
                 validation, evaluate and predict), restore (a run dir for evaluate)
   models/       builder (layer list -> nn.Module + shape trace), layers, blocks, backbones (torchvision),
-                trace (per-layer records, mult-adds), init, finetune, summary, params (layer names, is_norm,
-                weight vs bias: one rule for init, weight decay and penalties)
+                trace (per-layer records, mult-adds), init, finetune, summary, export (ONNX, TorchScript,
+                torch.export), params (layer names, is_norm, weight vs bias: one rule for init, weight decay
+                and penalties)
   data/         build (data sets by name -> DataBundle), splits, normalize (training split only), whitening,
                 augment, datasets/ (embedded digits, synthetic, torchvision, image folders)
   config/       schema (typed dataclasses), compose (Hydra at the edge: config tree, overrides, @hydra.main),
-                options (sanity./gradcheck. options)
+                options (sanity./gradcheck./lr_find. options)
   errors.py registry.py catalog.py console.py plots.py
                 the shared floor: one error type, registry records + name lookup with did-you-mean, every
                 registry table (torch-free: builders named "module:function", imported when building),

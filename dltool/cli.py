@@ -212,12 +212,81 @@ def cmd_predict(args: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: list[str]) -> int:
+    """Export a run's best model as ONNX, TorchScript or a torch.export program, verified on real inputs.
+
+    usage: dltool export RUN_DIR|CHECKPOINT [--format onnx|torchscript|exported] [--with-normalization]
+                         [--out DIR] [--opset 18] [--examples 64] [--tolerance 1e-5] [--checkpoint best]
+    Writes RUN_DIR/export/model.onnx (.ts.pt, .pt2) and a JSON beside it (input shape and layout, class names,
+    normalization statistics, opset, versions, the check). The batch size is dynamic. Exit status 1 when the
+    exported outputs differ from PyTorch's by more than the tolerance.
+    """
+    with_norm = "--with-normalization" in args
+    args = [a for a in args if a != "--with-normalization"]
+    from dltool.commands.export import OPTIONS
+
+    targets, opts = take_options(args, OPTIONS)
+    if len(targets) != 1 or targets[0].startswith("-"):
+        raise ConfigError(f"dltool export takes exactly one run directory or checkpoint file (got "
+                          f"{' '.join(targets) or 'none'}), then options such as --format onnx.")
+    from dltool.commands.export import print_export, run_export
+
+    res = run_export(targets[0], {**opts, "with_normalization": with_norm})
+    print_export(res)
+    return 0 if res["verification"]["passed"] else 1
+
+
+def cmd_lr_find(args: list[str]) -> int:
+    """Learning-rate range test: loss vs exponentially growing lr from the initial weights; suggests an lr.
+
+    usage: dltool lr-find [CONFIG.yaml] [key=value ...] [lr_find.KEY=VALUE ...]
+    lr_find options (configs/lr_find.yaml): start, end, steps, smoothing, divergence, divisor, out_dir.
+    Writes lr_find.png and lr_find.json (outputs/lr_find/<time>_<name>); prints the suggested lr and the
+    override to train with. No run directory or checkpoint is written or changed.
+    """
+    from dltool.commands.lr_find import run_lr_find
+    from dltool.config.compose import train_config
+    from dltool.config.options import split_prefixed
+
+    lf_args, rest = split_prefixed(args, "lr_find")
+    return run_lr_find(train_config(rest), lf_args, rest)
+
+
+def cmd_cross_validate(args: list[str]) -> int:
+    """K-fold cross-validation: K runs on stratified folds of train+val, per-fold and mean +- std.
+
+    usage: dltool cross-validate [CONFIG.yaml] data.folds=K [key=value ...]
+    Trains fold_1 ... fold_K in one parent dir (outputs/<time>_<name>_cv); the test split is never in a fold.
+    Prints and writes cv.json and cv.csv: the best monitored value and the best checkpoint's test accuracy
+    per fold, with mean +- std. In a sweep, `dltool train -m ... data.folds=K` makes each job a
+    cross-validation whose objective is the mean over its folds.
+    """
+    from dltool.commands.cross_validate import check_cv
+    from dltool.config.compose import compose, launch, split_args
+    from dltool.config.schema import validate
+
+    name, extra_dir, overrides = split_args(args, "train")
+    if any(a in ("-m", "--multirun") for a in overrides):
+        raise ConfigError("dltool cross-validate runs one cross-validation; for a sweep of them use "
+                          "dltool train -m ... data.folds=K (each job's objective is its mean over folds).")
+    check_cv(validate(compose(name, extra_dir, overrides)))
+    if not any(a.startswith("hydra.run.dir=") for a in overrides):
+        overrides = [*overrides, "hydra.run.dir=outputs/${now:%Y-%m-%d_%H-%M-%S}_${name}_cv"]
+    from dltool.commands.train import train_task
+
+    launch(lambda cfg: train_task(cfg, False), name, extra_dir, overrides, "cross_validate")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "overfit-sanity-check": cmd_sanity,
     "gradcheck": cmd_gradcheck,
     "predict": cmd_predict,
+    "export": cmd_export,
+    "lr-find": cmd_lr_find,
+    "cross-validate": cmd_cross_validate,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
@@ -239,7 +308,9 @@ def print_help() -> None:
                   "  dltool summary model=cnn_digits\n  dltool list layers\n  dltool list all\n"
                   "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n"
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
-                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
+                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n"
+                  "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
+                  "  dltool cross-validate data.folds=5\n\n"
                   "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 

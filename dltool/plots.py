@@ -76,3 +76,24 @@ def loss_curve(losses: Sequence[float], path: Path, threshold: float | None, exp
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+def lr_range(lrs: Sequence[float], smoothed: Sequence[float], suggested: float, min_lr: float, path: Path,
+             title: str) -> None:
+    """Smoothed loss against the learning rate (log axis), the lowest-loss lr and the suggestion marked."""
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(lrs, smoothed, "-", label="smoothed training loss")
+    ax.axvline(min_lr, color="grey", linestyle=":", linewidth=1, label=f"lowest loss at {min_lr:.2e}")
+    ax.axvline(suggested, color="red", linestyle="--", linewidth=1.2, label=f"suggested lr {suggested:.2e}")
+    ax.set_xscale("log")
+    finite = [v for v in smoothed if v == v and abs(v) != float("inf")]
+    if finite:  # the last steps may shoot up: keep the interesting part in view
+        lo, first = min(finite), finite[0]
+        ax.set_ylim(lo - 0.05 * abs(first - lo), max(first, lo) + 0.25 * abs(first - lo) + 1e-12)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save(fig, path)

@@ -12,7 +12,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
-from dltool.config.schema import to_dict, validate
+from dltool.commands.cross_validate import cross_validate, fold_line, print_cv, wants_cv
+from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.console import config_tree, console, error, note, table
 from dltool.errors import ConfigError
 from dltool.train.callbacks import EpochReporter
@@ -37,11 +38,7 @@ def train_task(cfg: Any, multirun: bool) -> float:
     try:
         tc = validate(cfg)
         mode = tc.trainer.mode
-        prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
-        if not multirun:
-            config_tree(to_dict(tc), f"config ({run_dir})")
-        reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
-        summary = train(tc, run_dir, reporter=reporter, prepared=prepared)
+        summary = cv_task(tc, run_dir, multirun) if wants_cv(tc) else train_one(tc, run_dir, multirun)
     except KeyboardInterrupt:
         if multirun:
             raise
@@ -69,11 +66,29 @@ def train_task(cfg: Any, multirun: bool) -> float:
         return worst_value(mode)
     if multirun:
         note(job_line(run_dir.name, summary))
-    else:
+    elif "folds" not in summary:  # a cross-validation printed its own table
         print_summary(summary)
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
+
+
+def train_one(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
+    prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
+    if not multirun:
+        config_tree(to_dict(tc), f"config ({run_dir})")
+    reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
+    return train(tc, run_dir, reporter=reporter, prepared=prepared)
+
+
+def cv_task(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
+    """data.folds=K without data.fold: K fold runs under run_dir; the summary's best_value is their mean."""
+    if not multirun:
+        config_tree(to_dict(tc), f"config ({run_dir})")
+    res = cross_validate(tc, run_dir, None if multirun else lambda k, n, s: note(fold_line(k, n, s)))
+    if not multirun:
+        print_cv(res, run_dir)
+    return res["summary"]
 
 
 def discard_empty_run_dir(run_dir: Path) -> None:

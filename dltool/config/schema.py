@@ -46,6 +46,8 @@ class DataConfig:
     num_samples: int = 3000
     pca_components: Optional[int] = None
     whiten_eps: float = 1e-2
+    folds: Optional[int] = None  # K-fold cross-validation of train+val (dltool cross-validate)
+    fold: Optional[int] = None  # which fold (1..folds) validates this run
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dltool.config.schema import DataConfig
 from dltool.errors import ConfigError
@@ -90,11 +90,42 @@ def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, wha
     return x[keep], y[keep], x[out], y[out]
 
 
+def check_folds(folds: int | None, fold: int | None) -> None:
+    if folds is None:
+        if fold is not None:
+            raise ConfigError(f"data.fold={fold} needs data.folds (the number of cross-validation folds, e.g. 5).")
+        return
+    if folds < 2:
+        raise ConfigError(f"data.folds={folds} must be at least 2 (or null for one train/val split).")
+    if fold is None or not 1 <= fold <= folds:
+        raise ConfigError(f"data.fold={fold} must be one of 1..{folds} (the fold used for validation); "
+                          f"`dltool cross-validate data.folds={folds}` trains all of them.")
+
+
+def kfold(x: torch.Tensor, y: torch.Tensor, folds: int, fold: int, seed: int) -> tuple:
+    """Fold `fold` (1-based) of a stratified, shuffled, seeded K-fold split: (x_train, y_train, x_val, y_val)."""
+    counts = torch.bincount(y)
+    if len(y) < folds:
+        raise ConfigError(f"data.folds={folds} but only {len(y)} training + validation examples.")
+    stratify = counts[counts > 0].min() >= folds  # every class in every fold, when it has enough examples
+    splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+    train, val = list(splitter.split(torch.zeros(len(y)).numpy(), y.numpy()))[fold - 1]
+    train, val = torch.as_tensor(train), torch.as_tensor(val)
+    return x[train], y[train], x[val], y[val]
+
+
 def make_splits(raw: RawData, cfg: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """train/val/test per the config: the data set's own splits, else stratified fractions (or K folds)."""
     s = dict(raw.splits)
+    check_folds(cfg.folds, cfg.fold)
     if "all" in s:
         xtr, ytr, xte, yte = stratified(*s.pop("all"), cfg.test_fraction, cfg.split_seed, "test_fraction")
         s["train"], s["test"] = (xtr, ytr), (xte, yte)
+    if cfg.folds is not None:  # train + val pooled, then fold `fold` validates; the test split stays as it is
+        pool = [s.pop("train"), *([s.pop("val")] if "val" in s else [])]
+        x, y = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
+        xt, yt, xv, yv = kfold(x, y, cfg.folds, cfg.fold, cfg.split_seed)
+        s["train"], s["val"] = (xt, yt), (xv, yv)
     if "val" not in s:
         xt, yt, xv, yv = stratified(*s["train"], cfg.val_fraction, cfg.split_seed, "val_fraction")
         s["train"], s["val"] = (xt, yt), (xv, yv)

@@ -1,0 +1,116 @@
+"""`dltool cross-validate`: K runs on stratified folds of train+val, one parent dir, mean +- std.
+
+Fold k is an ordinary run (config.yaml says data.folds=K data.fold=k) in PARENT/fold_k, so evaluate,
+predict and export work on it. The test split is never part of a fold; each fold's best checkpoint is
+tested on it. PARENT holds cv.json, cv.csv and a summary.json whose best_value is the mean over folds,
+which is what a sweep job (`dltool train -m ... data.folds=K`) reports as its objective.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from dltool.config.schema import TrainConfig
+from dltool.console import console, note, table
+from dltool.errors import ConfigError
+from dltool.train.run import train
+
+FoldHook = Callable[[int, int, dict], None]
+
+
+def wants_cv(cfg: TrainConfig) -> bool:
+    """data.folds set and no single data.fold chosen: train every fold."""
+    return cfg.data.folds is not None and cfg.data.fold is None
+
+
+def check_cv(cfg: TrainConfig) -> None:
+    """One sentence before anything is written when the config cannot be cross-validated."""
+    k_total = cfg.data.folds
+    if k_total is None or k_total < 2:
+        raise ConfigError(f"data.folds={k_total}: cross-validation needs data.folds=K with K >= 2, e.g. data.folds=5.")
+    if cfg.data.fold is not None:
+        raise ConfigError(f"data.fold={cfg.data.fold} picks one fold; cross-validation trains all of them "
+                          f"(leave data.fold unset).")
+    if cfg.resume:
+        raise ConfigError("resume= continues one run; a cross-validation starts its folds fresh (remove resume).")
+
+
+def fold_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, fold=k))
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); None when a fold has no value."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fold_row(k: int, s: dict) -> dict:
+    return {"fold": k, "run_dir": s["run_dir"], "best_value": s["best_value"], "best_epoch": s["best_epoch"],
+            "test_acc": s.get("test_acc"), "epochs_run": s["epochs_run"], "diverged": s["diverged"],
+            "seconds": s["seconds"]}
+
+
+def cross_validate(cfg: TrainConfig, parent: Path, on_fold: FoldHook | None = None) -> dict:
+    """Train fold 1..K into parent/fold_k; write cv.json, cv.csv, summary.json; return the cv record."""
+    check_cv(cfg)
+    k_total, parent = cfg.data.folds, Path(parent)
+    rows = []
+    for k in range(1, k_total + 1):
+        s = train(fold_config(cfg, k), parent / f"fold_{k}")
+        rows.append(fold_row(k, s))
+        if on_fold is not None:
+            on_fold(k, k_total, s)
+    return write_results(cfg, parent, rows)
+
+
+def write_results(cfg: TrainConfig, parent: Path, rows: list[dict]) -> dict:
+    t = cfg.trainer
+    mean, std = mean_std([r["best_value"] for r in rows])
+    test_mean, test_std = mean_std([r["test_acc"] for r in rows])
+    record = {"monitor": t.monitor, "mode": t.mode, "folds": len(rows), "mean": mean, "std": std,
+              "test_acc_mean": test_mean, "test_acc_std": test_std, "per_fold": rows,
+              "split_seed": cfg.data.split_seed, "std_kind": "sample (n - 1)"}
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "cv.json").write_text(json.dumps(record, indent=2))
+    with open(parent / "cv.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fold", f"best_{t.monitor}", "best_epoch", "test_acc", "epochs_run", "run_dir"])
+        w.writerows([r["fold"], r["best_value"], r["best_epoch"], r["test_acc"], r["epochs_run"], r["run_dir"]]
+                    for r in rows)
+        w.writerow(["mean", mean, "", test_mean, "", ""])
+        w.writerow(["std", std, "", test_std, "", ""])
+    diverged = any(r["diverged"] for r in rows)
+    summary = {"name": cfg.name, "run_dir": str(parent), "monitor": t.monitor, "mode": t.mode, "best_value": mean,
+               "best_value_std": std, "best_epoch": None, "test_acc": test_mean, "test_acc_std": test_std,
+               "stop_reason": f"mean over {len(rows)} folds", "diverged": diverged, "stopped_early": False,
+               "epochs_run": sum(r["epochs_run"] for r in rows), "folds": len(rows),
+               "seconds": round(sum(r["seconds"] for r in rows), 2)}
+    (parent / "summary.json").write_text(json.dumps(summary, indent=2))  # what sweep-report reads
+    return {**record, "summary": summary}
+
+
+def fold_line(k: int, total: int, s: dict) -> str:
+    best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
+    test = f"  test_acc={s['test_acc']:.4f}" if s.get("test_acc") is not None else ""
+    return (f"fold {k}/{total}: best {s['monitor']}={best} at epoch {s['best_epoch']}{test} "
+            f"({s['seconds']:.1f}s) -> {s['run_dir']}")
+
+
+def print_cv(res: dict, parent: Path) -> None:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [(r["fold"], fmt(r["best_value"]), r["best_epoch"], fmt(r["test_acc"])) for r in res["per_fold"]]
+    rows.append(("mean +- std", f"{fmt(res['mean'])} +- {fmt(res['std'])}", "",
+                 f"{fmt(res['test_acc_mean'])} +- {fmt(res['test_acc_std'])}"))
+    console.print(table(f"[bold]{res['folds']}-fold cross-validation[/]",
+                        ["fold", f"best {res['monitor']}", "best epoch", "test acc (best.pt)"], rows))
+    note(f"parent dir: {parent}\n  fold_1 ... fold_{res['folds']}  cv.json  cv.csv  summary.json")
