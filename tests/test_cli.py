@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dltool.cli import COMMANDS
 from tests.conftest import run_cli
 
 
@@ -27,7 +28,8 @@ def test_default_train_reaches_97_percent_and_leaves_a_complete_run_dir(tmp_path
     assert summary["test_acc"] >= 0.97
     assert f"{summary['test_acc']:.4f}" in proc.stdout  # the printed summary shows the same figure
     rows = (run / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr") and len(rows) - 1 == summary["epochs_run"]
+    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr")
+    assert len(rows) - 1 == summary["epochs_run"]
     assert "epoch train_loss" in proc.stdout and "best val_loss" in proc.stdout
 
 
@@ -45,7 +47,8 @@ def test_divergent_lr_stops_with_the_reason_and_keeps_best(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["train", "optimizer.lrr=0.1"], "'optimizer.lrr' is not a config key: 'optimizer' has no key 'lrr'. Did you mean 'lr'?"),
+    (["train", "optimizer.lrr=0.1"],
+     "'optimizer.lrr' is not a config key: 'optimizer' has no key 'lrr'. Did you mean 'lr'?"),
     (["train", "model.layers=[{cnv: 8}]"], "layer='cnv' is not known. Did you mean 'conv'?"),
     (["train", "trainer.epochs=many"], "'trainer.epochs': Value 'many'"),
     (["train", "model=mpl"], "model='mpl' is not known. Did you mean 'mlp'?"),
@@ -55,8 +58,8 @@ def test_divergent_lr_stops_with_the_reason_and_keeps_best(tmp_path):
     (["train", "augment.ops=[{rotat: 10}]"], "must be an op name or `name: {options}`"),
     (["train", "augment.ops=[{rotat:"], "cannot read the override 'augment.ops=[{rotat:'"),
 ])
-def test_mistakes_get_one_sentence_and_no_run_dir(tmp_path, args, expected):
-    proc = run_cli(*args, cwd=tmp_path)
+def test_mistakes_get_one_sentence_and_no_run_dir(cli, tmp_path, args, expected):
+    proc = cli(*args)
     assert proc.returncode == 2
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -64,26 +67,23 @@ def test_mistakes_get_one_sentence_and_no_run_dir(tmp_path, args, expected):
 
 
 def test_help_lists_every_command(tmp_path):
-    from dltool.cli import COMMANDS
-
-    proc = run_cli("--help", cwd=tmp_path)
+    proc = run_cli("--help", cwd=tmp_path)  # the real console command, end to end
     assert proc.returncode == 0
     for name in COMMANDS:
         assert name in proc.stdout
 
 
-def test_list_layers_shows_keys_and_defaults(tmp_path):
-    proc = run_cli("list", "layers", cwd=tmp_path)
+def test_list_layers_shows_keys_and_defaults(cli):
+    proc = cli("list", "layers")
     assert proc.returncode == 0
     assert "filters=None" in proc.stdout and "inner_product" in proc.stdout and "residual" in proc.stdout
-    all_ = run_cli("list", cwd=tmp_path)
+    all_ = cli("list")
     for title in ("losses", "optimizers", "schedulers", "initializers", "datasets"):
         assert title in all_.stdout
 
 
-def test_summary_prints_shapes_params_and_totals(tmp_path):
-    proc = run_cli("summary", "model.layers=[{conv: {filters: 10, kernel: 5, padding: 2}}, flatten, {fc: num_classes}]",
-                   cwd=tmp_path)
+def test_summary_prints_shapes_params_and_totals(cli):
+    proc = cli("summary", "model.layers=[{conv: {filters: 10, kernel: 5, padding: 2}}, flatten, {fc: num_classes}]")
     assert proc.returncode == 0, proc.stderr
     assert "10x8x8" in proc.stdout and "260" in proc.stdout  # (5*5*1+1)*10 on 1-channel digits
     assert "6,670" in proc.stdout  # 260 + 640*10+10

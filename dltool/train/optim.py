@@ -112,8 +112,9 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: in
     """Returns (scheduler, interval) where interval is 'epoch', 'step' or 'plateau'."""
     lookup(SCHEDULERS, cfg.name, "scheduler.name")
     if cfg.warmup_epochs and cfg.name in ("plateau", "onecycle"):
+        hint = "onecycle warms up by itself: use pct_start" if cfg.name == "onecycle" else "use step or cosine"
         raise ConfigError(f"scheduler.warmup_epochs={cfg.warmup_epochs} does not combine with scheduler.name="
-                          f"{cfg.name} ({'onecycle warms up by itself: use pct_start' if cfg.name == 'onecycle' else 'use step or cosine'}).")
+                          f"{cfg.name} ({hint}).")
     if cfg.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=cfg.factor, patience=cfg.patience,
                                                           min_lr=cfg.min_lr), "plateau"
