@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -39,11 +40,27 @@ class Ran:
 
 
 def call_main(args: list[str]) -> int:
-    """`dltool ARGS` in this process; -> its exit status (main always ends with sys.exit)."""
+    """`dltool ARGS` in this process; -> its exit status (main always ends with sys.exit).
+
+    Hydra's logging setup replaces the root logger's handlers (console streams bound to this test's captured
+    stdout/stderr); they are closed afterwards and pytest's own handlers put back, so nothing leaks into the
+    next test.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         main(list(args))
     except SystemExit as ex:
         return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
     raise AssertionError("dltool.cli.main returned instead of exiting")
 
 

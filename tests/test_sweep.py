@@ -122,7 +122,7 @@ def fake_job(sweep: Path, name: str, lr: float, summary: dict) -> None:
     (d / "summary.json").write_text(json.dumps(summary))
 
 
-def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path):
+def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path, cli):
     ok = {"monitor": "val_loss", "mode": "min", "best_epoch": 3, "stop_reason": "finished all 3 epochs", "seconds": 1.0}
     fake_job(tmp_path, "0", 1e-4, {**ok, "best_value": 0.9})
     fake_job(tmp_path, "1", 1e-2, {**ok, "best_value": 0.2})
@@ -140,6 +140,21 @@ def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path):
     assert out["warnings"] == []  # 1e-2 sits inside 1e-4..10 (the failed job's value counts as tried)
     (tmp_path / "3" / "summary.json").write_text(json.dumps({**ok, "best_value": 0.1}))
     assert "high edge" in report(tmp_path)["warnings"][0]  # now lr=10, the largest value tried, is best
+    r = cli("sweep-report", str(tmp_path))  # the command: table on stdout, the warning in dltool's style on stderr
+    assert r.returncode == 0 and "finished all 3 epochs" in r.stdout
+    assert r.stderr.startswith("warning: the best job (3) has optimizer.lr=10") and "high edge" in r.stderr
+
+
+def test_grid_sweep_in_process_and_each_job_logs_to_its_own_train_log(tmp_path, cli):
+    sweep = tmp_path / "grid"
+    r = cli("train", "-m", "model=mlp", "trainer.epochs=1", "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("done: best val_loss") == 2 and r.stdout.count("#1 : ") == 1
+    rows = read_csv(sweep / "sweep.csv")
+    assert sorted(float(x["optimizer.lr"]) for x in rows) == [1e-3, 1e-2]
+    for x in rows:
+        log = (sweep / x["job"] / "train.log").read_text()
+        assert log.count("[INFO] epoch 1/1 ") == 1 and f"run mlp_digits in {sweep / x['job']}:" in log
 
 
 # --------------------------------------------------------------------------- real sweeps (slow)
