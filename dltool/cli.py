@@ -39,12 +39,14 @@ def cmd_train(args: list[str]) -> int:
         return 0
     from dltool.commands.sweep import plan, quiet_plugins
     from dltool.commands.sweep_report import report
-    from dltool.console import note
+    from dltool.console import note, warning
 
     sweep = plan(name, extra_dir, overrides)
     quiet_plugins()
     for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:
         note(line)
+    for line in sweep.warnings:
+        warning(line)
     launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides + sweep.overrides, "train")
     report(sweep.sweep_dir)
     return 0
@@ -323,6 +325,16 @@ def quiet_third_party() -> None:
         logging.getLogger("optuna").setLevel(logging.WARNING)
 
 
+def terminal_logging() -> None:
+    """Library warnings on the terminal as `warning: ...` for every command; Hydra's job logging
+    (configs/hydra/job_logging/dltool.yaml) sets up the same handler plus the run dir's train.log."""
+    from dltool.console import TerminalLog
+
+    root = logging.getLogger()
+    if not any(isinstance(h, TerminalLog) for h in root.handlers):
+        root.addHandler(TerminalLog(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     quiet_third_party()
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     from dltool.registry import lookup
 
+    terminal_logging()
     try:
         command = lookup(COMMANDS, args[0], "command")
         code = 0 if wants_help(args[1:], command) else command(args[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any, Iterable, Sequence
@@ -22,6 +23,28 @@ err_console = Console(stderr=True, highlight=False)
 def error(message: str) -> None:
     """A user mistake: one sentence in red on stderr, no traceback."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [a, b]
+
+
+def warning(message: str) -> None:
+    """Something the user should know that does not stop the command: one yellow `warning:` line on stderr."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class TerminalLog(logging.Handler):
+    """The library's `logging` records on the terminal, in the same style as `warning()` and `error()`.
+
+    configs/hydra/job_logging/dltool.yaml attaches it (level WARNING) next to the run dir's train.log.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                error(message)
+            else:
+                warning(message)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
 
 
 def note(message: str) -> None:

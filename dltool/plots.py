@@ -21,13 +21,15 @@ def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None,
     """Loss (train vs val) and accuracy (train vs val) per epoch; the best epoch marked."""
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
-    for ax, metric, title in ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy")):
+    panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy"))
+    for ax, metric, title in panels:
         for split, style in (("train", "-o"), ("val", "-s")):
             key = f"{split}_{metric}"
             ys = [h.get(key, float("nan")) for h in history]
             ax.plot(epochs, ys, style, markersize=3, label=split)
         if best_epoch:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best ({monitor}) epoch {best_epoch}")
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best ({monitor}) epoch {best_epoch}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(title)
         ax.set_title(title)
@@ -68,7 +70,8 @@ def loss_curve(losses: Sequence[float], path: Path, threshold: float | None, exp
     if threshold:
         ax.axhline(threshold, color="green", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     if expected_init:
-        ax.axhline(expected_init, color="grey", linestyle=":", linewidth=1, label=f"expected at init {expected_init:.3g}")
+        ax.axhline(expected_init, color="grey", linestyle=":", linewidth=1,
+                   label=f"expected at init {expected_init:.3g}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

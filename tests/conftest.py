@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from dltool.cli import main
 from dltool.config.compose import config_dir
 from dltool.config.schema import TrainConfig, register_schemas, validate
 
@@ -26,8 +30,61 @@ def make_config(*overrides: str, name: str = "train") -> TrainConfig:
         return validate(compose(config_name=name, overrides=list(overrides)))
 
 
+@dataclass
+class Ran:
+    """What an in-process `dltool` call left: exit status and the captured terminal output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call_main(args: list[str]) -> int:
+    """`dltool ARGS` in this process; -> its exit status (main always ends with sys.exit).
+
+    Hydra's logging setup replaces the root logger's handlers (console streams bound to this test's captured
+    stdout/stderr); they are closed afterwards and pytest's own handlers put back, so nothing leaks into the
+    next test.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        main(list(args))
+    except SystemExit as ex:
+        return ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+    raise AssertionError("dltool.cli.main returned instead of exiting")
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path) -> Callable[..., Ran]:
+    """cli(*ARGS) runs `dltool ARGS` in this process with tmp_path as the working directory (run dirs land there).
+
+    The fast stand-in for a subprocess: the same main(), argv, Hydra app, console and exit status.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLTOOL_NO_PROGRESS", "1")
+
+    def call(*args: str) -> Ran:
+        capsys.readouterr()
+        code = call_main(list(args))
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return call
+
+
 def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m dltool ARGS` in cwd and return the finished process (stdout+stderr captured)."""
+    """Run `python -m dltool ARGS` in a new process in cwd (stdout+stderr captured): the real console command,
+    kept for one end-to-end test per command; everything else uses the in-process `cli` fixture."""
     full_env = {**os.environ, "DLTOOL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "160", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dltool", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
@@ -36,3 +93,13 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) 
 @pytest.fixture
 def cfg_factory():
     return make_config
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped (with the reason shown) on a machine without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -14,23 +14,20 @@ from sklearn import metrics as skm
 from dltool.cli import main
 from dltool.commands.evaluate import load_split, metrics, predict_logits
 from dltool.train.restore import restore
-from tests.conftest import run_cli
+from tests.conftest import call_main, run_cli
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A short default training run (the real `dltool train`), shared by the tests of this file."""
-    cwd = tmp_path_factory.mktemp("evaluate")
-    proc = run_cli("train", "trainer.epochs=3", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
-    (run,) = [p for p in (cwd / "outputs").iterdir() if p.is_dir()]
+    """A short default training run (`dltool train`, in-process), shared by the tests of this file."""
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    assert call_main(["train", "trainer.epochs=3", f"hydra.run.dir={run}"]) == 0
     return run
 
 
-@pytest.mark.slow
-def test_evaluate_accuracy_equals_training_summary(trained: Path) -> None:
+def test_evaluate_accuracy_equals_training_summary(trained: Path, cli) -> None:
     summary = json.loads((trained / "summary.json").read_text())
-    proc = run_cli("evaluate", str(trained), cwd=trained.parent)
+    proc = cli("evaluate", str(trained))
     assert proc.returncode == 0, proc.stderr
     ev = json.loads((trained / "eval.json").read_text())
     assert ev["acc"] == summary["test_acc"]
@@ -42,7 +39,6 @@ def test_evaluate_accuracy_equals_training_summary(trained: Path) -> None:
     assert sum(map(sum, ev["confusion_matrix"])) == 360
 
 
-@pytest.mark.slow
 def test_metrics_agree_with_sklearn(trained: Path) -> None:
     r = restore(str(trained), "best", "cpu")
     x, y, names = load_split(r, "test")
@@ -88,11 +84,10 @@ def test_single_logit_binary_metrics() -> None:
     assert m["confusion_matrix"] == [[1, 1], [1, 1]]
 
 
-@pytest.mark.slow
-def test_checkpoint_file_alone_and_other_split(trained: Path, tmp_path: Path) -> None:
+def test_checkpoint_file_alone_and_other_split(trained: Path, tmp_path: Path, cli) -> None:
     lone = tmp_path / "model.pt"
     shutil.copy(trained / "checkpoints" / "best.pt", lone)
-    proc = run_cli("evaluate", str(lone), cwd=tmp_path)
+    proc = cli("evaluate", str(lone))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((trained / "summary.json").read_text())
     assert json.loads((tmp_path / "eval_model.json").read_text())["acc"] == summary["test_acc"]
@@ -107,7 +102,6 @@ def test_checkpoint_file_alone_and_other_split(trained: Path, tmp_path: Path) ->
     assert (trained / "confusion_matrix_val_last.png").is_file()
 
 
-@pytest.mark.slow
 def test_evaluate_errors_are_one_sentence(trained: Path, tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty"
     (empty / "checkpoints").mkdir(parents=True)
@@ -131,8 +125,20 @@ def test_evaluate_errors_are_one_sentence(trained: Path, tmp_path: Path, capsys)
         assert exit_info.value.code == 2, (args, err)
         assert phrase in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) <= 3  # one sentence (soft-wrapped at most)
-    proc = run_cli("evaluate", *cases[0][0], cwd=tmp_path)  # and once through the real console command
-    assert proc.returncode == 2 and cases[0][1] in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", *cases[0][0]])
+    assert exit_info.value.code == 2 and cases[0][1] in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_console_command_end_to_end(trained: Path, tmp_path: Path) -> None:
+    """The real `python -m dltool evaluate` in a new process: report on stdout, one sentence on a mistake."""
+    proc = run_cli("evaluate", str(trained), "split=val", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "macro avg" in proc.stdout and (trained / "eval_val.json").is_file()
+    proc = run_cli("evaluate", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert proc.returncode == 2 and "neither a run directory nor a checkpoint file" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
@@ -146,10 +152,8 @@ def test_evaluate_matches_training_for_relayout_and_streamed_data(tmp_path: Path
 
         root = write_imagefolder(tmp_path / "imgs", per_class=20)
         args = ["data=imagefolder", f"data.root={root}", "model=lenet", "trainer.epochs=2"]
-    proc = run_cli("train", *args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    (run,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir()]
+    run = tmp_path / "run"
+    assert call_main(["train", *args, f"hydra.run.dir={run}"]) == 0
     summary = json.loads((run / "summary.json").read_text())
-    proc = run_cli("evaluate", str(run), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert call_main(["evaluate", str(run)]) == 0
     assert json.loads((run / "eval.json").read_text())["acc"] == summary["test_acc"]

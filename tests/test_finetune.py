@@ -69,7 +69,8 @@ def test_finetune_run_keeps_frozen_weights_bitwise_and_trains_the_rest(pretraine
 def test_freeze_errors_are_one_sentence(pretrained: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.freeze=99 must be between 0 and 7"):
         prepare(finetune_cfg(pretrained, "model.freeze=99"))
-    with pytest.raises(ConfigError, match=r"model.freeze entry='conv9' is not known. Did you mean 'conv.'\? Valid choices: bn1, bn2, conv1, conv2, conv3, fc1, fc2\."):
+    with pytest.raises(ConfigError, match=r"model.freeze entry='conv9' is not known. Did you mean 'conv.'\? "
+                                          r"Valid choices: bn1, bn2, conv1, conv2, conv3, fc1, fc2\."):
         prepare(finetune_cfg(pretrained, "model.freeze=[conv9]"))
     with pytest.raises(ConfigError, match=r"model.reinit entry='fc3' is not known"):
         prepare(finetune_cfg(pretrained, "model.reinit=[fc3]"))

@@ -108,6 +108,12 @@ def test_losses_and_penalties_pass(overrides: tuple[str, ...]) -> None:
     assert all(r.passed for r in results), [(r.name, r.max_rel_error) for r in results]
 
 
+def test_command_in_process_reports_every_tensor(cli) -> None:
+    proc = cli("gradcheck", "model=mlp", "gradcheck.max_elements=4", "gradcheck.examples=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS" in proc.stdout and "fc1.weight" in proc.stdout and "fc3.bias" in proc.stdout
+
+
 @pytest.mark.slow
 def test_cli_default_config_passes(tmp_path: Path) -> None:
     proc = run_cli("gradcheck", "gradcheck.max_elements=10", cwd=tmp_path)

@@ -7,6 +7,7 @@ import torch
 
 from dltool.catalog import LOSSES
 from dltool.config.schema import ActivityConfig, LossConfig, ModelConfig, RegularizationConfig
+from dltool.errors import ConfigError
 from dltool.models.builder import build_model
 from dltool.train.losses import Penalty, build_loss, expected_initial_loss
 
@@ -62,5 +63,5 @@ def test_activity_penalty_on_a_named_layer():
 
 def test_activity_penalty_on_unknown_layer_suggests_names():
     built = build_model(ModelConfig(layers=[{"fc": 4}, "relu", {"fc": 2}]), (3,), 2)
-    with pytest.raises(Exception, match="Did you mean 'relu1'"):
+    with pytest.raises(ConfigError, match=r"activity.layer='relu_1' is not known. Did you mean 'relu1'\?"):
         Penalty(built.model, RegularizationConfig(activity=[ActivityConfig(layer="relu_1", l1=0.5)]))

@@ -51,10 +51,20 @@ def lrs(name, epochs=10, **kw):
     return out
 
 
+# options that make each schedule change the lr within 10 epochs (a new scheduler must be added here)
+CHANGING = {"none": {}, "step": {"step_size": 3}, "multistep": {"milestones": [2, 5]}, "exponential": {"gamma": 0.9},
+            "cosine": {}, "plateau": {"patience": 1}, "onecycle": {}}
+
+
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_builds_and_steps(name):
-    values = lrs(name)
-    assert len(values) == 10 and all(v >= 0 for v in values)
+    assert name in CHANGING, f"add scheduler {name!r} to CHANGING with options under which it changes the lr"
+    values = lrs(name, **CHANGING[name])
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    if name == "none":
+        assert values == [1.0] * 10
+    else:  # the schedule moved the lr and ends below its peak
+        assert len(set(values)) > 1 and values[-1] < max(values), values
 
 
 def test_schedule_values():

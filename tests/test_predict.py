@@ -42,7 +42,6 @@ def direct_probs(run: Path, x: torch.Tensor) -> torch.Tensor:
         return probabilities(r.model(apply_norm(x, r.ckpt["norm"])))
 
 
-@pytest.mark.slow
 def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_path: Path) -> None:
     x, _ = raw_test
     files = []
@@ -59,7 +58,6 @@ def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_pa
         assert [p for _, p in top] == sorted((p for _, p in top), reverse=True) and len(top) == 3
 
 
-@pytest.mark.slow
 def test_npy_batch_and_pt_example_are_exact(run: Path, raw_test, tmp_path: Path) -> None:
     x, _ = raw_test
     np.save(tmp_path / "batch.npy", x[10:15].numpy())
@@ -72,7 +70,6 @@ def test_npy_batch_and_pt_example_are_exact(run: Path, raw_test, tmp_path: Path)
         assert [probs[c] for c in range(10)] == pytest.approx(expected[i].tolist(), abs=1e-6)
 
 
-@pytest.mark.slow
 def test_larger_rgb_image_is_converted(run: Path, tmp_path: Path) -> None:
     img = Image.new("RGB", (32, 32), (0, 0, 0))
     img.paste((255, 255, 255), (12, 0, 20, 32))  # a bright vertical bar, like a "1"
@@ -82,14 +79,22 @@ def test_larger_rgb_image_is_converted(run: Path, tmp_path: Path) -> None:
     assert plain != inverted and {name for name, _ in plain} <= {str(i) for i in range(10)}
 
 
-@pytest.mark.slow
-def test_cli_prints_top_k_and_refuses_bad_inputs(run: Path, raw_test, tmp_path: Path) -> None:
+def test_cli_prints_top_k_and_refuses_bad_inputs(run: Path, raw_test, tmp_path: Path, cli) -> None:
     x, _ = raw_test
     np.save(tmp_path / "two.npy", x[:2].numpy())
-    proc = run_cli("predict", str(run), str(tmp_path / "two.npy"), "topk=2", cwd=tmp_path)
+    proc = cli("predict", str(run), str(tmp_path / "two.npy"), "topk=2")
     assert proc.returncode == 0, proc.stderr
     assert "two.npy[0]" in proc.stdout and "two.npy[1]" in proc.stdout and "2nd" in proc.stdout
     assert "3rd" not in proc.stdout
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5), dtype=np.float32))
-    proc = run_cli("predict", str(run), str(tmp_path / "wrong.npy"), cwd=tmp_path)
+    proc = cli("predict", str(run), str(tmp_path / "wrong.npy"))
     assert proc.returncode == 2 and "has shape 3x5; this model takes 1x8x8" in proc.stderr
+
+
+@pytest.mark.slow
+def test_predict_console_command_end_to_end(run: Path, raw_test, tmp_path: Path) -> None:
+    """The real `python -m dltool predict` in a new process."""
+    np.save(tmp_path / "one.npy", raw_test[0][:1].numpy())
+    proc = run_cli("predict", str(run), str(tmp_path / "one.npy"), "topk=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "one.npy[0]" in proc.stdout and "Traceback" not in proc.stderr

@@ -46,14 +46,24 @@ def test_preview_refuses_what_it_cannot_show(tmp_path):
     assert not (tmp_path / "p.png").exists()
 
 
-@pytest.mark.slow
-def test_cli_commands(tmp_path):
-    r = run_cli("preview-augment", "augment=standard", "--rows", "2", "--variants=3", "--out", "prev.png", cwd=tmp_path)
+def test_cli_commands(tmp_path, cli):
+    r = cli("preview-augment", "augment=standard", "--rows", "2", "--variants=3", "--out", "prev.png")
     assert r.returncode == 0, r.stderr
     assert "prev.png (2 x 4 tiles: original + augmented)" in r.stdout
     assert size(tmp_path / "prev.png") == (4 * CELL, 2 * CELL)
-    r = run_cli("show-data", "--per-class", "two", cwd=tmp_path)
+    r = cli("show-data", "data=spiral", "--out", "spiral.png")
+    assert r.returncode == 0 and (tmp_path / "spiral.png").stat().st_size > 3000, r.stderr
+    r = cli("show-data", "--per-class", "two")
     assert r.returncode == 2 and "--per-class needs a value like 8, got 'two'" in r.stderr
-    r = run_cli("list", "augmentations", cwd=tmp_path)
+    r = cli("list", "augmentations")
     for op in ("translate", "hflip", "rotate", "affine", "jitter", "invert", "blur", "noise", "erase"):
         assert op in r.stdout
+
+
+@pytest.mark.slow
+def test_console_commands_end_to_end(tmp_path):
+    """The real `python -m dltool preview-augment` and `show-data`, each in a new process."""
+    r = run_cli("preview-augment", "augment=standard", "--rows", "2", "--variants=3", "--out", "prev.png", cwd=tmp_path)
+    assert r.returncode == 0 and size(tmp_path / "prev.png") == (4 * CELL, 2 * CELL), r.stderr
+    r = run_cli("show-data", "--per-class", "2", "--out", "raw.png", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "raw.png").stat().st_size > 3000, r.stderr

@@ -32,10 +32,8 @@ def test_default_config_passes(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 3000
 
 
-@pytest.mark.slow
-def test_zero_learning_rate_fails_with_diagnosis(tmp_path: Path) -> None:
-    proc = run_cli("overfit-sanity-check", "optimizer.lr=0", "sanity.max_steps=50",
-                   f"sanity.out_dir={tmp_path}", cwd=tmp_path)
+def test_zero_learning_rate_fails_with_diagnosis(tmp_path: Path, cli) -> None:
+    proc = cli("overfit-sanity-check", "optimizer.lr=0", "sanity.max_steps=50", f"sanity.out_dir={tmp_path}")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL" in proc.stdout and "stuck near its initial value" in proc.stdout
     assert "optimizer.lr=0: the optimizer never changes a weight" in proc.stdout

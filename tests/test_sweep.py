@@ -57,7 +57,8 @@ def test_slurm_launcher_config_composes():
                                        "hydra.launcher.partition=gpu", "hydra.sweep.dir=/x/sweep"])
     la = cfg.hydra.launcher
     assert la._target_.endswith("SlurmLauncher")
-    assert (la.partition, la.timeout_min, la.gpus_per_node, la.submitit_folder) == ("gpu", 60, 1, "/x/sweep/.submitit/%j")
+    assert (la.partition, la.timeout_min, la.gpus_per_node) == ("gpu", 60, 1)
+    assert la.submitit_folder == "/x/sweep/.submitit/%j"
 
 
 def test_joblib_launcher_config_composes():
@@ -121,7 +122,7 @@ def fake_job(sweep: Path, name: str, lr: float, summary: dict) -> None:
     (d / "summary.json").write_text(json.dumps(summary))
 
 
-def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path):
+def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path, cli):
     ok = {"monitor": "val_loss", "mode": "min", "best_epoch": 3, "stop_reason": "finished all 3 epochs", "seconds": 1.0}
     fake_job(tmp_path, "0", 1e-4, {**ok, "best_value": 0.9})
     fake_job(tmp_path, "1", 1e-2, {**ok, "best_value": 0.2})
@@ -139,6 +140,21 @@ def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path):
     assert out["warnings"] == []  # 1e-2 sits inside 1e-4..10 (the failed job's value counts as tried)
     (tmp_path / "3" / "summary.json").write_text(json.dumps({**ok, "best_value": 0.1}))
     assert "high edge" in report(tmp_path)["warnings"][0]  # now lr=10, the largest value tried, is best
+    r = cli("sweep-report", str(tmp_path))  # the command: table on stdout, the warning in dltool's style on stderr
+    assert r.returncode == 0 and "finished all 3 epochs" in r.stdout
+    assert r.stderr.startswith("warning: the best job (3) has optimizer.lr=10") and "high edge" in r.stderr
+
+
+def test_grid_sweep_in_process_and_each_job_logs_to_its_own_train_log(tmp_path, cli):
+    sweep = tmp_path / "grid"
+    r = cli("train", "-m", "model=mlp", "trainer.epochs=1", "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("done: best val_loss") == 2 and r.stdout.count("#1 : ") == 1
+    rows = read_csv(sweep / "sweep.csv")
+    assert sorted(float(x["optimizer.lr"]) for x in rows) == [1e-3, 1e-2]
+    for x in rows:
+        log = (sweep / x["job"] / "train.log").read_text()
+        assert log.count("[INFO] epoch 1/1 ") == 1 and f"run mlp_digits in {sweep / x['job']}:" in log
 
 
 # --------------------------------------------------------------------------- real sweeps (slow)
@@ -153,10 +169,12 @@ def test_grid_sweep_2x2_and_report(tmp_path):
     assert sorted((float(x["optimizer.lr"]), float(x["regularization.l2"])) for x in rows) == \
         [(1e-3, 0.0), (1e-3, 1e-4), (1e-2, 0.0), (1e-2, 1e-4)]
     for x in rows:
-        job = dict(o.split("=", 1) for o in yaml.safe_load((sweep / x["job"] / ".hydra" / "overrides.yaml").read_text()))
+        overrides = yaml.safe_load((sweep / x["job"] / ".hydra" / "overrides.yaml").read_text())
+        job = dict(o.split("=", 1) for o in overrides)
         assert float(job["optimizer.lr"]) == float(x["optimizer.lr"])
         assert float(job["regularization.l2"]) == float(x["regularization.l2"])
-        assert yaml.safe_load((sweep / x["job"] / "config.yaml").read_text())["optimizer"]["lr"] == float(x["optimizer.lr"])
+        saved = yaml.safe_load((sweep / x["job"] / "config.yaml").read_text())
+        assert saved["optimizer"]["lr"] == float(x["optimizer.lr"])
         best, epoch = metrics_best(sweep / x["job"])
         assert float(x["best_val_loss"]) == pytest.approx(best, abs=1e-9) and int(x["best_epoch"]) == epoch
     values = [float(x["best_val_loss"]) for x in rows]
@@ -166,7 +184,8 @@ def test_grid_sweep_2x2_and_report(tmp_path):
     (sweep / rows[0]["job"] / "summary.json").unlink()  # as if the best job had been killed before its end
     out = report(sweep)
     assert [j.status for j in out["jobs"]] == ["ok"] * 3 + ["unfinished"]
-    assert out["jobs"][-1].best == pytest.approx(metrics_best(sweep / rows[0]["job"])[0])  # best so far, from metrics.csv
+    # the killed job's best so far, from its metrics.csv
+    assert out["jobs"][-1].best == pytest.approx(metrics_best(sweep / rows[0]["job"])[0])
     assert out["best"].name == rows[1]["job"]
 
 

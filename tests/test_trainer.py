@@ -48,15 +48,19 @@ def test_normalization_uses_training_split_statistics_only(tmp_path):
     assert data.test.x.mean().abs().item() > 1e-4  # test stats differ: they were not used
 
 
+# the lr grows tenfold each epoch (0.5, 5, 50, ...): finite epochs first, then a NaN loss at epoch 4
+GROWING_LR = ("model=mlp", "optimizer=sgd", "optimizer.lr=0.5", "scheduler=step", "scheduler.step_size=1",
+              "scheduler.gamma=10", "trainer.epochs=10")
+
+
 def test_divergence_stops_and_keeps_best_checkpoint(tmp_path):
-    cfg = make_config("model=mlp", "optimizer=sgd", "optimizer.lr=50", "trainer.epochs=10")
-    summary = train(cfg, tmp_path)
-    assert summary["diverged"] and summary["epochs_run"] < 10
-    assert "learning rate is too high" in summary["stop_reason"] or "divergence" in summary["stop_reason"]
-    best = tmp_path / "checkpoints" / "best.pt"
-    if summary["best_epoch"]:
-        ck = checkpoint.load(best)
-        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    summary = train(make_config(*GROWING_LR), tmp_path)
+    assert summary["diverged"] and summary["epochs_run"] == 4 and 1 <= summary["best_epoch"] <= 3
+    assert summary["stop_reason"].startswith("train_loss became nan at epoch 4")
+    assert "learning rate is too high" in summary["stop_reason"]
+    ck = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert ck["epoch"] == summary["best_epoch"]  # a finite epoch's weights, not the diverged ones
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):

@@ -21,7 +21,7 @@ from torch import nn
 
 from dltool.config.options import as_dict, load_options
 from dltool.config.schema import TrainConfig
-from dltool.console import console, note, table
+from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
 from dltool.models.params import short_name
 from dltool.plots import loss_curve
@@ -291,7 +291,7 @@ def print_outcome(o: Outcome, cfg: TrainConfig, opts: SanityOptions, out: Path) 
     if line:
         note(f"loss curve (log scale): {o.losses[0]:.3g} {line} {o.losses[-1]:.3g}")
     if o.init_note:
-        note(f"[yellow]warning:[/] {o.init_note}")
+        warning(o.init_note)
     if o.passed:
         note(f"[bold green]PASS[/]: the loss reached {o.final_loss:.4g} < {opts.loss_threshold:g} in "
              f"{len(o.losses)} steps; the model, loss and optimizer can learn.")

@@ -44,6 +44,7 @@ class Plan:
     sweep_dir: Path
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # printed with console.warning
 
 
 def given(overrides: list[str], key: str) -> str | None:
@@ -134,8 +135,8 @@ def check_dropout(cfg: Any, overrides: list[str], p: Plan) -> None:
     swept = "model.dropout" in (cfg.hydra.sweeper.get("params") or {}) or given(overrides, "model.dropout")
     layers = OmegaConf.to_container(cfg.model, resolve=False).get("layers", [])
     if swept and "${model.dropout}" not in str(layers):
-        p.notes.append(f"[yellow]warning:[/] model.dropout is searched but no layer of model "
-                       f"'{cfg.model.name}' uses ${{model.dropout}}, so it changes nothing")
+        p.warnings.append(f"model.dropout is searched but no layer of model "
+                          f"'{cfg.model.name}' uses ${{model.dropout}}, so it changes nothing")
 
 
 def read_invocations(sweep_dir: Path) -> list[dict]:

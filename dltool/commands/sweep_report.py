@@ -21,7 +21,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from matplotlib.figure import Figure
 
 import dltool.plots  # noqa: F401  (selects the headless Agg backend)
-from dltool.console import console, note, table
+from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
 
 EDGE = 0.1  # a best value in the outer 10% of a continuous range counts as "at the edge"
@@ -108,7 +108,8 @@ def partial_summary(path: Path) -> dict:
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
-        raise ConfigError(f"sweep-report: {sweep_dir} is not a directory; pass the sweep dir `dltool train -m` printed.")
+        raise ConfigError(f"sweep-report: {sweep_dir} is not a directory; "
+                          f"pass the sweep dir `dltool train -m` printed.")
     dirs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()), key=job_key)
     if not dirs:
         raise ConfigError(f"sweep-report: {sweep_dir} holds no sweep jobs (no subdirectory with "
@@ -239,7 +240,8 @@ def print_table(jobs: list[Job], keys: list[str], monitor: str, title: str) -> N
         color = {"ok": "green", "diverged": "yellow"}.get(j.status, "red")
         rows.append([j.name, *[fmt(j.values.get(k)) for k in keys], "-" if j.best is None else f"{j.best:.4f}",
                      fmt(s.get("best_epoch")), *([fmt(s.get("test_acc"))] if has_test else []),
-                     f"{s['seconds']:.1f}s" if "seconds" in s else "-", f"[{color}]{j.status}[/]", j.reason.split(". ")[0]])
+                     f"{s['seconds']:.1f}s" if "seconds" in s else "-", f"[{color}]{j.status}[/]",
+                     j.reason.split(". ")[0]])
     t = table(title, cols, rows)
     for c in t.columns[:-1]:
         c.no_wrap = True  # numbers and names stay whole; only the reason column folds
@@ -292,7 +294,7 @@ def report(sweep_dir: Path) -> dict:
     best = ranked[0] if ranked[0].status == "ok" and ranked[0].best is not None else None
     warnings = edge_warnings(best, spaces) if best else []
     for w in warnings:
-        note(f"[yellow]warning:[/] {w}")
+        warning(w)
     bad = [j for j in jobs if j.status != "ok"]
     counts = ", ".join(f"{sum(j.status == s for j in jobs)} {s}" for s in ("ok", "diverged", "failed", "unfinished")
                        if any(j.status == s for j in jobs))

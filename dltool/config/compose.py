@@ -6,6 +6,7 @@ nothing below config/ ever sees a DictConfig.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -110,8 +111,8 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
         return ConfigError(f"{group}={name!r} is not an installed Hydra plugin option "
                            f"(joblib and submitit_slurm/submitit_local launchers, optuna sweeper are).")
     if not choices:
-        return ConfigError(f"'{group}' is not a config group; groups: "
-                           f"{', '.join(sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name[0] != '_'))}.")
+        groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name[0] != "_")
+        return ConfigError(f"'{group}' is not a config group; groups: {', '.join(groups)}.")
     return unknown(group, name, choices)
 
 
@@ -134,3 +135,12 @@ def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrid
         app()
     finally:
         sys.argv = old
+        close_log_files()
+
+
+def close_log_files() -> None:
+    """Close the run dir's train.log once the run is over (Hydra leaves its file handler on the root logger)."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(h)
+        h.close()

@@ -113,7 +113,8 @@ class Builder:
         entry = LAYERS[kind]
         init = params.pop("init", None)
         name = self.name(entry.prefix)
-        ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict, is_last)
+        ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict,
+                           is_last)
         try:
             module, expected = entry(params, shape, ctx)
         except (ValueError, TypeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]

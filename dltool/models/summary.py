@@ -26,8 +26,8 @@ def rows(built: BuiltModel) -> list[list[str]]:
         frozen = _frozen(built, r.name, trainable_names)
         acts = math.prod(r.out_shape)
         out.append(["  " * r.depth + r.name, r.kind, fmt(r.out_shape), f"{r.params:,}" if r.params else "-",
-                    "frozen" if frozen else (_mult(built, r.name) if r.params else ""), human(acts * BYTES_PER_VALUE, "B"),
-                    human(r.macs) if r.macs else "-"])
+                    "frozen" if frozen else (_mult(built, r.name) if r.params else ""),
+                    human(acts * BYTES_PER_VALUE, "B"), human(r.macs) if r.macs else "-"])
     t = totals(built)
     out.append(["total", "", "", f"{t['params']:,}", f"{t['trainable']:,} trainable",
                 human(t["activation_bytes"], "B"), human(t["macs"])])

@@ -9,6 +9,7 @@ stopping, which reads them, and last.pt runs after both so it records their stat
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import torch
 from dltool.console import epoch_header, epoch_line, progress_bar
 from dltool.errors import ConfigError
 from dltool.plots import learning_curves
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,6 +183,15 @@ class RestoreBest(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if self.best.best_weights is not None:
             state.model.load_state_dict(self.best.best_weights)
+
+
+class EpochLog(Callback):
+    """One INFO line per epoch for the run dir's train.log (the library log; the terminal shows warnings only)."""
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        numbers = "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if k not in ("epoch", "best")
+                            and isinstance(v, (int, float)))
+        log.info("epoch %d/%d  %s%s", logs["epoch"], state.epochs, numbers, "  * best" if logs.get("best") else "")
 
 
 class MetricsCSV(Callback):

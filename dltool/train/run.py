@@ -30,6 +30,7 @@ from dltool.train.callbacks import (
     Callback,
     Curves,
     EarlyStopping,
+    EpochLog,
     FitState,
     LastCheckpoint,
     MetricsCSV,
@@ -124,6 +125,9 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
         }
 
     state.make_checkpoint = make_checkpoint
+    log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
+             "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
+             sum(q.numel() for q in s.model.parameters()), p.device, s.precision)
     start_epoch = resume_from(cfg.resume, s, state, stateful, generator) if cfg.resume else 0
     if start_epoch >= t.epochs:
         raise ConfigError(f"resume: the run already trained {start_epoch} epochs and trainer.epochs={t.epochs}; "
@@ -139,7 +143,7 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     stopper = EarlyStopping(monitor, t.patience, t.stopping_threshold, t.divergence_threshold, t.start_from_epoch)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
     callbacks: list[Callback] = [best, stopper, MetricsCSV(run_dir / "metrics.csv"), last,
-                                 Curves(run_dir / "curves.png", monitor)]
+                                 Curves(run_dir / "curves.png", monitor), EpochLog()]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
 
@@ -188,5 +192,9 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
                         p.setup.precision)
         summary.update(test_loss=test["loss"], test_acc=test["acc"])
+    best_value = "none" if monitor.best is None else f"{monitor.best:.4f}"
+    log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
+             summary["best_epoch"],
+             f"; test_acc={summary['test_acc']:.4f} (best.pt)" if "test_acc" in summary else "")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
