@@ -124,4 +124,4 @@ def test_library_warnings_have_the_console_style_and_reach_train_log(cli, tmp_pa
     assert proc.stderr.strip() == f"warning: {expected}"  # one line, dltool's style, not logging's "WARNING name:"
     assert expected not in proc.stdout
     log = (run_dir_of(tmp_path) / "train.log").read_text()
-    assert f"[dltool.train.run][WARNING] {expected}" in log and "[INFO] epoch 1/1 " in log
+    assert f"[dltool.train.infer][WARNING] {expected}" in log and "[INFO] epoch 1/1 " in log
