@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from dltool.config.schema import DataConfig
-from dltool.data.datasets import embedded, folder, synthetic, vision
+from dltool.data.datasets import arrays, embedded, folder, synthetic, table, vision
 from dltool.data.normalize import apply_norm, fit_norm
 from dltool.data.splits import DataBundle, RawData, TensorSplit, make_splits, relayout
 from dltool.errors import ConfigError
@@ -24,6 +24,8 @@ DATASETS: dict[str, Callable[[DataConfig], RawData | DataBundle]] = {
     "cifar10": vision.load_cifar10,
     "cifar100": vision.load_cifar100,
     "imagefolder": folder.load_imagefolder,
+    "arrays": arrays.load_arrays,
+    "csv": table.load_csv,
 }
 DATASET_DOCS: dict[str, str] = {
     "digits": "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)",
@@ -36,6 +38,8 @@ DATASET_DOCS: dict[str, str] = {
     "cifar10": "CIFAR-10, 50,000 + 10,000 32x32 RGB, 10 classes (torchvision; root, download)",
     "cifar100": "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision; root, download)",
     "imagefolder": "your images in root/<class>/*.png|jpg (image_size, grayscale, val_dir, test_dir, bad_images)",
+    "arrays": "your NumPy arrays: path=FILE.npz (x, y, x_val, ...) or a folder of x.npy, y.npy (layout, memory_cap_mb)",
+    "csv": "your table: path=FILE.csv with a header, label=COLUMN (numbers or strings), features=[...] (default: the rest)",
 }
 
 
@@ -60,5 +64,5 @@ def build_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundl
         raise ConfigError(f"data.num_classes={cfg.num_classes} but the data set {cfg.name!r} has {num_classes} "
                           f"classes; remove the key or set it to {num_classes}.")
     layout = "features" if norm.get("kind") == "pca" else raw.layout  # PCA turns images into vectors
-    return DataBundle(train, place(s["val"]), place(s["test"]) if "test" in s else None,
-                      tuple(train.x.shape[1:]), num_classes, raw.class_names, norm, layout)
+    return DataBundle(train, place(s["val"]) if "val" in s else None, place(s["test"]) if "test" in s else None,
+                      tuple(train.x.shape[1:]), num_classes, raw.class_names, norm, layout, raw.feature_names)

@@ -145,6 +145,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
             "layout": data.layout,
+            "feature_names": data.feature_names,
             "monitor": {"name": t.monitor, "mode": t.mode, "best": monitor.best, "best_epoch": monitor.best_epoch},
             "rng": ckpt_io.rng_state(generator),
             "progress": state.progress,
