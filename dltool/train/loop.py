@@ -176,8 +176,8 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
                 cb.on_checkpoint(state)
             continue
         state.epoch = done if plan.unit == "epoch" else len(state.history) + 1
-        logs = {"epoch": state.epoch, "step": state.step, **interval.means(), **validate(s, data, batch_size)}
-        logs.update(lr=lr, time=interval.seconds + time.perf_counter() - t1)  # training + validation
+        logs = {"epoch": state.epoch, **interval.means(), **validate(s, data, batch_size)}
+        logs.update(lr=lr, time=interval.seconds + time.perf_counter() - t1, step=state.step)  # time: train + val
         if s.interval == "plateau":
             s.scheduler.step(logs.get(state.monitor, logs.get("val_loss", logs["train_loss"])))
         state.history.append(logs)

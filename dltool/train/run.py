@@ -37,7 +37,7 @@ from dltool.train.callbacks import (
     RestoreBest,
 )
 from dltool.train.loop import Setup, evaluate, fit, pick_device
-from dltool.train.losses import Penalty, build_loss
+from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.steps import Plan, make_plan
 
@@ -86,6 +86,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     check_monitor(t.monitor, data)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
     built = build_model(cfg.model, data.input_shape, data.num_classes)
+    check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes)
     initialize(built.model, cfg.init, built.layer_inits)
     lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
     model = built.model.to(device)
