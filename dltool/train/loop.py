@@ -29,7 +29,7 @@ class Setup:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     scheduler: object | None = None
-    interval: str = "epoch"  # when the scheduler steps: epoch | step | plateau
+    interval: str = "epoch"  # when the scheduler steps: epoch | step | plateau | constant (never: no schedule)
     penalty: Callable[[], torch.Tensor | float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "32"

@@ -94,7 +94,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
     if plan.unit == "step":  # the schedule's epochs keys count optimizer steps
         sched, interval = build_scheduler(opt, cfg.scheduler, plan.total, 1, t.mode, cfg.optimizer.lr)
-        interval = "step" if interval == "epoch" else interval
+        interval = ("constant" if cfg.scheduler.name == "none" else "step") if interval == "epoch" else interval
     else:
         sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
                                           cfg.optimizer.lr)
