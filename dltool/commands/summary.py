@@ -18,7 +18,8 @@ def shape_and_classes(cfg: DataConfig) -> tuple[tuple[int, ...], int, str]:
         return data.input_shape, data.num_classes, cfg.name
     shape = tuple(cfg.input_shape)
     if not shape or min(shape) < 1:
-        raise ConfigError(f"data.input_shape={list(shape)} must list positive sizes of one example, e.g. [3, 224, 224].")
+        raise ConfigError(f"data.input_shape={list(shape)} must list positive sizes of one example, "
+                          f"e.g. [3, 224, 224].")
     if cfg.num_classes is None or cfg.num_classes < 1:
         raise ConfigError(f"data.input_shape={list(shape)} needs data.num_classes=K too (the number of classes), "
                           f"e.g. data.num_classes=1000.")

@@ -39,7 +39,7 @@ DATASET_DOCS: dict[str, str] = {
     "cifar100": "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision; root, download)",
     "imagefolder": "your images in root/<class>/*.png|jpg (image_size, grayscale, val_dir, test_dir, bad_images)",
     "arrays": "your NumPy arrays: path=FILE.npz (x, y, x_val, ...) or a folder of x.npy, y.npy (layout, memory_cap_mb)",
-    "csv": "your table: path=FILE.csv with a header, label=COLUMN (numbers or strings), features=[...] (default: the rest)",
+    "csv": "your table: path=FILE.csv with a header, label=COLUMN (numbers or strings), features=[...] (or the rest)",
 }
 
 

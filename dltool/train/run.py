@@ -155,11 +155,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     state.make_checkpoint = make_checkpoint
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
-    done = int(state.progress.get("done", state.epoch))
-    if cfg.resume and done >= p.plan.total:
-        key = "max_steps" if p.plan.unit == "step" else "epochs"
-        raise ConfigError(f"resume: the run already trained {done} {p.plan.unit}s and trainer.{key}={p.plan.total}; "
-                          f"raise trainer.{key} to train further.")
+        check_resume_length(state, p.plan)
     fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
 
@@ -173,6 +169,14 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     callbacks: list[Callback] = [best, stopper, MetricsCSV(run_dir / "metrics.csv"), last,
                                  Curves(run_dir / "curves.png", monitor)]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
+
+
+def check_resume_length(state: FitState, plan: Plan) -> None:
+    done = int(state.progress.get("done", state.epoch))
+    if done >= plan.total:
+        key = "max_steps" if plan.unit == "step" else "epochs"
+        raise ConfigError(f"resume: the run already trained {done} {plan.unit}s and trainer.{key}={plan.total}; "
+                          f"raise trainer.{key} to train further.")
 
 
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:

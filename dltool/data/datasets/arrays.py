@@ -45,7 +45,8 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as ex:
-        raise ConfigError(f"data.path={str(path)!r} cannot be read as a .npz file ({str(ex).splitlines()[0]}).") from None
+        raise ConfigError(f"data.path={str(path)!r} cannot be read as a .npz file "
+                          f"({str(ex).splitlines()[0]}).") from None
     extra = sorted(set(arrays) - set(NPZ_KEYS))
     if extra:
         raise ConfigError(f"data.path={str(path)!r} holds arrays {extra} that data=arrays does not read; "
@@ -128,7 +129,8 @@ def load_arrays(cfg: DataConfig) -> RawData | DataBundle:
             have, missing = (f"x{suffix}", f"y{suffix}") if f"x{suffix}" in arrays else (f"y{suffix}", f"x{suffix}")
             raise ConfigError(f"data.path={cfg.path!r} has {have} but no {missing}; give both or neither.")
     if "x" not in arrays:
-        raise ConfigError(f"data.path={cfg.path!r} has no x (and y) arrays; expected x and y (.npz keys or .npy files).")
+        raise ConfigError(f"data.path={cfg.path!r} has no x (and y) arrays; expected x and y (.npz keys or "
+                          f".npy files).")
     xs = {k: arrays[f"x{s}"] for k, s in SUFFIXES.items() if f"x{s}" in arrays}
     ys_np = {k: arrays[f"y{s}"] for k, s in SUFFIXES.items() if f"y{s}" in arrays}
     layout = check_shapes(xs, ys_np, cfg.layout)

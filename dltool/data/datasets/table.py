@@ -44,7 +44,8 @@ def numbers(path: Path, header: list[str], rows: list[list[str]], columns: list[
             except ValueError:
                 raise ConfigError(f"{path} row {i + 1} (line {i + 2}), column {header[c]!r}: {r[c].strip()!r} is "
                                   f"{'missing' if not r[c].strip() else 'not a number'}; every feature cell must be "
-                                  f"a number (fix the cell, or leave the column out with data.features=[...]).") from None
+                                  f"a number (fix the cell, or leave the column out with data.features=[...]).") \
+                    from None
     return out  # (N, F)
 
 
