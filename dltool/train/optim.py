@@ -29,7 +29,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: boo
         for pname, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            no_decay = not decay_bias_and_norm and (is_norm(module) or "bias" in pname)
+            # without weight decay both kinds share one group: every group costs a pass of the optimizer
+            no_decay = bool(weight_decay) and not decay_bias_and_norm and (is_norm(module) or "bias" in pname)
             short = mname.removeprefix("layers.")
             mult = next((m for k, m in (lr_mults or {}).items() if short == k or short.startswith(k + ".")), 1.0)
             groups.setdefault((no_decay, mult), []).append(p)
