@@ -164,7 +164,8 @@ def load_torchvision(name: str, weights: str | None) -> nn.Module:
         file = w.url.rsplit("/", 1)[-1]
         raise ConfigError(f"model.weights={weights}: could not load the {name} weights ({type(ex).__name__}: "
                           f"{str(ex).splitlines()[0][:100]}); download {w.url} to {get_dir()}/checkpoints/{file} "
-                          f"(TORCH_HOME sets the folder) or use model.weights=null for random initialization.") from None
+                          f"(TORCH_HOME sets the folder) or use model.weights=null for random "
+                          f"initialization.") from None
 
 
 def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
