@@ -203,6 +203,11 @@ DATASETS: dict[str, Entry] = {
                       "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision)", VISION),
     "imagefolder": Entry(f"{DAT}.folder:load_imagefolder", "your images in root/<class>/*.png|jpg",
                          ("root", "image_size", "grayscale", "val_dir", "test_dir", "bad_images")),
+    "arrays": Entry(f"{DAT}.arrays:load_arrays",
+                    "your NumPy arrays: a .npz (x, y, x_val, ...) or a folder of x.npy, y.npy (+ _val, _test)",
+                    ("path", "layout", "memory_cap_mb")),
+    "csv": Entry(f"{DAT}.table:load_csv", "your table: a CSV with a header and a class column (numbers or strings)",
+                 ("path", "label", "features")),
 }
 
 AUG = "dltool.data.augment"
@@ -239,16 +244,23 @@ VGG = Entry(f"{BCK}:adapt_vgg", "torchvision VGG: head classifier.6; small_input
             ("weights", "small_input"))
 FEATURES_CLASSIFIER = Entry(f"{BCK}:adapt_features_classifier", "torchvision MobileNet/EfficientNet: head "
                             "classifier[-1]; small_input: stride-1 stem", ("weights", "small_input"))
-BACKBONES: dict[str, Entry] = {
-    **{n: RESNET for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                           "wide_resnet50_2")},
-    **{n: VGG for n in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")},
-    **{n: FEATURES_CLASSIFIER for n in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
-                                        "efficientnet_b1")},
-}
+GENERIC = Entry(f"{BCK}:adapt_generic", "any other torchvision classifier (alexnet, vit, ...): its last 1000-way "
+                "layer gets num_classes outputs, its first conv C channels", ("weights",))
+# model.backbone takes any classification model of the installed torchvision's registry (`dltool list backbones`
+# asks torchvision for the names); the name's prefix picks the family whose adapter fits its head and stem.
+BACKBONE_FAMILIES: dict[str, Entry] = {"resnet": RESNET, "vgg": VGG, "features_classifier": FEATURES_CLASSIFIER,
+                                       "generic": GENERIC}
+BACKBONE_PREFIXES = {"resnet": "resnet", "resnext": "resnet", "wide_resnet": "resnet", "vgg": "vgg",
+                     "mobilenet": "features_classifier", "efficientnet": "features_classifier"}
+
+
+def backbone_family(name: str) -> str:
+    """The adapter family of a torchvision model name (resnet50 -> resnet, alexnet -> generic)."""
+    return next((f for p, f in BACKBONE_PREFIXES.items() if name.startswith(p)), "generic")
+
 
 # `dltool list NAME`: every table by the name the command takes (the layer table includes BLOCKS).
 REGISTRIES: dict[str, dict[str, Entry]] = {
     "layers": {**LAYERS, **BLOCKS}, "losses": LOSSES, "optimizers": OPTIMIZERS, "schedulers": SCHEDULERS,
-    "initializers": INITIALIZERS, "datasets": DATASETS, "augmentations": AUGMENTATIONS, "backbones": BACKBONES,
+    "initializers": INITIALIZERS, "datasets": DATASETS, "augmentations": AUGMENTATIONS, "backbones": BACKBONE_FAMILIES,
 }

@@ -85,7 +85,11 @@ def cmd_list(args: list[str]) -> int:
     """
     from dltool.commands.list import list_task
 
-    return list_task(args)
+    if "backbones" not in args:
+        return list_task(args)
+    from dltool.models.backbones import BACKBONES  # torchvision's own registry: needs torchvision imported
+
+    return list_task(args, BACKBONES)
 
 
 def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:

@@ -109,9 +109,15 @@ def epoch_header() -> None:
                   f"{'val_acc':>8} {'lr':>9} {'time':>6}[/]")
 
 
+def cell(logs: dict, key: str, width: int, spec: str) -> str:
+    """A metric formatted, or a dash where there is none (no validation split)."""
+    return format(logs[key], f">{width}{spec}") if key in logs else "-".rjust(width)
+
+
 def epoch_line(logs: dict, epochs: int, monitor: str) -> None:
     """One aligned line per epoch; `* best MONITOR` when the epoch improved."""
     mark = f"  [green]* best {monitor}[/]" if logs.get("best") else ""
     console.print(f"{logs['epoch']:>3}/{epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
-                  f"{logs['val_loss']:>9.4f} {logs['val_acc']:>8.2%} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
+                  f"{cell(logs, 'val_loss', 9, '.4f')} {cell(logs, 'val_acc', 8, '.2%')} {logs['lr']:>9.2e} "
+                  f"{logs['time']:>5.2f}s{mark}",
                   soft_wrap=True)

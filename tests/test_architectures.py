@@ -36,6 +36,7 @@ INTENDED: dict[str, list[tuple[tuple[int, ...], int]]] = {
     "resnet18": [((3, 32, 32), 10), ((1, 28, 28), 10)],
     "vgg11": [((3, 32, 32), 10)],
     "mobilenet_v3_small": [((3, 32, 32), 10)],
+    "torchvision": [((3, 64, 64), 10), ((1, 64, 64), 2)],
 }
 MODEL_FILES = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 

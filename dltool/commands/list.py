@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from dltool.catalog import ALIASES, REGISTRIES
+from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
 
@@ -13,8 +13,12 @@ SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "schedule
             "datasets": "data", "backbones": "model"}
 
 
-def list_task(args: list[str]) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|all]`."""
+def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|all]`.
+
+    backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
+    for by name; they come from the installed torchvision, the one table that needs it imported).
+    """
     wanted = list(REGISTRIES) if not args or "all" in args else args
     for name in wanted:
         if name not in REGISTRIES:
@@ -23,6 +27,10 @@ def list_task(args: list[str]) -> int:
         title, cols, rows = rows_of(name)
         plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
         console.print(table(title, cols, plain, False))
+    if backbone_models:
+        family = {id(e): f for f, e in BACKBONE_FAMILIES.items()}
+        console.print(table("torchvision models (model.backbone=NAME)", ["name", "family"],
+                            [(n, family[id(e)]) for n, e in sorted(backbone_models.items())], False))
     return 0
 
 
@@ -42,7 +50,8 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
             aliases.setdefault(k, []).append(a)
         return ("layers", ["name", "aliases", "options (defaults)", "what"],
                 [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()])
-    title = {"backbones": "backbones (model.backbone)"}.get(name, name)
+    title = {"backbones": "backbone families (model.backbone: `dltool list backbones` names every model)"}.get(name,
+                                                                                                        name)
     head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
     return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in entries.items()]
 

@@ -1,4 +1,4 @@
-"""`dltool predict`: classify image files or saved tensors with a trained run.
+"""`dltool predict`: classify image files, saved tensors or rows of a CSV with a trained run.
 
 Inputs are brought to the raw form the data set's loader produces (images: C x H x W floats in [0, 1],
 resized to the training size, grayscale or RGB to match the channels), then the normalization stored in
@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from dltool.console import console, note, table
+from dltool.data.datasets.table import read_feature_rows
 from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
 from dltool.train.infer import infer, probabilities, resolve_precision
@@ -71,7 +72,16 @@ def read_tensor(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return t.float()
 
 
-def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool) -> tuple[torch.Tensor, list[str]]:
+def read_csv(path: Path, columns: list[str] | None) -> torch.Tensor:
+    """Rows of a CSV: the training feature columns of a model trained with data=csv."""
+    if not columns:
+        raise ConfigError(f"input {path}: CSV rows need a model trained with data=csv (this run's checkpoint has "
+                          f"no feature columns); give images or tensor files (.npy, .pt).")
+    return read_feature_rows(path, columns)
+
+
+def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool,
+                columns: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
     """All inputs stacked as raw (N, *shape), with one label per example."""
     xs, labels = [], []
     for p in map(Path, paths):
@@ -82,11 +92,13 @@ def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool) -> tuple
             x = read_image(p, shape, invert)
         elif suffix in TENSOR_SUFFIXES:
             x = read_tensor(p, shape)
+        elif suffix == ".csv":
+            x = read_csv(p, columns)
         else:
             raise ConfigError(f"input {p}: unknown file type {suffix or '(none)'}; give an image "
-                              f"({', '.join(IMAGE_SUFFIXES)}) or a tensor file (.npy, .pt).")
+                              f"({', '.join(IMAGE_SUFFIXES)}), a tensor file (.npy, .pt) or rows of a .csv.")
         xs.append(x)
-        labels += [str(p)] if len(x) == 1 else [f"{p}[{i}]" for i in range(len(x))]
+        labels += [str(p)] if len(x) == 1 and suffix != ".csv" else [f"{p}[{i}]" for i in range(len(x))]
     return torch.cat(xs), labels
 
 
@@ -100,7 +112,7 @@ def classify(r: Restored, x: torch.Tensor, k: int, batch_size: int) -> tuple[tor
 
 def run_predict(target: str, inputs: list[str], opts: dict[str, Any], data: dict | None = None) -> dict[str, Any]:
     r = restore(target, str(opts["checkpoint"]), str(opts["device"]), data)
-    x, labels = read_inputs(inputs, raw_shape(r.ckpt), bool(opts["invert"]))
+    x, labels = read_inputs(inputs, raw_shape(r.ckpt), bool(opts["invert"]), r.ckpt.get("feature_names"))
     values, indices = classify(r, x, int(opts["topk"]), max(1, int(opts["batch_size"])))
     names = list(r.ckpt.get("class_names") or range(int(r.ckpt["num_classes"])))
     top = [[(str(names[j]), float(p)) for p, j in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]

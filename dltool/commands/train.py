@@ -77,7 +77,8 @@ def train_one(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
     prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
     if not multirun:
         config_tree(to_dict(tc), f"config ({run_dir})")
-    reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
+    points = prepared.plan.points if prepared.plan.unit == "step" else prepared.plan.total
+    reporter = None if multirun else EpochReporter(points, tc.trainer.monitor, tc.trainer.progress)
     return train(tc, run_dir, reporter=reporter, prepared=prepared)
 
 

@@ -33,6 +33,12 @@ class DataConfig:
     on_device: bool = True
     num_workers: Optional[int] = None
     layout: Optional[str] = None
+    # your own data (data=arrays, data=csv) and shapes without data (dltool summary)
+    path: Optional[str] = None
+    label: Optional[str] = None
+    features: Optional[List[str]] = None
+    input_shape: Optional[List[int]] = None
+    memory_cap_mb: float = 1024.0
     # data-set specific knobs (ignored by data sets that do not use them)
     image_size: Optional[List[int]] = None
     grayscale: bool = False
@@ -137,6 +143,9 @@ class AugmentConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 30
+    max_steps: Optional[int] = None  # train this many optimizer steps instead of trainer.epochs
+    val_every: Optional[int] = None  # validate every N epochs (N steps with max_steps); null: each epoch
+    checkpoint_every: Optional[int] = None  # last.pt every N epochs/steps; null: at each validation point
     batch_size: int = 64
     device: str = "auto"
     seed: int = 0

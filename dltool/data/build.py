@@ -36,6 +36,9 @@ def build_data(cfg: DataConfig, device: torch.device | str = "cpu") -> DataBundl
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise ConfigError(f"data.num_classes={cfg.num_classes} but the data set {cfg.name!r} has {num_classes} "
                           f"classes; remove the key or set it to {num_classes}.")
+    if cfg.input_shape is not None and tuple(cfg.input_shape) != tuple(train.x.shape[1:]):
+        raise ConfigError(f"data.input_shape={list(cfg.input_shape)} but the data set {cfg.name!r} gives "
+                          f"{list(train.x.shape[1:])} per example; remove the key (it is for `dltool summary`).")
     layout = "features" if norm.get("kind") == "pca" else raw.layout  # PCA turns images into vectors
-    return DataBundle(train, place(s["val"]), place(s["test"]) if "test" in s else None,
-                      tuple(train.x.shape[1:]), num_classes, raw.class_names, norm, layout)
+    return DataBundle(train, place(s["val"]) if "val" in s else None, place(s["test"]) if "test" in s else None,
+                      tuple(train.x.shape[1:]), num_classes, raw.class_names, norm, layout, raw.feature_names)

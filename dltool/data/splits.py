@@ -25,6 +25,7 @@ class RawData:
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "all", or "train"/"test" (and maybe "val")
     class_names: list[str]
     layout: str = "image"  # image (C,H,W) | features (F,) | sequence (T,F) | signal (C,L)
+    feature_names: list[str] | None = None  # CSV columns
 
 
 class Split(Protocol):
@@ -62,13 +63,14 @@ class TensorSplit:
 @dataclass
 class DataBundle:
     train: Split
-    val: Split
+    val: Split | None  # None with data.val_fraction=0
     test: Split | None
     input_shape: tuple[int, ...]
     num_classes: int
     class_names: list[str]
     norm: dict = field(default_factory=dict)  # plain data: kind + tensors, stored in checkpoints
     layout: str = "image"
+    feature_names: list[str] | None = None  # CSV columns, so predict can read rows of a CSV
 
     def split(self, name: str) -> Split:
         s = {"train": self.train, "val": self.val, "test": self.test}.get(name)
@@ -81,7 +83,8 @@ class DataBundle:
 def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, what: str) -> tuple:
     """Split off `fraction` of (x, y), keeping class proportions; returns (x_keep, y_keep, x_out, y_out)."""
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"data.{what}={fraction} must be a fraction between 0 and 1 (e.g. 0.15).")
+        raise ConfigError(f"data.{what}={fraction} must be a fraction from 0 (no such split) up to below 1 "
+                          f"(e.g. 0.15).")
     idx = torch.arange(len(y)).numpy()
     counts = torch.bincount(y)
     strat = y.numpy() if counts[counts > 0].min() >= 2 and round(fraction * len(y)) >= len(counts) else None
@@ -115,10 +118,15 @@ def kfold(x: torch.Tensor, y: torch.Tensor, folds: int, fold: int, seed: int) ->
 
 
 def make_splits(raw: RawData, cfg: DataConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """train/val/test per the config: the data set's own splits, else stratified fractions (or K folds)."""
+    """train/val/test per the config: the data set's own splits, else stratified fractions (or K folds).
+
+    A fraction of 0 leaves that split out (all data is trained on).
+    """
     s = dict(raw.splits)
     check_folds(cfg.folds, cfg.fold)
-    if "all" in s:
+    if "all" in s and cfg.test_fraction == 0:
+        s["train"] = s.pop("all")
+    elif "all" in s:
         xtr, ytr, xte, yte = stratified(*s.pop("all"), cfg.test_fraction, cfg.split_seed, "test_fraction")
         s["train"], s["test"] = (xtr, ytr), (xte, yte)
     if cfg.folds is not None:  # train + val pooled, then fold `fold` validates; the test split stays as it is
@@ -126,7 +134,7 @@ def make_splits(raw: RawData, cfg: DataConfig) -> dict[str, tuple[torch.Tensor, 
         x, y = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
         xt, yt, xv, yv = kfold(x, y, cfg.folds, cfg.fold, cfg.split_seed)
         s["train"], s["val"] = (xt, yt), (xv, yv)
-    if "val" not in s:
+    if "val" not in s and cfg.val_fraction != 0:
         xt, yt, xv, yv = stratified(*s["train"], cfg.val_fraction, cfg.split_seed, "val_fraction")
         s["train"], s["val"] = (xt, yt), (xv, yv)
     if cfg.subset is not None:

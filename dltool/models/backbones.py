@@ -1,6 +1,7 @@
-"""torchvision classification backbones by name, adapted to the data set: the final layer is replaced for
-its classes, the first conv takes its channel count, and `small_input` turns the ImageNet stem (stride 2 or
-4 before any feature is learned) into one that keeps 32x32 or smaller images at full resolution.
+"""torchvision classification backbones by name (every model in torchvision's own registry), adapted to the
+data set: the final layer is replaced for its classes, the first conv takes its channel count, and
+`small_input` (resnet, vgg, mobilenet, efficientnet) turns the ImageNet stem (stride 2 or 4 before any
+feature is learned) into one that keeps 32x32 or smaller images at full resolution.
 
 Weights are optional (`model.weights: DEFAULT` or a torchvision weight name); they download through
 torchvision's own cache (TORCH_HOME). The pretrained tensors are kept aside so that the global initializer
@@ -17,12 +18,12 @@ from torch import nn
 from torch.hub import get_dir
 from torchvision import models
 
-from dltool.catalog import BACKBONES
+from dltool.catalog import BACKBONE_FAMILIES, backbone_family
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.layers import Shape, fmt
 from dltool.models.trace import BuiltModel, LayerRecord, mac_rule
-from dltool.registry import unknown
+from dltool.registry import Entry, unknown
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +94,63 @@ def carry_weights(old: nn.Conv2d, new: nn.Conv2d) -> nn.Conv2d:
     return new
 
 
+def adapt_generic(net: nn.Module, in_ch: int, classes: int, small: bool) -> list[str]:
+    """Any other torchvision classifier: the last 1000-way layer (Linear, or SqueezeNet's 1x1 conv) gets
+    `classes` outputs and the first conv takes in_ch channels."""
+    if small:
+        raise ConfigError("model.small_input=true is only known for the resnet, vgg, mobilenet and efficientnet "
+                          "families; use model.small_input=false with larger images (e.g. data.image_size=[224, 224]).")
+    head = [n for n, m in net.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000
+            or isinstance(m, nn.Conv2d) and m.out_channels == 1000][-1]
+    old = net.get_submodule(head)
+    new = nn.Linear(old.in_features, classes) if isinstance(old, nn.Linear) else \
+        nn.Conv2d(old.in_channels, classes, old.kernel_size, old.stride, old.padding)
+    set_module(net, head, new)
+    stem = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    if net.get_submodule(stem).in_channels != in_ch:
+        set_module(net, stem, carry_weights(net.get_submodule(stem), new_like(net.get_submodule(stem), in_ch)))
+    return [head]
+
+
+def new_like(old: nn.Conv2d, in_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation, old.groups,
+                     old.bias is not None)
+
+
+def set_module(net: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, new)
+
+
+# Random init: no auxiliary heads (one output in training) and no slow scipy init (dltool initializes).
+# With weights torchvision itself drops the auxiliary heads and refuses these arguments.
+EXTRA_ARGS = {n: {"aux_logits": False, "init_weights": False} for n in ("googlenet", "inception_v3")}
+
+
+# Every classification model in torchvision's own registry (not detection, segmentation, video, ...), with the
+# catalog's adapter for its family (resnet, vgg, mobilenet/efficientnet, or the generic last-layer swap).
+BACKBONES: dict[str, Entry] = {name: BACKBONE_FAMILIES[backbone_family(name)]
+                               for name in models.list_models(module=models)}
+
+
 def load_torchvision(name: str, weights: str | None) -> nn.Module:
-    """torchvision.models.get_model, with a one-sentence error when the weights cannot be had."""
+    """torchvision's registered builder, with a one-sentence error when the weights cannot be had."""
+    build = models.get_model_builder(name)
     if weights is None:
-        return models.get_model(name, weights=None)
+        return build(weights=None, **EXTRA_ARGS.get(name, {}))
     enum = models.get_model_weights(name)
     valid = ["DEFAULT"] + [w.name for w in enum]
     if weights not in valid:
         raise unknown(f"model.weights (for {name})", weights, valid)
     w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
     try:
-        return models.get_model(name, weights=w)
+        return build(weights=w)
     except (OSError, RuntimeError) as ex:  # URLError is an OSError; a damaged download a RuntimeError
         file = w.url.rsplit("/", 1)[-1]
         raise ConfigError(f"model.weights={weights}: could not load the {name} weights ({type(ex).__name__}: "
                           f"{str(ex).splitlines()[0][:100]}); download {w.url} to {get_dir()}/checkpoints/{file} "
-                          f"(TORCH_HOME sets the folder) or use model.weights=null for random initialization."
-                          ) from None
+                          f"(TORCH_HOME sets the folder) or use model.weights=null for random "
+                          f"initialization.") from None
 
 
 def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:

@@ -39,6 +39,9 @@ class FitState:
     diverged: bool = False  # a non-finite loss or a metric past trainer.divergence_threshold
     monitor: str = "val_loss"
     make_checkpoint: Callable[[], dict] | None = None
+    step: int = 0  # optimizer steps done
+    progress: dict = field(default_factory=dict)  # where a resumed run continues (see train/loop.py fit)
+    checkpoint_due: bool = True  # this validation point is also a last.pt point (trainer.checkpoint_every)
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
@@ -52,6 +55,7 @@ class Callback:
     def on_epoch_start(self, state: FitState, num_batches: int) -> None: ...
     def on_batch_end(self, state: FitState) -> None: ...
     def on_epoch_end(self, state: FitState, logs: dict) -> None: ...
+    def on_checkpoint(self, state: FitState) -> None: ...  # a trainer.checkpoint_every point between validations
     def on_fit_end(self, state: FitState) -> None: ...
     def state_dict(self) -> dict: return {}
     def load_state_dict(self, d: dict) -> None: ...
@@ -153,7 +157,8 @@ class EarlyStopping(Callback):
 
 
 class LastCheckpoint(Callback):
-    """checkpoints/last.pt after every epoch (run it after the callbacks whose state it records).
+    """checkpoints/last.pt at every validation point, or every trainer.checkpoint_every (after the callbacks
+    whose state it records).
 
     In an epoch that improved, best.pt was just written with the same content: copy the file instead
     of pickling the checkpoint a second time (the copy is atomic too).
@@ -166,9 +171,15 @@ class LastCheckpoint(Callback):
         self.path, self.save, self.best, self.copy = path, save, best, copy
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        if not state.checkpoint_due:
+            return
         if logs.get("best") and self.best is not None and self.copy is not None:
             self.copy(self.best, self.path)
-        elif state.make_checkpoint is not None:
+        else:
+            self.on_checkpoint(state)
+
+    def on_checkpoint(self, state: FitState) -> None:
+        if state.make_checkpoint is not None:
             self.save(state.make_checkpoint(), self.path)
 
 
@@ -216,24 +227,28 @@ class Curves(Callback):
     """curves.png (loss and accuracy, train vs val, best epoch marked).
 
     Redrawn at most every `interval` seconds while training (drawing costs ~0.1 s, more than a
-    small epoch) and always at the end, so the file stays current without slowing short runs.
+    small epoch), and at most every 20 times the last drawing's cost (a loaded machine draws slowly
+    too: this keeps drawing under ~5% of the run), and always at the end.
     """
 
     def __init__(self, path: Path, monitor: Monitor, interval: float = 15.0) -> None:
         self.path, self.m, self.interval = path, monitor, interval
         self.last = time.monotonic()
+        self.cost = 0.0
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        if time.monotonic() - self.last >= self.interval:
+        if time.monotonic() - self.last >= max(self.interval, 20 * self.cost):
             self.draw(state)
 
     def on_fit_end(self, state: FitState) -> None:
         self.draw(state)
 
     def draw(self, state: FitState) -> None:
+        t0 = time.monotonic()
         if state.history:
             learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor)
         self.last = time.monotonic()
+        self.cost = self.last - t0
 
 
 class EpochReporter(Callback):

@@ -6,6 +6,7 @@ zero_grad -> forward -> loss (+ penalties) -> backward -> clip -> step -> schedu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -17,6 +18,7 @@ from dltool.data.splits import DataBundle, Split
 from dltool.errors import ConfigError
 from dltool.train.callbacks import Callback, FitState
 from dltool.train.infer import autocast, count_correct, infer
+from dltool.train.steps import BatchStream, Interval, Plan
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Setup:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     scheduler: object | None = None
-    interval: str = "epoch"  # when the scheduler steps: epoch | step | plateau
+    interval: str = "epoch"  # when the scheduler steps: epoch | step | plateau | constant (never: no schedule)
     penalty: Callable[[], torch.Tensor | float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "32"
@@ -79,7 +81,8 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
         seen += len(y)
         if on_batch is not None:
             on_batch()
-    return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1)}
+    return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
+            "examples": seen}
 
 
 def make_scaler(s: Setup) -> torch.amp.GradScaler:
@@ -113,8 +116,10 @@ def overrides(cb: Callback, hook: str) -> bool:
 
 
 def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], batch_size: int,
-        generator: torch.Generator, start_epoch: int = 0) -> FitState:
-    """Train from start_epoch to state.epochs; callbacks see one flat logs dict per epoch, by priority."""
+        generator: torch.Generator, plan: Plan | None = None) -> FitState:
+    """Train per plan (epochs or steps); at each validation point callbacks see one flat logs dict, by priority.
+    state.progress (plain data in every checkpoint: units done, steps, stream position, interval sums) is
+    where a resumed run continues."""
     scaler = make_scaler(s)
     callbacks = sorted(callbacks, key=lambda cb: cb.priority)  # stable: ties keep their list order
     per_batch = [cb for cb in callbacks if overrides(cb, "on_batch_end")]  # no per-batch call for the others
@@ -123,30 +128,63 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
         for cb in per_batch:
             cb.on_batch_end(state)
 
+    plan = plan or make_plan_for_epochs(state.epochs, data.train.num_batches(batch_size))
+    stream = BatchStream(data.train, batch_size, generator, s.device)
+    done, interval = resume_progress(state, stream)
     for cb in callbacks:
         cb.on_fit_start(state)
-    n_batches = data.train.num_batches(batch_size)
-    for epoch in range(start_epoch, state.epochs):
+    while done < plan.total and not state.stop:
+        n = (plan.next_stop(done) - done) * plan.batches_per_unit
         for cb in callbacks:
-            cb.on_epoch_start(state, n_batches)
-        t0 = time.perf_counter()
-        lr = s.optimizer.param_groups[0]["lr"]
-        logs = {"epoch": epoch + 1}
-        batches = ((x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True))
-                   for x, y in data.train.batches(batch_size, generator))
-        logs.update(train_one_epoch(s, batches, n_batches, generator, scaler, on_batch if per_batch else None))
-        val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision)
-        logs.update(val_loss=val["loss"], val_acc=val["acc"], lr=lr, time=time.perf_counter() - t0)
-        if s.interval == "epoch":  # before the callbacks, so last.pt holds the scheduler of the next epoch
+            cb.on_epoch_start(state, n)
+        t0, lr = time.perf_counter(), s.optimizer.param_groups[0]["lr"]
+        out = train_one_epoch(s, stream.take(n), n, generator, scaler, on_batch if per_batch else None)
+        done = plan.next_stop(done)
+        state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
+        if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
             s.scheduler.step()
-        elif s.interval == "plateau":
-            s.scheduler.step(logs.get(state.monitor, logs["val_loss"]))
-        state.epoch = epoch + 1
+        t1 = time.perf_counter()
+        interval.add(out, t1 - t0)
+        if not plan.is_validation(done):
+            state.progress = progress(done, state.step, stream, interval)
+            for cb in callbacks if plan.is_checkpoint(done) else []:
+                cb.on_checkpoint(state)
+            continue
+        state.epoch = done if plan.unit == "epoch" else len(state.history) + 1
+        logs = {"epoch": state.epoch, **interval.means(), **validate(s, data, batch_size)}
+        logs.update(lr=lr, time=interval.seconds + time.perf_counter() - t1, step=state.step)  # time: train + val
+        if s.interval == "plateau":
+            s.scheduler.step(logs.get(state.monitor, logs.get("val_loss", logs["train_loss"])))
         state.history.append(logs)
+        interval = Interval()
+        state.progress = progress(done, state.step, stream, interval)
+        state.checkpoint_due = plan.is_checkpoint(done)
         for cb in callbacks:
             cb.on_epoch_end(state, logs)
-        if state.stop:
-            break
     for cb in callbacks:
         cb.on_fit_end(state)
     return state
+
+
+def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
+    """val_loss and val_acc (nothing when the data set has no validation split)."""
+    if data.val is None:
+        return {}
+    val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision)
+    return {"val_loss": val["loss"], "val_acc": val["acc"]}
+
+
+def make_plan_for_epochs(epochs: int, batches_per_epoch: int) -> Plan:
+    return Plan("epoch", epochs, 1, None, batches_per_epoch)
+
+
+def progress(done: int, steps: int, stream: BatchStream, interval: Interval) -> dict:
+    return {"done": done, "step": steps, "stream": stream.state_dict(), "interval": dataclasses.asdict(interval)}
+
+
+def resume_progress(state: FitState, stream: BatchStream) -> tuple[int, Interval]:
+    """(units done, the interval's sums) from a resumed checkpoint's progress; (0, empty) for a new run."""
+    p = state.progress or {}
+    stream.load_state_dict(p.get("stream") or {})
+    state.step = int(p.get("step", 0))
+    return int(p.get("done", state.epoch)), Interval(**(p.get("interval") or {}))

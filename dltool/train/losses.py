@@ -112,6 +112,19 @@ class Penalty:
         return total
 
 
+def check_head(loss: str, units: int, num_classes: int) -> None:
+    """The model's output units against the loss: one unit is a logistic output, which only bce reads."""
+    if units == num_classes and not (units == 1 and loss == "bce"):
+        return
+    if units == 1 and num_classes == 2 and loss == "bce":
+        return
+    if units == 1 and num_classes == 2:
+        raise ConfigError(f"the model ends in 1 output unit, which only loss.name=bce reads (one logistic output "
+                          f"for two classes), but loss.name={loss}; use loss=bce or end with fc: {{units: 2}}.")
+    raise ConfigError(f"the model ends in {units} output units but the data has {num_classes} classes; end with "
+                      f"fc: {{units: num_classes}}{' (or 1 unit with loss=bce)' if num_classes == 2 else ''}.")
+
+
 def build_loss(cfg: LossConfig) -> LossFn:
     if cfg.label_smoothing and cfg.name != "cross_entropy":
         raise ConfigError(f"loss.label_smoothing={cfg.label_smoothing} only applies to loss.name=cross_entropy.")

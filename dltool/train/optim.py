@@ -28,7 +28,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: boo
     """
     groups: dict[tuple[bool, float], list] = {}
     for mname, module, pname, p in own_params(model):
-        no_decay = not decayed(module, pname, decay_bias_and_norm, decay_bias_and_norm)
+        # without weight decay both kinds share one group: every group costs a pass of the optimizer
+        no_decay = bool(weight_decay) and not decayed(module, pname, decay_bias_and_norm, decay_bias_and_norm)
         mult = next((m for k, m in (lr_mults or {}).items() if is_under(short_name(mname), k)), 1.0)
         groups.setdefault((no_decay, mult), []).append(p)
     return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr_mult": mult}

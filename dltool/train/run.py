@@ -39,8 +39,9 @@ from dltool.train.callbacks import (
 )
 from dltool.train.infer import resolve_precision
 from dltool.train.loop import Setup, evaluate, fit, pick_device
-from dltool.train.losses import Penalty, build_loss
+from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.steps import Plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Prepared:
     built: BuiltModel
     setup: Setup
     device: torch.device
+    plan: Plan
 
 
 def seed_everything(seed: int) -> None:
@@ -71,18 +73,32 @@ def prepare(cfg: TrainConfig) -> Prepared:
     seed_everything(t.seed)
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
+    check_monitor(t.monitor, data)
+    plan = make_plan(t, data.train.num_batches(t.batch_size))
     built = build_model(cfg.model, data.input_shape, data.num_classes)
+    check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes)
     initialize(built.model, cfg.init, built.layer_inits)
     lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
     model = built.model.to(device)
     penalty = Penalty(model, cfg.regularization)
     opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
-    sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
-                                      cfg.optimizer.lr)
+    if plan.unit == "step":  # the schedule's epochs keys count optimizer steps
+        sched, interval = build_scheduler(opt, cfg.scheduler, plan.total, 1, t.mode, cfg.optimizer.lr)
+        interval = ("constant" if cfg.scheduler.name == "none" else "step") if interval == "epoch" else interval
+    else:
+        sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
+                                          cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
-    return Prepared(data, built, setup, device)
+    return Prepared(data, built, setup, device, plan)
+
+
+def check_monitor(monitor: str, data: DataBundle) -> None:
+    """Without a validation split only training metrics can be monitored."""
+    if data.val is None and not monitor.startswith("train_"):
+        raise ConfigError(f"trainer.monitor={monitor!r} needs a validation split, but data.val_fraction=0 leaves "
+                          f"none; monitor train_loss (trainer.mode=min) or train_acc (trainer.mode=max) instead.")
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
@@ -120,19 +136,20 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
             "layout": data.layout,
+            "feature_names": data.feature_names,
             "monitor": {"name": t.monitor, "mode": t.mode, "best": monitor.best, "best_epoch": monitor.best_epoch},
             "rng": ckpt_io.rng_state(generator),
+            "progress": state.progress,
         }
 
     state.make_checkpoint = make_checkpoint
     log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
              "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
              sum(q.numel() for q in s.model.parameters()), p.device, s.precision)
-    start_epoch = resume_from(cfg.resume, s, state, stateful, generator) if cfg.resume else 0
-    if start_epoch >= t.epochs:
-        raise ConfigError(f"resume: the run already trained {start_epoch} epochs and trainer.epochs={t.epochs}; "
-                          f"raise trainer.epochs to train further.")
-    fit(s, data, state, callbacks, t.batch_size, generator, start_epoch)
+    if cfg.resume:
+        resume_from(cfg.resume, s, state, stateful, generator)
+        check_resume_length(state, p.plan)
+    fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
 
 
@@ -147,6 +164,14 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
 
+def check_resume_length(state: FitState, plan: Plan) -> None:
+    done = int(state.progress.get("done", state.epoch))
+    if done >= plan.total:
+        key = "max_steps" if plan.unit == "step" else "epochs"
+        raise ConfigError(f"resume: the run already trained {done} {plan.unit}s and trainer.{key}={plan.total}; "
+                          f"raise trainer.{key} to train further.")
+
+
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:
     """Load last.pt (of a run dir, or a checkpoint file) into the freshly built objects; return its epoch."""
     src = Path(path)
@@ -154,14 +179,16 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     s.model.load_state_dict(ck["model"])
     s.optimizer.load_state_dict(ck["optimizer"])
     if s.scheduler is not None and ck.get("scheduler") is not None:
-        if s.interval == "step" and ck["scheduler"].get("total_steps") != s.scheduler.total_steps:
+        total = ck["scheduler"].get("total_steps")
+        if total is not None and total != s.scheduler.total_steps:
             raise ConfigError("resume: scheduler.name=onecycle plans its whole cycle from trainer.epochs, so "
                               "trainer.epochs cannot change on resume; keep the original value.")
         s.scheduler.load_state_dict(ck["scheduler"])
-        if s.interval == "epoch":  # recompute from the (possibly longer) schedule instead of the stored lr
+        if isinstance(s.scheduler, torch.optim.lr_scheduler.LambdaLR):  # lr from the (maybe longer) schedule
             for g, base, f in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
                 g["lr"] = base * f(s.scheduler.last_epoch)
-    state.history = list(ck["history"])
+    state.history, state.epoch = list(ck["history"]), int(ck["epoch"])
+    state.progress = dict(ck.get("progress") or {"done": int(ck["epoch"])})
     for k, cb in stateful.items():
         cb.load_state_dict(ck["callbacks"][k])
     ckpt_io.set_rng_state(ck["rng"], generator)
@@ -176,11 +203,12 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         "name": cfg.name,
         "run_dir": str(run_dir),
         "epochs_run": state.epoch,
+        "steps_run": state.step,
         "monitor": cfg.trainer.monitor,
         "mode": cfg.trainer.mode,
         "best_value": monitor.best,
         "best_epoch": monitor.best_epoch,
-        "stop_reason": state.stop_reason or f"finished all {cfg.trainer.epochs} epochs",
+        "stop_reason": state.stop_reason or f"finished all {p.plan.total} {p.plan.unit}s",
         "stopped_early": state.stop,
         "diverged": state.diverged,
         "seconds": round(seconds, 2),

@@ -195,7 +195,7 @@ def load_imagefolder(cfg: DataConfig) -> RawData | DataBundle:
     norm = stream_norm(split("train"), cfg.normalize)
     train = split("train", norm)
     channels = 1 if cfg.grayscale else 3
-    return DataBundle(train, split("val", norm), split("test", norm) if "test" in s else None,
+    return DataBundle(train, split("val", norm) if "val" in s else None, split("test", norm) if "test" in s else None,
                       (channels, *size), len(classes), classes, norm, "image")
 
 
