@@ -24,6 +24,7 @@ import optuna
 import yaml
 from omegaconf import OmegaConf
 
+from dltool.commands.rundir import free_name, os_reason
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
 from dltool.registry import closest
@@ -85,6 +86,8 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     cfg = compose_full(name, extra_dir, overrides)
     hc = cfg.hydra
     sweep_dir = Path(str(hc.sweep.dir))
+    if given(overrides, "hydra.sweep.dir") is None:  # a sweep started in the same second gets a dir of its own
+        sweep_dir = free_name(sweep_dir)
     p = Plan(sweep_dir)
     if given(overrides, "hydra.sweep.dir") is None:
         p.overrides.append(f"hydra.sweep.dir='{sweep_dir}'")
@@ -96,7 +99,10 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and not shutil.which("srun"):
         raise ConfigError("the SLURM launcher (hydra/launcher=slurm) needs a SLURM cluster and this machine has no "
                           "srun; run the same command on the cluster's login node.")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
     prefix = f"r{len(earlier)}_" if earlier else ""
     write_invocation(sweep_dir, earlier, overrides, prefix)
     return p

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import yaml
 
-from dltool.config.schema import TrainConfig, validate
+from dltool.config.compose import read_yaml
+from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
 from dltool.registry import check_keys
@@ -70,13 +71,18 @@ def find_checkpoint(target: str, which: str) -> tuple[Path, Path]:
 
 
 def stored_config(ckpt: dict, run_dir: Path | None, data_overrides: dict) -> TrainConfig:
-    """The run dir's config.yaml (else the checkpoint's own config), with data.* overrides laid over it."""
+    """The run dir's config.yaml (else the checkpoint's own config), with data.* overrides laid over it.
+
+    Read as data (safe YAML, the schema); keys an older dltool stored for variants not in use are dropped.
+    """
     cfg_file = run_dir / "config.yaml" if run_dir is not None else None
     if cfg_file is not None and cfg_file.is_file():
-        raw = yaml.safe_load(cfg_file.read_text()) or {}
+        raw = read_yaml(cfg_file, "the stored config")
     else:
         raw = ckpt["config"]
-    raw = dict(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError("the checkpoint's stored config is not a mapping of keys; it was not written by dltool.")
+    raw = to_dict(validate(raw, stored=True))
     raw["data"] = {**dict(raw.get("data") or {}), **data_overrides}
     return validate(raw)
 

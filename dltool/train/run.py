@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -39,6 +40,7 @@ from dltool.train.callbacks import (
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.restore import describe_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +98,18 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
-          reporter: Callback | None = None, prepared: Prepared | None = None) -> dict:
-    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir."""
+          reporter: Callback | None = None, prepared: Prepared | None = None,
+          on_start: Callable[[], None] | None = None) -> dict:
+    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
+
+    A resume is checked in full (checkpoint readable, same model, more epochs) before anything is written,
+    so a refused resume leaves the run dir as it was; on_start runs right before the first write.
+    """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
     s, data, t = p.setup, p.data, cfg.trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
-    (run_dir / "model_summary.txt").write_text(as_text(p.built))
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
@@ -139,8 +142,20 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     if start_epoch >= t.epochs:
         raise ConfigError(f"resume: the run already trained {start_epoch} epochs and trainer.epochs={t.epochs}; "
                           f"raise trainer.epochs to train further.")
+    if on_start is not None:
+        on_start()
+    write_run_files(run_dir, cfg_dict, p)
     fit(s, data, state, callbacks, t.batch_size, generator, start_epoch)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+
+
+def write_run_files(run_dir: Path, cfg_dict: dict, p: Prepared) -> None:
+    """config.yaml and model_summary.txt (stale temp files of a killed checkpoint write are removed first)."""
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    (run_dir / "model_summary.txt").write_text(as_text(p.built))
 
 
 def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tuple[BestCheckpoint, list[Callback]]:
@@ -157,9 +172,14 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:
     """Load last.pt (of a run dir, or a checkpoint file) into the freshly built objects; return its epoch."""
     src = Path(path)
-    ck = ckpt_io.load(src / "checkpoints" / "last.pt" if src.is_dir() else src, s.device)
-    s.model.load_state_dict(ck["model"])
-    s.optimizer.load_state_dict(ck["optimizer"])
+    file = src / "checkpoints" / "last.pt" if src.is_dir() else src
+    ck = ckpt_io.load(file, s.device)
+    try:
+        s.model.load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError) as ex:
+        raise ConfigError(f"resume: {file} does not match this config's model or optimizer "
+                          f"({describe_mismatch(ex)}); resume with the run's own config.yaml.") from None
     if s.scheduler is not None and ck.get("scheduler") is not None:
         if s.interval == "step" and ck["scheduler"].get("total_steps") != s.scheduler.total_steps:
             raise ConfigError("resume: scheduler.name=onecycle plans its whole cycle from trainer.epochs, so "
