@@ -100,8 +100,11 @@ def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], d
             if raw is None or raw.startswith("--"):
                 raise ValueError(raw)
             values[name] = type(options[name])(raw)
+            if isinstance(values[name], int) and values[name] < 1:
+                raise ValueError(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key} needs a value like {options[name]!r}, got {raw!r}.") from None
+            kind = "a whole number >= 1" if isinstance(options[name], int) else "a value"
+            raise ConfigError(f"{key} needs {kind} like {options[name]!r}, got {raw!r}.") from None
     return rest, values
 
 

@@ -68,9 +68,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "code.yaml").write_text("defaults:\n  - train\n  - _self_\nextra:\n  x: {_target_: os.system, _args_: [id]}\n")
     (root / "dir.yaml").mkdir()
     (root / "zero.pt").write_bytes(b"")
-    np.save(root / "empty.npy", np.zeros((0, 64), dtype=np.float32))
-    np.save(root / "nan.npy", np.full((1, 64), np.nan, dtype=np.float32))
-    np.save(root / "ok.npy", np.zeros((1, 64), dtype=np.float32))
+    np.save(root / "empty.npy", np.zeros((0, 1, 8, 8), dtype=np.float32))
+    np.save(root / "nan.npy", np.full((1, 1, 8, 8), np.nan, dtype=np.float32))
+    np.save(root / "ok.npy", np.zeros((1, 1, 8, 8), dtype=np.float32))
     (root / "one_class" / "cat").mkdir(parents=True)
     for i in range(4):
         torch.manual_seed(i)
@@ -130,7 +130,7 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"], "env_set"),
     (["train", "code.yaml"], "_target_"),
     # config files
-    (["train", "bad.yaml"], "bad.yaml:3"),
+    (["train", "bad.yaml"], "bad.yaml:4"),
     (["train", "empty.yaml"], "empty.yaml"),
     (["train", "scalar.yaml"], "scalar.yaml"),
     (["train", "dir.yaml"], "is a directory"),

@@ -39,6 +39,9 @@ def read_yaml(path: Path, what: str) -> dict:
         mark = getattr(ex, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(ex, "problem", None) or str(ex).splitlines()[0]
+        context, cmark = getattr(ex, "context", None), getattr(ex, "context_mark", None)
+        if context and cmark is not None:
+            problem += f" {context} that starts on line {cmark.line + 1}"
         raise ConfigError(f"{what} {where}: YAML syntax error ({problem}).") from None
     except (OSError, UnicodeDecodeError) as ex:
         raise ConfigError(f"{what} {path} cannot be read ({type(ex).__name__}).") from None

@@ -48,8 +48,24 @@ def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> tu
             data[key.removeprefix("data.")] = parsed
             continue
         check_keys({key: parsed}, list(defaults) + ["data.KEY"], f"dltool {command}")
-        options[key] = parsed
+        options[key] = typed_option(key, parsed, defaults[key], command)
     return positional, options, data
+
+
+def typed_option(key: str, value: Any, default: Any, command: str) -> Any:
+    """A counted option (topk, batch_size) is a whole number >= 1, a switch true/false, a name a string."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"dltool {command}: {key}={value!r} is not valid; use true or false.")
+        return value
+    if isinstance(default, int) or key == "batch_size":
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"dltool {command}: {key}={value!r} is not valid; use a whole number >= 1, "
+                              f"e.g. {key}={default or 64}.")
+        return value
+    return str(value)
 
 
 def find_checkpoint(target: str, which: str) -> tuple[Path, Path]:
