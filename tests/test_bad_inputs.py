@@ -65,7 +65,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "bad.yaml").write_text(BAD_YAML)
     (root / "empty.yaml").write_text("")
     (root / "scalar.yaml").write_text("42\n")
-    (root / "code.yaml").write_text("defaults:\n  - train\n  - _self_\nextra:\n  x: {_target_: os.system, _args_: [id]}\n")
+    (root / "code.yaml").write_text("defaults:\n  - train\n  - _self_\n"
+                                    "extra:\n  x: {_target_: os.system, _args_: [id]}\n")
     (root / "dir.yaml").mkdir()
     (root / "zero.pt").write_bytes(b"")
     np.save(root / "empty.npy", np.zeros((0, 1, 8, 8), dtype=np.float32))

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Callable
 
-from dltool.config.variants import VARIANTS, SELECTOR
+from dltool.config.variants import SELECTOR, VARIANTS
 from dltool.errors import ConfigError
 from dltool.registry import closest
 

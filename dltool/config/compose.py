@@ -167,7 +167,8 @@ def resume_config(target: str, overrides: list[str]) -> Any:
             what = (f"{o} would choose another {group} config file" if sep and group in GROUP_FILES
                     else f"{o!r} is not a single key=value")
             raise ConfigError(f"resume={target}: {what}, but a resumed run keeps the configuration it was started "
-                              f"with; change single keys such as trainer.epochs=50, or start a new run without resume=.")
+                              f"with; change single keys such as trainer.epochs=50, or start a new run without "
+                              f"resume=.")
         check_overrides([o])
         try:
             OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=False, force_add=True)

@@ -73,8 +73,9 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
 SELECTOR = {"optimizer": "name", "scheduler": "name", "loss": "name", "init": "scheme", "data": "name"}
 # choices that exist in a registry but are refused outright (with the reason)
 REFUSED = {("init", "constant"): "init.scheme=constant: constant weights of any value make every unit in a layer "
-                                 "compute the same output and get the same gradient, so they never break the symmetry; "
-                                 "use small random weights, e.g. init=kaiming_normal (ReLU) or init=xavier_uniform (tanh)."}
+                                 "compute the same output and get the same gradient, so they never break the "
+                                 "symmetry; use small random weights, e.g. init=kaiming_normal (ReLU) or "
+                                 "init=xavier_uniform (tanh)."}
 
 
 def config_dir() -> Path:
