@@ -68,6 +68,10 @@ def split_args(args: list[str], primary: str) -> tuple[str, str | None, list[str
     return primary, None, rewrite_selectors(args)
 
 
+# a user's own config file need not name dltool's logging setup: it is the only one allowed anyway
+DLTOOL_LOGGING = ("hydra/job_logging=dltool", "hydra/hydra_logging=dltool")
+
+
 def first_values(overrides: list[str]) -> list[str]:
     """Overrides for a one-off compose: sweep lists reduced to their first value, hydra settings dropped."""
     out = []
@@ -94,7 +98,7 @@ def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: 
     register_schemas()
     GlobalHydra.instance().clear()
     primary_dir = extra_dir or str(config_dir())
-    extra = [f"hydra.searchpath=[file://{config_dir()}]"] if extra_dir else []
+    extra = [f"hydra.searchpath=[file://{config_dir()}]", *DLTOOL_LOGGING] if extra_dir else []
     extra += [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(config_dir=primary_dir, version_base=None):
@@ -181,7 +185,7 @@ def resume_config(target: str, overrides: list[str]) -> Any:
 def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrides: list[str], job: str) -> None:
     """Run `task` under @hydra.main (run dir, logging, -m sweeps) with these arguments."""
     register_schemas()
-    argv = [f"dltool-{job}"] + (["--config-dir", extra_dir] if extra_dir else []) + overrides
+    argv = [f"dltool-{job}"] + (["--config-dir", extra_dir, *DLTOOL_LOGGING] if extra_dir else []) + overrides
     if not any(a.startswith("hydra.job.name=") for a in overrides):
         argv.append(f"hydra.job.name={job}")
     app = hydra.main(version_base=None, config_path=str(config_dir()), config_name=name)(task)

@@ -77,7 +77,7 @@ def check_hydra(node: DictConfig) -> None:
     """The composed `hydra` node: no callbacks, dltool's logging setup, only the shipped plugins' classes."""
     hc = OmegaConf.to_container(node, resolve=False)
     if hc.get("callbacks"):
-        raise ConfigError(f"hydra.callbacks ({', '.join(str(k) for k in hc.callbacks)}) is refused: dltool runs no "
+        raise ConfigError(f"hydra.callbacks ({', '.join(str(k) for k in hc['callbacks'])}) is refused: dltool runs no "
                           f"Hydra callbacks ({WHY}).")
     for kind in ("job_logging", "hydra_logging"):
         if hc.get(kind) != shipped_logging(kind):
