@@ -6,6 +6,7 @@ import errno
 import resource
 import shutil
 import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ import yaml
 from dltool.cli import main
 from dltool.commands.rundir import reserve
 from dltool.config.compose import train_config
-from dltool.config.schema import to_dict, validate
-from dltool.config.variants import SELECTOR, VARIANTS, config_dir, rewrite_selectors
+from dltool.config.schema import TrainConfig, to_dict, validate
+from dltool.config.variants import SELECTOR, VARIANTS, config_dir, default_choices, rewrite_selectors
 from dltool.errors import ConfigError
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.run import prepare
@@ -211,3 +212,12 @@ def test_a_sweep_with_a_failed_job_says_so_last_and_exits_non_zero(tmp_path, cap
     assert code == 1, out
     assert "1 job(s) failed" in lines[-1] and "regularization.l2" in out
     assert yaml.safe_load((tmp_path / "sweep" / "1" / "summary.json").read_text())["failed"] is True
+
+
+def test_dataclass_defaults_agree_with_the_default_files():
+    """Defaults have one source: what a Python caller gets from the dataclasses is what train.yaml documents."""
+    defaults = asdict(TrainConfig())
+    files = {"trainer": "default", "regularization": "none", "augment": "none", **default_choices()}
+    for group, choice in files.items():
+        documented = yaml.safe_load((config_dir() / group / f"{choice}.yaml").read_text())
+        assert {k: defaults[group][k] for k in documented} == documented, group

@@ -135,8 +135,8 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
         return ConfigError(f"{group}={name!r} is not an installed Hydra plugin option "
                            f"(joblib and submitit_slurm/submitit_local launchers, optuna sweeper are).")
     if not choices:
-        return ConfigError(f"'{group}' is not a config group; groups: "
-                           f"{', '.join(sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name[0] != '_'))}.")
+        groups = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name[0] != "_")
+        return ConfigError(f"'{group}' is not a config group; groups: {', '.join(groups)}.")
     return unknown(group, name, choices)
 
 

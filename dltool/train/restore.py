@@ -81,7 +81,8 @@ def find_checkpoint(target: str, which: str) -> tuple[Path, Path]:
     ckpt = folder / name
     if not ckpt.is_file():
         have = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
-        found = f"it has: {', '.join(have)}" if have else "it holds no checkpoint (did the training run finish an epoch?)"
+        found = (f"it has: {', '.join(have)}" if have
+                 else "it holds no checkpoint (did the training run finish an epoch?)")
         raise ConfigError(f"run directory {target} has no checkpoints/{name}; {found}.")
     return ckpt, path
 
@@ -128,7 +129,8 @@ def restore(target: str, which: str = "best", device: str = "cpu", data_override
     run_dir = out_dir if Path(target).is_dir() else None
     cfg = stored_config(ckpt, run_dir, data_overrides or {})
     shape, num_classes = tuple(ckpt["input_shape"]), int(ckpt["num_classes"])
-    where = f"{run_dir / 'config.yaml'}" if run_dir is not None and (run_dir / "config.yaml").is_file() else "its config"
+    has_file = run_dir is not None and (run_dir / "config.yaml").is_file()
+    where = f"{run_dir / 'config.yaml'}" if has_file else "its config"
     try:
         built = build_model(cfg.model, shape, num_classes)
     except ConfigError as ex:
