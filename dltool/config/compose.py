@@ -24,7 +24,7 @@ from dltool.config.safety import check_hydra, check_overrides, refuse_targets
 from dltool.config.schema import register_schemas, to_dict, translate, validate
 from dltool.config.variants import config_dir, rewrite_selectors
 from dltool.errors import ConfigError
-from dltool.registry import unknown
+from dltool.registry import closest, unknown
 
 
 def read_yaml(path: Path, what: str) -> dict:
@@ -106,14 +106,34 @@ def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: 
     except ConfigError:
         raise
     except Exception as ex:  # Hydra/OmegaConf composition errors
-        raise missing_option(ex, extra_dir) or translate(ex) from None
+        error = missing_option(ex, extra_dir) or translate(ex)
+    else:
+        error = None
     finally:
         GlobalHydra.instance().clear()
+    if error is not None:
+        bad = re.search(r"'(hydra\.[\w.]+)' is not a config key", str(error))
+        hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
+        if bad and hydra_keys:  # the schema knows no hydra keys: list the ones this sweeper/launcher has
+            error = hydra_key_error(name, extra_dir, [o for o in overrides if o not in hydra_keys], bad.group(1))
+        raise error
     check_hydra(cfg.hydra)
     if not with_hydra:
         with open_dict(cfg):
             del cfg["hydra"]
     return cfg
+
+
+def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key: str) -> ConfigError:
+    """`hydra.sweeper.n_trails=5` -> one sentence with the keys the chosen sweeper (or launcher) has."""
+    parent, _, leaf = key.rpartition(".")
+    node = compose(name, extra_dir, overrides, with_hydra=True)
+    for part in parent.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    valid = [str(k) for k in node] if hasattr(node, "keys") else []
+    guess = closest(leaf, valid)
+    return ConfigError(f"'{key}' is not a config key: '{parent}' has no key '{leaf}'."
+                       f"{f' Did you mean {guess!r}?' if guess else ''} Valid keys: {', '.join(valid)}.")
 
 
 # options the installed Hydra plugins add to Hydra's own config groups (they are not files under configs/)
