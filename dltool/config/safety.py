@@ -9,6 +9,7 @@ These checks run on the composed config (with its `hydra` node) before anything 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import yaml
@@ -31,6 +32,7 @@ ALLOWED_TARGETS = {
 FORBIDDEN_OVERRIDES = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra/job_logging",
                        "hydra/hydra_logging", "hydra/callbacks", "hydra.job.env_set", "hydra.job.env_copy",
                        "hydra.sweeper.custom_search_space")
+TARGET = re.compile(r"(^|[.{,\[\s'\"])_target_['\"]?\s*[:=]")  # `_target_` as a key, not inside a name
 WHY = "a config names registry entries, never Python code"
 
 
@@ -63,7 +65,7 @@ def check_overrides(overrides: list[str]) -> None:
     """Refuse overrides that would make Hydra build objects or change the environment of jobs."""
     for o in overrides:
         key = o.partition("=")[0].lstrip("+~")
-        if "_target_" in o or key.startswith(FORBIDDEN_OVERRIDES):
+        if TARGET.search(o) or key.startswith(FORBIDDEN_OVERRIDES):
             raise ConfigError(f"the override {o!r} is refused: dltool allows no `_target_`, hydra.callbacks, "
                               f"logging handlers or job environment from the command line ({WHY}).")
 
