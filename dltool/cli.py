@@ -26,20 +26,32 @@ def cmd_train(args: list[str]) -> int:
     experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
     name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
     """
-    from dltool.config.compose import compose, launch, split_args
+    from dltool.config.compose import compose, launch, resume_target, split_args
     from dltool.config.schema import validate
 
+    target = resume_target(args)
+    if target is not None:  # the stored config is data: no Hydra app, nothing written before the resume is accepted
+        from dltool.commands.train import resume_run
+
+        return resume_run(target, [a for a in args if not a.startswith("resume=")])
     name, extra_dir, overrides = split_args(args, "train")
     multirun = any(a in ("-m", "--multirun") for a in overrides)
-    validate(compose(name, extra_dir, overrides))
+    cfg = compose(name, extra_dir, overrides, with_hydra=True)
+    validate(cfg)
     from dltool.commands.train import train_task
 
     if not multirun:
-        launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
+        from dltool.commands.rundir import reserve
+
+        explicit = any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides)
+        run_dir = reserve(str(cfg.hydra.run.dir), explicit)  # a fresh dir of its own, even within the same second
+        overrides = [o for o in overrides if not o.lstrip("+").startswith("hydra.run.dir=")]
+        launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
+               "train")
         return 0
     from dltool.commands.sweep import plan, quiet_plugins
     from dltool.commands.sweep_report import report
-    from dltool.console import note, warning
+    from dltool.console import error, note, warning
 
     sweep = plan(name, extra_dir, overrides)
     quiet_plugins()
@@ -47,8 +59,12 @@ def cmd_train(args: list[str]) -> int:
         note(line)
     for line in sweep.warnings:
         warning(line)
-    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides + sweep.overrides, "train")
-    report(sweep.sweep_dir)
+    launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + sweep.overrides, "train")
+    failed = [j.name for j in report(sweep.sweep_dir)["jobs"] if j.status == "failed"]
+    if failed:
+        error(f"{len(failed)} job(s) failed ({', '.join(failed)}); each one's error is in its summary.json "
+              f"and train.log under {sweep.sweep_dir}.")
+        return 1
     return 0
 
 
@@ -107,8 +123,11 @@ def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], d
             if raw is None or raw.startswith("--"):
                 raise ValueError(raw)
             values[name] = type(options[name])(raw)
+            if isinstance(values[name], int) and values[name] < 1:
+                raise ValueError(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key} needs a value like {options[name]!r}, got {raw!r}.") from None
+            kind = "a whole number >= 1" if isinstance(options[name], int) else "a value"
+            raise ConfigError(f"{key} needs {kind} like {options[name]!r}, got {raw!r}.") from None
     return rest, values
 
 

@@ -70,3 +70,9 @@ def test_mode_must_be_explicit_and_valid():
 def test_unknown_monitor_lists_the_logged_metrics():
     with pytest.raises(ConfigError, match="trainer.monitor='val_accuracy'.*val_acc"):
         run([0.5], key="val_accuracy")
+
+
+def test_patience_0_stops_at_the_first_epoch_without_improvement():
+    epoch, reason, best, _ = run([1.0, 0.8, 0.7, 0.75, 0.6], patience=0)
+    assert (epoch, best) == (4, 3)  # epochs 1-3 improve; epoch 4 does not, so it stops there (not after epoch 1)
+    assert "for 1 epoch (" in reason

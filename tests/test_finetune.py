@@ -3,6 +3,7 @@ pretrained_lr_mult, and torchvision backbone weights read from torchvision's own
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
+from dltool.models import backbones
 from dltool.models.builder import build_model
 from dltool.models.finetune import apply
 from dltool.models.summary import rows
@@ -89,16 +91,27 @@ def test_freeze_by_name_and_pretrained(pretrained: Path) -> None:
     assert trainable == {"fc2"}
 
 
+def plant_weights(state: dict, torch_home: Path, monkeypatch: pytest.MonkeyPatch, name: str = "resnet18") -> Path:
+    """Weights in a temp TORCH_HOME's hub cache under a published-style name: <name>-<first sha256 digits>.pth
+    (torchvision's real files cannot be downloaded here, so the URL points at this file's name)."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "tmp.pth"
+    torch.save(state, tmp)
+    file = folder / f"{name}-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    tmp.rename(file)
+    monkeypatch.setattr(backbones, "weights_url", lambda w: f"https://download.example/models/{file.name}")
+    return file
+
+
 def test_backbone_weights_come_from_torchvision_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real download path, served from TORCH_HOME's cache file (what a download leaves behind)."""
     from torchvision import models
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     torch.manual_seed(1)
     source = models.resnet18(num_classes=1000)
-    url = models.ResNet18_Weights.DEFAULT.url
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(source.state_dict(), tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+    plant_weights(source.state_dict(), tmp_path, monkeypatch)
     spec = ModelConfig(name="r18", backbone="resnet18", weights="DEFAULT", small_input=True, freeze="pretrained",
                        pretrained_lr_mult=0.1)
     built = build_model(spec, (3, 16, 16), 7)
@@ -114,14 +127,33 @@ def test_backbone_weights_come_from_torchvision_cache(tmp_path: Path, monkeypatc
 def test_gray_input_keeps_a_pretrained_stem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision import models
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     source = models.resnet18(num_classes=1000)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(source.state_dict(),
-               tmp_path / "hub" / "checkpoints" / models.ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1])
+    plant_weights(source.state_dict(), tmp_path, monkeypatch)
     spec = ModelConfig(backbone="resnet18", weights="DEFAULT", small_input=False, pretrained_lr_mult=0.1)
     built = build_model(spec, (1, 64, 64), 3)
     apply(built, spec)
     stem = built.model.layers.conv1.weight  # (64, 1, 7, 7): the RGB kernels summed
     assert torch.allclose(stem[:, 0], source.conv1.weight.sum(dim=1), atol=1e-6)
     assert built.lr_mults["conv1"] == 0.1 and "fc" not in built.lr_mults
+
+
+def test_planted_cache_file_is_refused_and_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pickle that would run code, planted under the published name (wrong hash) or a matching name: refused,
+    and the code never runs (weights_only=True)."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    file = plant_weights({"x": torch.zeros(1)}, tmp_path, monkeypatch)
+    file.write_bytes(pickle.dumps(Evil()))  # the name's hash no longer matches
+    spec = ModelConfig(backbone="resnet18", weights="DEFAULT")
+    with pytest.raises(ConfigError, match="is not the published file"):
+        build_model(spec, (3, 16, 16), 7)
+    evil = plant_weights(Evil(), tmp_path / "home2", monkeypatch)  # hash in its name matches: still no code runs
+    with pytest.raises(ConfigError, match="holds more than tensors"):
+        backbones.load_checked(evil)
+    assert not marker.exists()

@@ -95,7 +95,7 @@ def test_plan_refuses_a_direction_against_the_mode(tmp_path):
     (["hparams_search=lr_random", "hydra.sweeper.n_trails=3"], "Did you mean 'n_trials'"),
     (["hydra/launcher=joblib", "hydra.launcher.njobs=3"], "Did you mean 'n_jobs'"),
     (["hydra/launcher=jobli"], "Did you mean 'joblib'"),
-    (["hparams_search=optuna", "optimizer.lrr=tag(log, interval(1e-4, 1))"], "Did you mean 'lr'"),
+    (["hparams_search=optuna", "optimizer.lrr=tag(log, interval(1e-4, 1))"], "Did you mean 'optimizer.lr'"),
 ])
 def test_sweep_typos_fail_in_one_sentence_before_any_job(overrides, message, tmp_path):
     from dltool.config.compose import compose

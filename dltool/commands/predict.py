@@ -60,8 +60,7 @@ def read_tensor(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
         else:
             t = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as ex:  # noqa: BLE001 - numpy and torch raise many types for a damaged file
-        raise ConfigError(f"cannot read tensor file {path} ({type(ex).__name__}: {str(ex).splitlines()[0][:100]}).") \
-            from None
+        raise ConfigError(f"cannot read tensor file {path} ({type(ex).__name__}).") from None
     if not isinstance(t, torch.Tensor):
         raise ConfigError(f"{path} holds a {type(t).__name__}, not a tensor; save one with torch.save(tensor, path).")
     if tuple(t.shape) == shape:
@@ -69,6 +68,12 @@ def read_tensor(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     if tuple(t.shape[1:]) != shape:
         raise ConfigError(f"{path} has shape {'x'.join(map(str, t.shape))}; this model takes "
                           f"{'x'.join(map(str, shape))} per example (or a batch Nx{'x'.join(map(str, shape))}).")
+    if len(t) == 0:
+        raise ConfigError(f"{path} holds no examples (shape {'x'.join(map(str, t.shape))}); give at least one.")
+    bad = ~torch.isfinite(t.float()).reshape(len(t), -1).all(dim=1)
+    if bad.any():
+        raise ConfigError(f"{path} holds NaN or infinite values (example {int(bad.nonzero()[0])}); a prediction "
+                          f"of such an input means nothing, so clean the input first.")
     return t.float()
 
 

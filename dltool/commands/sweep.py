@@ -12,7 +12,6 @@ Each invocation is logged to <sweep dir>/invocations.yaml; `dltool sweep-report`
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 import warnings
@@ -24,9 +23,9 @@ import optuna
 import yaml
 from omegaconf import OmegaConf
 
+from dltool.commands.rundir import free_name, os_reason
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
-from dltool.registry import closest
 
 INVOCATIONS = "invocations.yaml"
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
@@ -58,27 +57,7 @@ def given(overrides: list[str], key: str) -> str | None:
 
 def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
     """The composed config including its `hydra` node (sweeper, launcher, sweep dir)."""
-    try:
-        return compose(name, extra_dir, overrides, with_hydra=True)
-    except ConfigError as error:
-        bad = re.search(r"'(hydra\.[\w.]+)' is not a config key", str(error))
-        hydra_keys = [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
-        if bad and hydra_keys:  # the schema knows no hydra keys: list the ones this sweeper/launcher has
-            raise hydra_key_error(name, extra_dir, [o for o in overrides if o not in hydra_keys], bad.group(1)) \
-                from None
-        raise
-
-
-def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key: str) -> ConfigError:
-    """`hydra.sweeper.n_trails=5` -> one sentence with the keys the chosen sweeper (or launcher) has."""
-    parent, _, leaf = key.rpartition(".")
-    node = compose_full(name, extra_dir, overrides)
-    for part in parent.split("."):
-        node = node.get(part) if hasattr(node, "get") else None
-    valid = [str(k) for k in node] if hasattr(node, "keys") else []
-    guess = closest(leaf, valid)
-    return ConfigError(f"'{key}' is not a config key: '{parent}' has no key '{leaf}'."
-                       f"{f' Did you mean {guess!r}?' if guess else ''} Valid keys: {', '.join(valid)}.")
+    return compose(name, extra_dir, overrides, with_hydra=True)
 
 
 def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
@@ -86,6 +65,8 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     cfg = compose_full(name, extra_dir, overrides)
     hc = cfg.hydra
     sweep_dir = Path(str(hc.sweep.dir))
+    if given(overrides, "hydra.sweep.dir") is None:  # a sweep started in the same second gets a dir of its own
+        sweep_dir = free_name(sweep_dir)
     p = Plan(sweep_dir)
     if given(overrides, "hydra.sweep.dir") is None:
         p.overrides.append(f"hydra.sweep.dir='{sweep_dir}'")
@@ -97,7 +78,10 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and not shutil.which("srun"):
         raise ConfigError("the SLURM launcher (hydra/launcher=slurm) needs a SLURM cluster and this machine has no "
                           "srun; run the same command on the cluster's login node.")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
     prefix = f"r{len(earlier)}_" if earlier else ""
     write_invocation(sweep_dir, earlier, overrides, prefix)
     return p

@@ -8,13 +8,15 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
 
 from dltool.commands.cross_validate import cross_validate, fold_line, print_cv, wants_cv
+from dltool.commands.rundir import os_reason
+from dltool.config.compose import resume_config
 from dltool.config.schema import TrainConfig, to_dict, validate
-from dltool.console import config_tree, console, error, note, table
+from dltool.console import TerminalLog, config_tree, console, error, note, table
 from dltool.errors import ConfigError
 from dltool.train.callbacks import EpochReporter
 from dltool.train.run import prepare, train
@@ -32,13 +34,53 @@ def worst_value(mode: str) -> float:
 
 def train_task(cfg: Any, multirun: bool) -> float:
     """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective)."""
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    mode = str(cfg.get("trainer", {}).get("mode", "max"))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    mode = str(cfg.get("trainer", {}).get("mode", "min"))
+    return run_task(lambda: validate(cfg), run_dir, multirun, mode)
+
+
+def resume_run(target: str, overrides: list[str]) -> int:
+    """`dltool train resume=RUN_DIR [key=value ...]` without Hydra: the stored config is read as data, and a
+    refused resume (other model, fewer epochs, unreadable last.pt) changes nothing in RUN_DIR."""
+    tc = resume_config(target, overrides)
+    run_dir = Path(target)
+    console_logging()
+    handlers: list[logging.Handler] = []
     try:
-        tc = validate(cfg)
+        run_task(lambda: tc, run_dir, False, tc.trainer.mode,
+                 on_start=lambda: handlers.append(file_logging(run_dir / "train.log")))
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+    return 0
+
+
+def console_logging() -> None:
+    """What configs/hydra/job_logging/dltool.yaml sets up for a Hydra run: warnings to the terminal."""
+    root = logging.getLogger()
+    logging.getLogger("dltool").setLevel(logging.INFO)
+    if not any(isinstance(h, TerminalLog) for h in root.handlers):
+        handler = TerminalLog()  # `warning: ...`, the style of every dltool warning
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+
+
+def file_logging(path: Path) -> logging.Handler:
+    """... and everything (INFO) appended to the run dir's train.log, once the resume has been accepted."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def run_task(make_config: Callable[[], Any], run_dir: Path, multirun: bool, mode: str,
+             on_start: Callable[[], None] | None = None) -> float:
+    """Validate, build, train; a mistake is one sentence (a sweep job records it and the sweep goes on)."""
+    try:
+        tc = make_config()
         mode = tc.trainer.mode
-        summary = cv_task(tc, run_dir, multirun) if wants_cv(tc) else train_one(tc, run_dir, multirun)
+        summary = cv_task(tc, run_dir, multirun) if wants_cv(tc) else train_one(tc, run_dir, multirun, on_start)
     except KeyboardInterrupt:
         if multirun:
             raise
@@ -47,23 +89,7 @@ def train_task(cfg: Any, multirun: bool) -> float:
         error(f"interrupted (Ctrl-C); the checkpoints of finished epochs are in {run_dir / 'checkpoints'}{hint}")
         sys.exit(130)
     except Exception as ex:  # noqa: BLE001 - a sweep must survive one bad job
-        if not multirun and not isinstance(ex, ConfigError):
-            raise
-        message = str(ex) if isinstance(ex, ConfigError) else f"{type(ex).__name__}: {ex}"
-        if isinstance(ex, ConfigError):
-            log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
-        else:
-            log.info("job failed", exc_info=True)  # the traceback goes to the run dir's train.log, not the terminal
-        if not multirun:
-            error(message)
-            discard_empty_run_dir(run_dir)
-            sys.exit(2)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
-                                                         indent=2))
-        where = "" if isinstance(ex, ConfigError) else f" (traceback in {run_dir / 'train.log'})"
-        note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
-        return worst_value(mode)
+        return failed(ex, run_dir, multirun, mode)
     if multirun:
         note(job_line(run_dir.name, summary))
     elif "folds" not in summary:  # a cross-validation printed its own table
@@ -73,13 +99,18 @@ def train_task(cfg: Any, multirun: bool) -> float:
     return float(summary["best_value"])
 
 
-def train_one(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
+def train_one(tc: TrainConfig, run_dir: Path, multirun: bool, on_start: Callable[[], None] | None = None) -> dict:
     prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
-    if not multirun:
-        config_tree(to_dict(tc), f"config ({run_dir})")
     points = prepared.plan.points if prepared.plan.unit == "step" else prepared.plan.total
     reporter = None if multirun else EpochReporter(points, tc.trainer.monitor, tc.trainer.progress)
-    return train(tc, run_dir, reporter=reporter, prepared=prepared)
+
+    def start() -> None:  # after the last check (a resume's checkpoint), before the first write
+        if not multirun:
+            config_tree(to_dict(tc), f"config ({run_dir})")
+        if on_start is not None:
+            on_start()
+
+    return train(tc, run_dir, reporter=reporter, prepared=prepared, on_start=start)
 
 
 def cv_task(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
@@ -92,9 +123,37 @@ def cv_task(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
     return res["summary"]
 
 
+def failed(ex: Exception, run_dir: Path, multirun: bool, mode: str) -> float:
+    """One sentence for a refused or failed run; exit (single run) or a failed job record (sweep)."""
+    if isinstance(ex, OSError):  # disk full, read-only, a path part that is a file: not a config mistake
+        ckpts = run_dir / "checkpoints"
+        kept = f"; the checkpoints written before it ({ckpts}) are intact" if any(ckpts.glob("*.pt")) else ""
+        message = f"cannot write {ex.filename or run_dir}: {os_reason(ex)}{kept}."
+    elif isinstance(ex, ConfigError):
+        message = str(ex)
+    elif not multirun:
+        raise ex
+    else:
+        message = f"{type(ex).__name__}: {ex}"
+    log.info("failed: %s", message, exc_info=not isinstance(ex, (ConfigError, OSError)))  # the traceback: train.log
+    if not multirun:
+        error(message)
+        discard_empty_run_dir(run_dir)
+        sys.exit(1 if isinstance(ex, OSError) else 2)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps({"failed": True, "error": message, "run_dir": str(run_dir)},
+                                                         indent=2))
+    except OSError:
+        pass  # the job line below still says it failed
+    where = "" if isinstance(ex, (ConfigError, OSError)) else f" (traceback in {run_dir / 'train.log'})"
+    note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
+    return worst_value(mode)
+
+
 def discard_empty_run_dir(run_dir: Path) -> None:
     """A run refused before it started leaves nothing behind: Hydra's .hydra/ and log are all it holds."""
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             run_dir.parent.rmdir()  # outputs/ itself, if this was its only run

@@ -6,12 +6,13 @@ misspelt key or a wrong type fails with one sentence like any config mistake.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dltool.config.compose import config_dir
+from dltool.config.variants import config_dir
 from dltool.errors import ConfigError
 from dltool.registry import check_keys
 
@@ -34,11 +35,17 @@ def load_options(schema: type[T], prefix: str, args: list[str]) -> T:
     try:
         merged = OmegaConf.merge(base, OmegaConf.load(file) if file.is_file() else {},
                                  OmegaConf.from_dotlist([f"{k}={v}" for k, v in given.items()]))
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        options = OmegaConf.to_object(merged)
     except OmegaConfBaseException as ex:
         key = getattr(ex, "full_key", "") or getattr(ex, "key", "")
         msg = str(getattr(ex, "msg", ex)).splitlines()[0]
         raise ConfigError(f"{prefix}.{key}: {msg}.") from None
+    for k, v in as_dict(options).items():  # every count, step and threshold is positive (a seed may be 0)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and (v >= 0 if k == "seed"
+                                                                                               else v > 0)):
+            raise ConfigError(f"{prefix}.{k}={v!r} is not valid: use a finite number "
+                              f"{'>= 0' if k == 'seed' else 'above 0'}.")
+    return options  # type: ignore[return-value]
 
 
 def as_dict(obj: Any) -> dict:

@@ -14,8 +14,11 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from dltool.config.checks import check_values
+from dltool.config.safety import refuse_targets
+from dltool.config.variants import VARIANTS, check_group, foreign_key_error, prune, variant_of
 from dltool.errors import ConfigError
 from dltool.registry import closest
 
@@ -92,7 +95,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "none"
+    name: str = "cosine"
     step_size: int = 10
     gamma: float = 0.1
     milestones: List[int] = field(default_factory=list)
@@ -152,8 +155,8 @@ class TrainerConfig:
     threads: Optional[int] = None
     precision: str = "32"
     accumulate: int = 1
-    monitor: str = "val_acc"
-    mode: str = "max"
+    monitor: str = "val_loss"
+    mode: str = "min"
     min_delta: float = 0.0
     patience: Optional[int] = 10
     stopping_threshold: Optional[float] = None
@@ -180,20 +183,45 @@ class TrainConfig:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ComposeSchema:
+    """What Hydra composes against: the variant groups stay open there and get their key set in `validate`."""
+
+    name: str = "run"
+    data: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    init: Any = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
 def register_schemas() -> None:
     """Register the schema so train.yaml's defaults list (`- train_schema`) types every key."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="train_schema", node=ComposeSchema)
+
+
+def _valid_keys(parent_path: str, parent: Any) -> list[str]:
+    node: Any = OmegaConf.structured(TrainConfig)
+    for part in [p for p in parent_path.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
 def _key_error(ex: OmegaConfBaseException) -> ConfigError:
     full = str(getattr(ex, "full_key", "") or "")
     key = str(getattr(ex, "key", "") or full.rsplit(".", 1)[-1])
     parent_path = full.rsplit(".", 1)[0] if "." in full else ""
-    node: Any = OmegaConf.structured(TrainConfig)
-    for part in [p for p in parent_path.split(".") if p]:
-        node = node.get(part) if isinstance(node, DictConfig) else None
-    valid = list(node.keys()) if isinstance(node, DictConfig) else []
+    if parent_path in VARIANTS:  # a key the chosen variant does not read
+        parent = getattr(ex, "parent_node", None)
+        return foreign_key_error(parent_path, variant_of(parent_path, parent), [key])
+    valid = _valid_keys(parent_path, None)
     guess = closest(key, valid)
     hint = f" Did you mean '{guess}'?" if guess else ""
     where = f"'{parent_path}'" if parent_path else "the top level"
@@ -205,7 +233,7 @@ def _key_error(ex: OmegaConfBaseException) -> ConfigError:
 
 def translate(ex: Exception) -> ConfigError:
     """Turn an OmegaConf/Hydra composition error into one sentence naming key, value and what is valid."""
-    if isinstance(ex, ConfigKeyError):
+    if isinstance(ex, (ConfigKeyError, ConfigAttributeError)):
         return _key_error(ex)
     if isinstance(ex, ValidationError):
         full = getattr(ex, "full_key", "") or getattr(ex, "key", "")
@@ -229,16 +257,31 @@ def translate(ex: Exception) -> ConfigError:
     return ConfigError(first)
 
 
-def validate(cfg: DictConfig | dict) -> TrainConfig:
-    """Merge a composed config onto the schema and return plain dataclasses (or raise ConfigError)."""
+def validate(cfg: DictConfig | dict, stored: bool = False) -> TrainConfig:
+    """Check a composed (or stored) config and return plain dataclasses (or raise one ConfigError).
+
+    Each variant group keeps only its variant's keys (configs/<group>/<variant>.yaml fills the ones not given);
+    a foreign key is refused, or dropped when `stored` (a config.yaml/checkpoint of an older dltool).
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    raw.pop("hydra", None)
+    refuse_targets(raw, "a stored run config" if stored else "the config")
+    for group in VARIANTS:
+        raw[group] = check_group(group, raw.get(group), stored)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), raw)
         OmegaConf.resolve(merged)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        typed: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as ex:
         raise translate(ex) from None
+    check_values(to_dict(typed))
+    return typed
 
 
 def to_dict(cfg: TrainConfig) -> dict:
-    """The resolved config as plain data (for checkpoints, config.yaml and the console tree)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+    """The resolved config as plain data, each variant group with only its variant's keys (for checkpoints,
+    config.yaml and the console tree)."""
+    out = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for group in VARIANTS:
+        out[group] = prune(group, out[group])  # type: ignore[index]
+    return out  # type: ignore[return-value]

@@ -3,15 +3,19 @@ data set: the final layer is replaced for its classes, the first conv takes its 
 `small_input` (resnet, vgg, mobilenet, efficientnet) turns the ImageNet stem (stride 2 or 4 before any
 feature is learned) into one that keeps 32x32 or smaller images at full resolution.
 
-Weights are optional (`model.weights: DEFAULT` or a torchvision weight name); they download through
-torchvision's own cache (TORCH_HOME). The pretrained tensors are kept aside so that the global initializer
+Weights are optional (`model.weights: DEFAULT` or a torchvision weight name); they download into
+torchvision's own cache (TORCH_HOME) and are loaded with weights_only=True after checking the sha256
+prefix in the published file name. The pretrained tensors are kept aside so that the global initializer
 cannot overwrite them: finetune.py loads them back after initialization.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -133,24 +137,57 @@ BACKBONES: dict[str, Entry] = {name: BACKBONE_FAMILIES[backbone_family(name)]
                                for name in models.list_models(module=models)}
 
 
+def weights_url(w: models.WeightsEnum) -> str:
+    """Where torchvision publishes a weight set (its file name carries the first hex digits of its sha256)."""
+    return w.url
+
+
+def load_checked(file: Path) -> dict:
+    """A state dict from a hub cache file: its sha256 must start with the digits in its name, and it is
+    unpickled with weights_only=True, so a file planted in the cache can neither pass for the weights nor run code."""
+    m = re.search(r"-([a-f0-9]{6,})\.", file.name)
+    if m is None:
+        raise ConfigError(f"model.weights: {file} carries no hash in its name; dltool loads only the published files.")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    if not digest.startswith(m.group(1)):
+        raise ConfigError(f"model.weights: {file} is not the published file (its sha256 starts {digest[:8]}, its name "
+                          f"says {m.group(1)}); delete it and download it again.")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as ex:  # noqa: BLE001 - torch raises many types for a foreign or damaged file
+        raise ConfigError(f"model.weights: {file} holds more than tensors and is refused "
+                          f"({type(ex).__name__}).") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights: {file} is not a state dict of tensors.")
+    return state
+
+
 def load_torchvision(name: str, weights: str | None) -> nn.Module:
-    """torchvision's registered builder, with a one-sentence error when the weights cannot be had."""
-    build = models.get_model_builder(name)
+    """torchvision's registered builder, with checked weights from the hub cache (downloaded there when missing)."""
+    net = models.get_model_builder(name)(weights=None, **EXTRA_ARGS.get(name, {}))
     if weights is None:
-        return build(weights=None, **EXTRA_ARGS.get(name, {}))
+        return net
     enum = models.get_model_weights(name)
     valid = ["DEFAULT"] + [w.name for w in enum]
     if weights not in valid:
         raise unknown(f"model.weights (for {name})", weights, valid)
     w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    url = weights_url(w)
+    file = Path(get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     try:
-        return build(weights=w)
-    except (OSError, RuntimeError) as ex:  # URLError is an OSError; a damaged download a RuntimeError
-        file = w.url.rsplit("/", 1)[-1]
-        raise ConfigError(f"model.weights={weights}: could not load the {name} weights ({type(ex).__name__}: "
-                          f"{str(ex).splitlines()[0][:100]}); download {w.url} to {get_dir()}/checkpoints/{file} "
-                          f"(TORCH_HOME sets the folder) or use model.weights=null for random "
-                          f"initialization.") from None
+        if not file.is_file():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(file), progress=False)
+    except (OSError, RuntimeError) as ex:  # URLError is an OSError
+        raise ConfigError(f"model.weights={weights}: could not download the {name} weights ({type(ex).__name__}); "
+                          f"download {url} to {file} (TORCH_HOME sets the folder) or use model.weights=null for "
+                          f"random initialization.") from None
+    try:
+        net.load_state_dict(load_checked(file))
+    except RuntimeError as ex:
+        raise ConfigError(f"model.weights={weights}: {file} does not fit torchvision's {name} "
+                          f"({str(ex).splitlines()[0][:80]}).") from None
+    return net
 
 
 def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:

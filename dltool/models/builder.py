@@ -48,6 +48,9 @@ class Residual(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
+POSITIVE = ("filters", "units", "hidden", "kernel", "stride", "dilation", "groups", "layers", "pieces")
+
+
 def parse_item(item: Any, where: str) -> tuple[str, dict]:
     """`relu` or `{conv: {...}}` or `{fc: 120}` -> (canonical kind, params dict with defaults)."""
     if isinstance(item, str):
@@ -74,6 +77,11 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
     missing = [k for k, v in merged.items() if v is None and k in ("filters", "units", "hidden")]
     if missing:
         raise ConfigError(f"{where} ({kind}): `{missing[0]}` is required, e.g. `{kind}: {{{missing[0]}: 32}}`.")
+    for k in POSITIVE:
+        v = merged.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 or \
+                isinstance(v, (list, tuple)) and any(isinstance(x, (int, float)) and x <= 0 for x in v):
+            raise ConfigError(f"{where} ({kind}): {k}={v!r} is not valid; a {k} must be a positive whole number.")
     return kind, merged
 
 
@@ -117,9 +125,12 @@ class Builder:
                            is_last)
         try:
             module, expected = entry(params, shape, ctx)
-        except (ValueError, TypeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]
+        except ConfigError:
+            raise  # the layer's own sentence (the shape arithmetic), as it is
+        except (ValueError, TypeError, RuntimeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]
             given = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise ConfigError(f"{ctx.where}: an option has a value of the wrong kind ({given}): {ex}.") from None
+            reason = str(ex).splitlines()[0].rstrip(".") if str(ex) else type(ex).__name__
+            raise ConfigError(f"{ctx.where}: an option has a value of the wrong kind ({given}): {reason}.") from None
         x = torch.zeros(2, *shape)
         module.eval()
         try:

@@ -59,7 +59,8 @@ def keep_default(w: torch.Tensor, c: InitConfig) -> None:
     """Keep PyTorch's own per-layer default."""
 
 
-SYMMETRY = ("all-zero weights make every unit in a layer compute the same output and receive the same "
+SYMMETRY = ("constant (e.g. all-zero) weights make every unit in a layer compute the same output and receive the "
+            "same "
             "gradient, so they stay identical forever (nothing breaks the symmetry); use small random "
             "weights instead, e.g. init.scheme=kaiming_normal (ReLU) or xavier_uniform (tanh).")
 
@@ -70,8 +71,10 @@ def resolve(base: InitConfig, override: dict | None, where: str) -> InitConfig:
     if override:
         check_keys(override, asdict(base).keys(), f"{where} init")
     lookup(INITIALIZERS, c.scheme, f"{where.replace('model ', '') or 'init'}.scheme" if override else "init.scheme")
-    zero = (c.scheme == "constant" and c.value == 0) or (c.scheme == "normal" and c.std == 0) \
-        or (c.scheme == "uniform" and c.scale == 0)
+    if c.scheme in ("constant", "zeros"):
+        raise ConfigError(f"{where or 'init'}: refusing constant weights ({c.scheme}, value {c.value}): {SYMMETRY}")
+    zero = (c.scheme == "normal" and c.std == 0) or (c.scheme == "uniform" and c.scale == 0) \
+        or (c.scheme in ("xavier_uniform", "xavier_normal", "orthogonal") and c.gain == 0)
     if zero:
         raise ConfigError(f"{where or 'init'}: refusing all-zero weights ({c.scheme}): {SYMMETRY}")
     return c

@@ -144,9 +144,11 @@ class EarlyStopping(Callback):
         if state.epoch <= self.start_from_epoch or self.patience is None:
             return
         waited = state.epoch - max(self.m.best_epoch, self.start_from_epoch)  # epochs since the last improvement
-        if waited >= self.patience:
+        if waited > 0 and waited >= self.patience:  # patience=0: stop at the first epoch without improvement
+            best = "none" if self.m.best is None else f"{self.m.best:.4g}"
             self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
-                              f"{self.patience} epochs (best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+                              f"{waited} epoch{'s' if waited > 1 else ''} (best {best} at epoch {self.m.best_epoch}; "
+                              f"trainer.patience={self.patience}).")
 
     def _beyond(self, v: float, threshold: float) -> bool:
         return v > threshold if self.m.mode == "min" else v < threshold

@@ -49,11 +49,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"checkpoint {path} is empty (0 bytes), so it was never written completely; use another "
+                          f"checkpoint (checkpoint=last or best) or train again.")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as ex:  # torch raises many types for a damaged file
-        raise ConfigError(f"checkpoint {path} cannot be read (truncated or corrupt? "
-                          f"{type(ex).__name__}: {str(ex).splitlines()[0][:120]}).") from None
+        first = (str(ex).strip().splitlines() or [""])[0]
+        if len(first) > 120:  # cut at a word, never mid-word
+            first = first[:120].rsplit(" ", 1)[0] + " ..."
+        raise ConfigError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a PyTorch file "
+                          f"({type(ex).__name__}{': ' + first if first else ''}).") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"checkpoint {path} is not a dltool checkpoint (no model weights and config in it).")
     return ckpt

@@ -62,8 +62,9 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, apply_to_bias: bool 
     factory = lookup(OPTIMIZERS, cfg.name, "optimizer.name")
     if cfg.lr <= 0 and cfg.lr != 0:
         raise ConfigError(f"optimizer.lr={cfg.lr} must be positive (e.g. 1e-3).")
-    if cfg.nesterov and (cfg.name != "sgd" or cfg.momentum <= 0):
-        raise ConfigError("optimizer.nesterov=true needs optimizer.name=sgd and optimizer.momentum > 0.")
+    if cfg.name == "sgd" and cfg.nesterov and cfg.momentum <= 0:
+        raise ConfigError(f"optimizer.momentum={cfg.momentum} with optimizer.nesterov=true (the sgd default): "
+                          f"Nesterov's look-ahead needs momentum > 0; add optimizer.nesterov=false for plain SGD.")
     groups = param_groups(model, cfg.weight_decay, apply_to_bias, lr_mults)
     if not groups:
         raise ConfigError("the model has no trainable parameters (every layer is frozen).")

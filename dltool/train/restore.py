@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import yaml
 
-from dltool.config.schema import TrainConfig, validate
+from dltool.config.compose import read_yaml
+from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
 from dltool.registry import check_keys
@@ -47,8 +48,24 @@ def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> tu
             data[key.removeprefix("data.")] = parsed
             continue
         check_keys({key: parsed}, list(defaults) + ["data.KEY"], f"dltool {command}")
-        options[key] = parsed
+        options[key] = typed_option(key, parsed, defaults[key], command)
     return positional, options, data
+
+
+def typed_option(key: str, value: Any, default: Any, command: str) -> Any:
+    """A counted option (topk, batch_size) is a whole number >= 1, a switch true/false, a name a string."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"dltool {command}: {key}={value!r} is not valid; use true or false.")
+        return value
+    if isinstance(default, int) or key == "batch_size":
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"dltool {command}: {key}={value!r} is not valid; use a whole number >= 1, "
+                              f"e.g. {key}={default or 64}.")
+        return value
+    return str(value)
 
 
 def find_checkpoint(target: str, which: str) -> tuple[Path, Path]:
@@ -71,13 +88,18 @@ def find_checkpoint(target: str, which: str) -> tuple[Path, Path]:
 
 
 def stored_config(ckpt: dict, run_dir: Path | None, data_overrides: dict) -> TrainConfig:
-    """The run dir's config.yaml (else the checkpoint's own config), with data.* overrides laid over it."""
+    """The run dir's config.yaml (else the checkpoint's own config), with data.* overrides laid over it.
+
+    Read as data (safe YAML, the schema); keys an older dltool stored for variants not in use are dropped.
+    """
     cfg_file = run_dir / "config.yaml" if run_dir is not None else None
     if cfg_file is not None and cfg_file.is_file():
-        raw = yaml.safe_load(cfg_file.read_text()) or {}
+        raw = read_yaml(cfg_file, "the stored config")
     else:
         raw = ckpt["config"]
-    raw = dict(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError("the checkpoint's stored config is not a mapping of keys; it was not written by dltool.")
+    raw = to_dict(validate(raw, stored=True))
     raw["data"] = {**dict(raw.get("data") or {}), **data_overrides}
     return validate(raw)
 

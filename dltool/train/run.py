@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -41,6 +42,7 @@ from dltool.train.infer import resolve_precision
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.restore import describe_mismatch
 from dltool.train.steps import Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -102,17 +104,18 @@ def check_monitor(monitor: str, data: DataBundle) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
-          reporter: Callback | None = None, prepared: Prepared | None = None) -> dict:
-    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir."""
+          reporter: Callback | None = None, prepared: Prepared | None = None,
+          on_start: Callable[[], None] | None = None) -> dict:
+    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
+
+    A resume is checked in full (checkpoint readable, same model, more epochs) before anything is written,
+    so a refused resume leaves the run dir as it was; on_start runs right before the first write.
+    """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
     s, data, t = p.setup, p.data, cfg.trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
-    (run_dir / "model_summary.txt").write_text(as_text(p.built))
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
@@ -143,14 +146,26 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
         }
 
     state.make_checkpoint = make_checkpoint
-    log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
-             "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
-             sum(q.numel() for q in s.model.parameters()), p.device, s.precision)
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
         check_resume_length(state, p.plan)
+    if on_start is not None:
+        on_start()
+    write_run_files(run_dir, cfg_dict, p)
+    log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
+             "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
+             sum(q.numel() for q in s.model.parameters()), p.device, s.precision)
     fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+
+
+def write_run_files(run_dir: Path, cfg_dict: dict, p: Prepared) -> None:
+    """config.yaml and model_summary.txt (stale temp files of a killed checkpoint write are removed first)."""
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    (run_dir / "model_summary.txt").write_text(as_text(p.built))
 
 
 def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tuple[BestCheckpoint, list[Callback]]:
@@ -175,9 +190,14 @@ def check_resume_length(state: FitState, plan: Plan) -> None:
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:
     """Load last.pt (of a run dir, or a checkpoint file) into the freshly built objects; return its epoch."""
     src = Path(path)
-    ck = ckpt_io.load(src / "checkpoints" / "last.pt" if src.is_dir() else src, s.device)
-    s.model.load_state_dict(ck["model"])
-    s.optimizer.load_state_dict(ck["optimizer"])
+    file = src / "checkpoints" / "last.pt" if src.is_dir() else src
+    ck = ckpt_io.load(file, s.device)
+    try:
+        s.model.load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError) as ex:
+        raise ConfigError(f"resume: {file} does not match this config's model or optimizer "
+                          f"({describe_mismatch(ex)}); resume with the run's own config.yaml.") from None
     if s.scheduler is not None and ck.get("scheduler") is not None:
         total = ck["scheduler"].get("total_steps")
         if total is not None and total != s.scheduler.total_steps:

@@ -41,6 +41,9 @@ def scan(folder: Path, key: str, classes: list[str] | None = None) -> tuple[list
     classes = classes if classes is not None else found
     if not found:
         raise ConfigError(f"{key}={str(folder)!r} has no class sub-folders; expected {key}/<class_name>/*.png|jpg.")
+    if classes is found and len(found) < 2:
+        raise ConfigError(f"{key}={str(folder)!r} has one class folder ({found[0]}); a classifier needs at least two "
+                          f"classes: add a folder per class, e.g. {key}/cat and {key}/dog.")
     extra = sorted(set(found) - set(classes))
     if extra:
         raise ConfigError(f"{key}={str(folder)!r} has class folders {extra} that data.root does not have; "

@@ -1,0 +1,131 @@
+"""Value checks of the typed config: every number finite and in range, every name safe, before anything is built.
+
+One table of (key, test, what is valid); the first failing key gets one sentence. Only keys the chosen
+variant reads are checked (the others are never used).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+from dltool.config.variants import SELECTOR, VARIANTS
+from dltool.errors import ConfigError
+from dltool.registry import closest
+
+# metrics in the per-epoch logs that trainer.monitor can name
+METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")
+
+
+def num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: num(v) and v >= low
+
+
+def above(low: float) -> Callable[[Any], bool]:
+    return lambda v: num(v) and v > low
+
+
+def between(low: float, high: float, closed: bool = False) -> Callable[[Any], bool]:
+    return lambda v: num(v) and low <= v and (v <= high if closed else v < high)
+
+
+def optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or test(v)
+
+
+def pair(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
+
+
+def safe_name(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip()) and not re.search(r"[/\\\x00]", v) and v not in (".", "..")
+
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (safe_name, "a plain name without '/', '\\' or '..' (it becomes part of the run directory's name)"),
+    "optimizer.lr": (at_least(0), "a finite number >= 0, e.g. 1e-3"),
+    "optimizer.weight_decay": (at_least(0), "a finite number >= 0"),
+    "optimizer.momentum": (between(0, 1), "a number in [0, 1), e.g. 0.9"),
+    "optimizer.betas": (pair(between(0, 1)), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "optimizer.eps": (above(0), "a small positive number, e.g. 1e-8"),
+    "optimizer.alpha": (between(0, 1, closed=True), "a number in [0, 1], e.g. 0.99"),
+    "scheduler.step_size": (at_least(1), "a whole number of epochs >= 1"),
+    "scheduler.gamma": (above(0), "a positive factor, e.g. 0.1"),
+    "scheduler.milestones": (lambda v: all(num(m) and m >= 0 for m in v), "a list of epochs >= 0, e.g. [15, 25]"),
+    "scheduler.min_lr": (at_least(0), "a finite number >= 0"),
+    "scheduler.factor": (between(0, 1), "a factor in (0, 1), e.g. 0.1"),
+    "scheduler.patience": (at_least(0), "a whole number of epochs >= 0"),
+    "scheduler.max_lr": (optional(above(0)), "null or a positive learning rate"),
+    "scheduler.pct_start": (lambda v: num(v) and 0 < v < 1, "a share in (0, 1), e.g. 0.3"),
+    "scheduler.warmup_epochs": (at_least(0), "a whole number of epochs >= 0"),
+    "scheduler.warmup_start_factor": (lambda v: num(v) and 0 < v <= 1, "a factor in (0, 1], e.g. 0.1"),
+    "loss.label_smoothing": (between(0, 1), "a number in [0, 1), e.g. 0.1"),
+    "loss.margin": (above(0), "a positive number, e.g. 1.0"),
+    "init.gain": (above(0), "a positive scale (0 gives all-zero weights, which never break the symmetry)"),
+    "init.std": (above(0), "a positive standard deviation, e.g. 0.01 (0 gives all-zero weights)"),
+    "init.scale": (above(0), "a positive half-width, e.g. 0.05 (0 gives all-zero weights)"),
+    "init.bias": (num, "a finite number, e.g. 0.0"),
+    "regularization.l2": (at_least(0), "a finite number >= 0, e.g. 1e-4"),
+    "regularization.l1": (at_least(0), "a finite number >= 0, e.g. 1e-5"),
+    "regularization.clip_grad_norm": (optional(above(0)), "null or a positive norm, e.g. 1.0"),
+    "regularization.clip_grad_value": (optional(above(0)), "null or a positive value, e.g. 0.5"),
+    "data.val_fraction": (between(0, 1), "a share in [0, 1), e.g. 0.15"),
+    "data.test_fraction": (between(0, 1), "a share in [0, 1), e.g. 0.2"),
+    "data.subset": (optional(at_least(1)), "null or a positive number of training examples"),
+    "data.num_classes": (optional(at_least(2)), "null or at least 2 classes"),
+    "data.points_per_class": (at_least(1), "a positive number of points"),
+    "data.noise": (at_least(0), "a finite number >= 0"),
+    "data.length": (at_least(1), "a positive number of time steps"),
+    "data.num_samples": (at_least(2), "a number of sequences >= 2"),
+    "data.image_size": (optional(pair(at_least(1))), "null or [height, width] in pixels, e.g. [32, 32]"),
+    "data.num_workers": (optional(at_least(0)), "null or a number of worker processes >= 0"),
+    "data.whiten_eps": (above(0), "a small positive number, e.g. 0.01"),
+    "data.pca_components": (optional(at_least(1)), "null or a positive number of components"),
+    "trainer.epochs": (at_least(1), "a whole number >= 1"),
+    "trainer.batch_size": (at_least(1), "a whole number >= 1"),
+    "trainer.accumulate": (at_least(1), "a whole number >= 1"),
+    "trainer.threads": (optional(at_least(1)), "null or a number of CPU threads >= 1"),
+    "trainer.patience": (optional(at_least(0)), "null (never stop early) or a number of epochs >= 0 "
+                                                "(0: stop at the first epoch without improvement)"),
+    "trainer.min_delta": (at_least(0), "a finite number >= 0"),
+    "trainer.start_from_epoch": (at_least(0), "a whole number of epochs >= 0"),
+    "trainer.stopping_threshold": (optional(num), "null or a finite number"),
+    "trainer.divergence_threshold": (optional(num), "null or a finite number"),
+    "trainer.mode": (lambda v: v in ("min", "max"), "min (losses) or max (accuracies)"),
+}
+
+
+def in_use(cfg: dict, key: str) -> bool:
+    """Whether a dotted key is read by the chosen variant of its group (other keys are never checked)."""
+    group, _, leaf = key.partition(".")
+    if group not in VARIANTS:
+        return True
+    variant = str(cfg.get(group, {}).get(SELECTOR[group]))
+    return leaf in VARIANTS[group].get(variant, ())
+
+
+def check_values(cfg: dict) -> None:
+    """Raise one ConfigError for the first key whose value is out of range (cfg: the resolved plain dict)."""
+    for key, (test, valid) in RULES.items():
+        group, _, leaf = key.partition(".")
+        node = cfg.get(group) if leaf else cfg
+        value = node.get(leaf or key) if isinstance(node, dict) else None
+        if (leaf and not isinstance(node, dict)) or not in_use(cfg, key):
+            continue
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is not valid: use {valid}.")
+    for i, act in enumerate(cfg.get("regularization", {}).get("activity") or []):
+        for k in ("l1", "l2"):
+            if not at_least(0)(act.get(k, 0.0)):
+                raise ConfigError(f"regularization.activity[{i}].{k}={act.get(k)!r} is not valid: use a finite "
+                                  f"number >= 0.")
+    monitor = cfg.get("trainer", {}).get("monitor")
+    if monitor not in METRICS:
+        guess = closest(str(monitor), METRICS)
+        hint = f" Did you mean '{guess}'?" if guess else ""
+        raise ConfigError(f"trainer.monitor={monitor!r} is not a logged metric.{hint} Valid: {', '.join(METRICS)}.")

@@ -1,0 +1,193 @@
+"""Per-variant key sets: each optimizer, scheduler, loss, initializer and data set declares the keys it reads.
+
+A config group whose entries are variants (`optimizer: sgd`, `data: spiral`, ...) holds only the keys of the
+chosen variant: anything else is refused with one sentence naming the variant and the keys it reads, and
+the printed tree, config.yaml and checkpoints hold only those keys. The values (defaults) have one source:
+configs/<group>/<variant>.yaml, which lists exactly these keys, one comment each (tests check both ways).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from dltool.errors import ConfigError
+from dltool.registry import closest, unknown
+
+# data keys every data set reads (splits, normalization, placement)
+_DATA = ("name", "val_fraction", "split_seed", "normalize", "pca_components", "whiten_eps", "subset", "on_device")
+_VISION = _DATA + ("root", "download", "image_size", "grayscale")
+_WARMUP = ("warmup_epochs", "warmup_start_factor")
+
+VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "optimizer": {
+        "sgd": ("name", "lr", "momentum", "nesterov", "weight_decay"),
+        "adam": ("name", "lr", "betas", "eps", "weight_decay"),
+        "adamw": ("name", "lr", "betas", "eps", "weight_decay"),
+        "adagrad": ("name", "lr", "eps", "weight_decay"),
+        "rmsprop": ("name", "lr", "alpha", "eps", "momentum", "weight_decay"),
+    },
+    "scheduler": {
+        "none": ("name",) + _WARMUP,
+        "step": ("name", "step_size", "gamma") + _WARMUP,
+        "multistep": ("name", "milestones", "gamma") + _WARMUP,
+        "exponential": ("name", "gamma") + _WARMUP,
+        "cosine": ("name", "min_lr") + _WARMUP,
+        "plateau": ("name", "factor", "patience", "min_lr"),
+        "onecycle": ("name", "max_lr", "pct_start"),
+    },
+    "loss": {
+        "cross_entropy": ("name", "label_smoothing"),
+        "hinge": ("name", "margin"),
+        "squared_hinge": ("name", "margin"),
+        "mse": ("name",),
+        "bce": ("name",),
+    },
+    "init": {
+        "kaiming_normal": ("scheme", "mode", "nonlinearity", "bias"),
+        "kaiming_uniform": ("scheme", "mode", "nonlinearity", "bias"),
+        "xavier_uniform": ("scheme", "gain", "bias"),
+        "xavier_normal": ("scheme", "gain", "bias"),
+        "orthogonal": ("scheme", "gain", "bias"),
+        "normal": ("scheme", "std", "bias"),
+        "uniform": ("scheme", "scale", "bias"),
+        "default": ("scheme",),
+    },
+    "data": {
+        "digits": _DATA + ("test_fraction",),
+        "digits_rows": _DATA + ("test_fraction", "layout"),
+        "spiral": _DATA + ("test_fraction", "num_classes", "points_per_class", "noise"),
+        "adding": _DATA + ("test_fraction", "layout", "length", "num_samples"),
+        "recall": _DATA + ("test_fraction", "layout", "num_classes", "length", "num_samples"),
+        "mnist": _VISION,
+        "fashion_mnist": _VISION,
+        "cifar10": _VISION,
+        "cifar100": _VISION,
+        "imagefolder": _DATA + ("test_fraction", "root", "image_size", "grayscale", "val_dir", "test_dir",
+                                "bad_images", "num_workers"),
+        "arrays": _DATA + ("test_fraction", "path", "layout", "memory_cap_mb"),
+        "csv": _DATA + ("test_fraction", "path", "label", "features"),
+    },
+}
+# keys any variant of the group accepts when given (not in the variant files; left out of config.yaml when unset):
+# cross-validation folds, and the shape of the inputs for `dltool summary` without loading data
+OPTIONAL: dict[str, tuple[str, ...]] = {"data": ("folds", "fold", "input_shape", "num_classes")}
+SELECTOR = {"optimizer": "name", "scheduler": "name", "loss": "name", "init": "scheme", "data": "name"}
+# choices that exist in a registry but are refused outright (with the reason)
+REFUSED = {("init", "constant"): "init.scheme=constant: constant weights of any value make every unit in a layer "
+                                 "compute the same output and get the same gradient, so they never break the "
+                                 "symmetry; use small random weights, e.g. init=kaiming_normal (ReLU) or "
+                                 "init=xavier_uniform (tanh)."}
+
+
+def config_dir() -> Path:
+    """The config tree: inside the installed package (wheel), or configs/ beside it (editable install)."""
+    package = Path(__file__).resolve().parent.parent
+    inside = package / "configs"
+    if (inside / "train.yaml").is_file():
+        return inside
+    return package.parent / "configs"
+
+
+@functools.lru_cache(maxsize=None)
+def default_choices() -> dict[str, str]:
+    """The variant of each group that train.yaml's defaults list picks (digits, adam, cosine, ...)."""
+    raw = yaml.safe_load((config_dir() / "train.yaml").read_text())
+    out = {}
+    for entry in raw.get("defaults", []):
+        if isinstance(entry, dict):
+            for group, choice in entry.items():
+                if group in VARIANTS and choice is not None:
+                    out[group] = str(choice)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_file(group: str, name: str) -> dict[str, Any]:
+    path = config_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {k: v for k, v in raw.items() if k != "defaults"}
+
+
+def variant_defaults(group: str, name: str) -> dict[str, Any]:
+    """The values configs/<group>/<name>.yaml gives each key of the variant (a fresh copy)."""
+    return yaml.safe_load(yaml.safe_dump(_variant_file(group, name)))
+
+
+def variant_of(group: str, node: Any) -> str:
+    """The chosen variant of a group node (its name/scheme key), checked against the table."""
+    key = SELECTOR[group]
+    name = node.get(key) if hasattr(node, "get") else None
+    if name is None:
+        name = default_choices().get(group)
+    name = str(name)
+    if (group, name) in REFUSED:
+        raise ConfigError(REFUSED[(group, name)])
+    if name not in VARIANTS[group]:
+        raise unknown(f"{group}.{key}", name, VARIANTS[group])
+    return name
+
+
+def foreign_key_error(group: str, name: str, keys: Iterable[str]) -> ConfigError:
+    """`optimizer.momentum` with adam -> one sentence naming the variant and the keys it does read."""
+    keys = list(keys)
+    reads = VARIANTS[group][name]
+    guess = closest(keys[0], reads)
+    hint = f" Did you mean '{group}.{guess}'?" if guess and guess not in keys else ""
+    others = sorted(v for v, ks in VARIANTS[group].items() if keys[0] in ks)
+    elsewhere = f" ({keys[0]} belongs to {group}={'/'.join(others)})" if others else ""
+    shown = ", ".join(f"{group}.{k}" for k in keys)
+    return ConfigError(f"{shown}: {group} {name} does not read {'these keys' if len(keys) > 1 else 'this key'}"
+                       f"{elsewhere}; {group} {name} reads {', '.join(reads)}.{hint}")
+
+
+def check_group(group: str, node: Any, stored: bool = False) -> dict[str, Any]:
+    """The group's keys as a plain dict: the variant's file values, then the given keys (foreign keys refused).
+
+    stored: a config written by an older dltool (one flat key set for every variant): keys the chosen variant
+    does not read are dropped instead of refused (they never did anything).
+    """
+    name = variant_of(group, node)
+    given = dict(node.items()) if hasattr(node, "items") else {}
+    foreign = [k for k in given if k not in VARIANTS[group][name] + OPTIONAL.get(group, ())]
+    if foreign and not stored:
+        raise foreign_key_error(group, name, foreign)
+    out = variant_defaults(group, name)
+    out.update({k: v for k, v in given.items() if k not in foreign})
+    out[SELECTOR[group]] = name
+    return out
+
+
+def prune(group: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys the group's chosen variant reads (for config.yaml, checkpoints and the printed tree)."""
+    keys = VARIANTS[group].get(str(values.get(SELECTOR[group])))
+    if keys is None:
+        return values
+    return {k: v for k, v in values.items()
+            if k in keys or (k in OPTIONAL.get(group, ()) and v is not None)}
+
+
+def rewrite_selectors(overrides: list[str]) -> list[str]:
+    """`optimizer.name=sgd` -> `optimizer=sgd`: switching the variant loads its own keys and defaults;
+    `data.folds=5` -> `++data.folds=5`: an optional key (OPTIONAL) is added to whichever variant is chosen.
+
+    Only when every value (a sweep may list several) has a file in configs/<group>/; otherwise the override
+    is kept and refused with one sentence when the config is checked.
+    """
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        group, _, leaf = key.partition(".")
+        if sep and leaf in OPTIONAL.get(group, ()):  # not in the variant files: add it (or set it when present)
+            o = f"++{key}={value}"
+        elif sep and group in SELECTOR and leaf == SELECTOR[group]:
+            values = [v.strip() for v in value.split(",")]
+            if values and all(v and (config_dir() / group / f"{v}.yaml").is_file() for v in values):
+                o = f"{group}={value}"
+        out.append(o)
+    return out
