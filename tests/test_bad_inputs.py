@@ -187,6 +187,17 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep-report"], "sweep-report"),
     (["sweep-report", "afile"], "afile"),
     (["list", "layerz"], "layerz"),
+    # export / lr-find / cross-validate
+    (["export", "run", "--format", "pdf"], "pdf"),
+    (["export", "run", "--opset", "abc"], "--opset"),
+    (["export", "nowhere"], "nowhere"),
+    (["export", "zero.pt"], "zero.pt"),
+    (["lr-find", "lr_find.steps=0"], "lr_find.steps"),
+    (["lr-find", "lr_find.start=abc"], "lr_find.start"),
+    (["lr-find", "optimizer.lr=nan"], "optimizer.lr"),
+    (["cross-validate", "data.folds=1"], "data.folds"),
+    (["cross-validate", "data.folds=3", "data.fold=4"], "data.fold"),
+    (["cross-validate"], "data.folds"),
 ]
 
 

@@ -113,7 +113,7 @@ def test_evaluate_errors_are_one_sentence(trained: Path, tmp_path: Path, capsys)
     cfg = yaml.safe_load((arch / "config.yaml").read_text())
     cfg["model"]["layers"][11] = {"fc": {"units": 64}}
     (arch / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cases = [((str(empty),), "has no checkpoints/best.pt"), ((str(trunc),), "cannot be read (truncated or corrupt"),
+    cases = [((str(empty),), "has no checkpoints/best.pt"), ((str(trunc),), "cannot be read: it is truncated, corrupt"),
              ((str(arch),), "fc1.weight is 128x256 in the checkpoint but 64x256 in the config"),
              ((str(trained), "split=holdout"), "split='holdout' is not available"),
              ((str(trained), "topk=3", "spilt=val"), "Did you mean 'split'"),

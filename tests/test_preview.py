@@ -54,7 +54,7 @@ def test_cli_commands(tmp_path, cli):
     r = cli("show-data", "data=spiral", "--out", "spiral.png")
     assert r.returncode == 0 and (tmp_path / "spiral.png").stat().st_size > 3000, r.stderr
     r = cli("show-data", "--per-class", "two")
-    assert r.returncode == 2 and "--per-class needs a value like 8, got 'two'" in r.stderr
+    assert r.returncode == 2 and "--per-class needs a whole number >= 1 like 8, got 'two'" in r.stderr
     r = cli("list", "augmentations")
     for op in ("translate", "hflip", "rotate", "affine", "jitter", "invert", "blur", "noise", "erase"):
         assert op in r.stdout

@@ -107,10 +107,8 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
           reporter: Callback | None = None, prepared: Prepared | None = None,
           on_start: Callable[[], None] | None = None) -> dict:
     """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
-
-    A resume is checked in full (checkpoint readable, same model, more epochs) before anything is written,
-    so a refused resume leaves the run dir as it was; on_start runs right before the first write.
-    """
+    A resume is checked in full before anything is written (a refused one changes nothing); on_start runs right
+    before the first write."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
@@ -152,11 +150,19 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     if on_start is not None:
         on_start()
     write_run_files(run_dir, cfg_dict, p)
-    log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
-             "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
-             sum(q.numel() for q in s.model.parameters()), p.device, s.precision)
+    log_start(cfg, p, run_dir, state)
     fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+
+
+def log_start(cfg: TrainConfig, p: Prepared, run_dir: Path, state: FitState) -> None:
+    """train.log: what this run is (and where a resume continues)."""
+    data = p.data
+    log.info("run %s in %s: %s examples (train/val/test), %d parameters, device %s, precision %s", cfg.name, run_dir,
+             "/".join(str(len(x)) if x is not None else "-" for x in (data.train, data.val, data.test)),
+             sum(q.numel() for q in p.setup.model.parameters()), p.device, p.setup.precision)
+    if cfg.resume:
+        log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
 
 
 def write_run_files(run_dir: Path, cfg_dict: dict, p: Prepared) -> None:
@@ -212,7 +218,6 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     for k, cb in stateful.items():
         cb.load_state_dict(ck["callbacks"][k])
     ckpt_io.set_rng_state(ck["rng"], generator)
-    log.info("resumed from %s at epoch %d", src, ck["epoch"])
     return int(ck["epoch"])
 
 
