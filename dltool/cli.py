@@ -194,12 +194,27 @@ def cmd_predict(args: list[str]) -> int:
     return 0
 
 
+def cmd_diagnose(args: list[str]) -> int:
+    """Say what went wrong in a run and which config key to change (learning rate, overfitting, dead units, ...).
+
+    usage: dltool diagnose RUN_DIR
+    Reads metrics.csv, signals.csv, config.yaml of the run dir; writes diagnosis.json.
+    Exit status 0 when nothing was found, 1 with findings.
+    """
+    if wants_help(args, cmd_diagnose):
+        return 0
+    from dltool.commands.diagnose import run_diagnose
+
+    return run_diagnose(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "overfit-sanity-check": cmd_sanity,
     "gradcheck": cmd_gradcheck,
     "predict": cmd_predict,
+    "diagnose": cmd_diagnose,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
@@ -221,7 +236,7 @@ def print_help() -> None:
                   "  dltool summary model=cnn_digits\n  dltool list layers\n"
                   "  dltool preview-augment data=cifar10 augment=standard\n  dltool show-data data=spiral\n"
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
-                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n\n"
+                  "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n  dltool diagnose outputs/RUN\n\n"
                   "Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
+from dltool.commands.diagnose import diagnose_run, print_findings
 from dltool.config.schema import to_dict, validate
 from dltool.console import config_tree, console, error, note, table
 from dltool.errors import ConfigError
@@ -67,10 +68,16 @@ def train_task(cfg: Any, multirun: bool) -> float:
         where = "" if isinstance(ex, ConfigError) else f" (traceback in {run_dir / 'train.log'})"
         note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
         return worst_value(mode)
+    findings, cannot = diagnose_run(run_dir)  # writes diagnosis.json
     if multirun:
         note(job_line(run_dir.name, summary))
     else:
         print_summary(summary)
+        print_findings(findings, cannot, run_dir, short=True)
+        if not (run_dir / "checkpoints" / "best.pt").exists():
+            error(f"no epoch reached a finite {summary['monitor']}, so there is no best.pt to evaluate "
+                  f"({summary['stop_reason']})")
+            sys.exit(1)
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
@@ -101,5 +108,11 @@ def print_summary(s: dict) -> None:
     rows += [("time", f"{s['seconds']:.1f}s")]
     color = "red" if s["diverged"] else "green"
     console.print(table(f"[{color}]summary[/]", ["", ""], rows, False))
-    console.print(f"run dir: {s['run_dir']}\n  config.yaml  checkpoints/best.pt  checkpoints/last.pt  metrics.csv  "
-                  f"curves.png  summary.json", soft_wrap=True)
+    run_dir = Path(s["run_dir"])
+    files = [f for f in FILES if (run_dir / f).exists()]
+    tb = "  (tensorboard --logdir " + str(run_dir) + ")" if any(run_dir.glob("events.out.tfevents.*")) else ""
+    console.print(f"run dir: {run_dir}\n  {'  '.join(files)}{tb}", soft_wrap=True)
+
+
+FILES = ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.csv", "signals.csv", "curves.png",
+         "update_ratios.png", "histograms.png", "filters.png", "summary.json")

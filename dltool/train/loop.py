@@ -133,6 +133,17 @@ def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int,
     return {"loss": total_loss.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
 
 
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """lr (the first group), plus lr_groupN for each group trained at another multiple of the base lr."""
+    groups = optimizer.param_groups
+    out, mults = {"lr": groups[0]["lr"]}, {groups[0].get("lr_mult", 1.0)}
+    for i, g in enumerate(groups[1:], start=1):
+        if g.get("lr_mult", 1.0) not in mults:
+            mults.add(g.get("lr_mult", 1.0))
+            out[f"lr_group{i}"] = g["lr"]
+    return out
+
+
 def overrides(cb: Callback, hook: str) -> bool:
     return getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -150,18 +161,29 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
 
     for cb in callbacks:
         cb.on_fit_start(state)
+    try:
+        run_epochs(s, data, state, callbacks, batch_size, generator, start_epoch, scaler, per_batch, on_batch)
+    finally:  # also after Ctrl-C or an error: curves.png, figures and event files of the epochs run
+        for cb in callbacks:
+            cb.on_fit_end(state)
+    return state
+
+
+def run_epochs(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], batch_size: int,
+               generator: torch.Generator, start_epoch: int, scaler: torch.amp.GradScaler, per_batch: list,
+               on_batch: Callable[[], None]) -> None:
     n_batches = data.train.num_batches(batch_size)
     for epoch in range(start_epoch, state.epochs):
         for cb in callbacks:
             cb.on_epoch_start(state, n_batches)
         t0 = time.perf_counter()
-        lr = s.optimizer.param_groups[0]["lr"]
+        lrs = group_lrs(s.optimizer)
         logs = {"epoch": epoch + 1}
         batches = ((x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True))
                    for x, y in data.train.batches(batch_size, generator))
         logs.update(train_one_epoch(s, batches, n_batches, generator, scaler, on_batch if per_batch else None))
         val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision)
-        logs.update(val_loss=val["loss"], val_acc=val["acc"], lr=lr, time=time.perf_counter() - t0)
+        logs.update(val_loss=val["loss"], val_acc=val["acc"], **lrs, time=time.perf_counter() - t0)
         if s.interval == "epoch":  # before the callbacks, so last.pt holds the scheduler of the next epoch
             s.scheduler.step()
         elif s.interval == "plateau":
@@ -172,6 +194,3 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
             cb.on_epoch_end(state, logs)
         if state.stop:
             break
-    for cb in callbacks:
-        cb.on_fit_end(state)
-    return state

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -32,13 +33,14 @@ from dltool.train.callbacks import (
     EarlyStopping,
     FitState,
     LastCheckpoint,
-    MetricsCSV,
     Monitor,
     RestoreBest,
 )
+from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.signals import Signals
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if t.epochs < 1 or t.batch_size < 1 or t.accumulate < 1:
         bad = next(k for k in ("epochs", "batch_size", "accumulate") if getattr(t, k) < 1)
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
+    check_loggers(t.loggers)
+    if t.min_change_epochs is not None and t.min_change_epochs < 1:
+        raise ConfigError(f"trainer.min_change_epochs={t.min_change_epochs} must be at least 1 (or null: off).")
     seed_everything(t.seed)
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
@@ -87,8 +92,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     model = built.model.to(device)
     penalty = Penalty(model, cfg.regularization)
     opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
-    sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
-                                      cfg.optimizer.lr)
+    steps_per_epoch = -(-data.train.num_batches(t.batch_size) // t.accumulate)  # optimizer steps, not batches
+    sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
@@ -110,6 +115,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
+    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
@@ -147,11 +153,29 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     """best.pt, early stopping, metrics.csv, last.pt, curves.png (and restore_best_weights); they run by priority."""
     t = cfg.trainer
     best = BestCheckpoint(monitor, run_dir / "checkpoints" / "best.pt", ckpt_io.save)
-    stopper = EarlyStopping(monitor, t.patience, t.stopping_threshold, t.divergence_threshold, t.start_from_epoch)
+    stopper = EarlyStopping(monitor, t.patience, t.stopping_threshold, t.divergence_threshold, t.start_from_epoch,
+                            t.baseline, t.min_change, t.min_change_epochs)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
-    callbacks: list[Callback] = [best, stopper, MetricsCSV(run_dir / "metrics.csv"), last,
-                                 Curves(run_dir / "curves.png", monitor)]
+    callbacks: list[Callback] = [best, stopper, last, Curves(run_dir / "curves.png", monitor)]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
+
+
+def observers(cfg: TrainConfig, p: Prepared, monitor: Monitor, run_dir: Path, cfg_dict: dict) -> list[Callback]:
+    """Per-layer signals (trainer.diagnostics) and the loggers (trainer.loggers: csv, tensorboard)."""
+    t, s = cfg.trainer, p.setup
+    loggers = check_loggers(t.loggers)
+    signals = None
+    out: list[Callback] = []
+    if t.diagnostics:
+        x, y = next(iter(p.data.val.batches(t.batch_size)))  # the probe: the first validation batch, fixed
+        steps = -(-p.data.train.num_batches(t.batch_size) // t.accumulate)
+        signals = Signals(s.optimizer, steps, s.loss_fn, (x.to(p.device), y.to(p.device)))
+        out += [signals, SignalPlots(run_dir, signals, p.data.input_shape)]
+    if "csv" in loggers:
+        out.append(CSVLogger(run_dir, signals))
+    if "tensorboard" in loggers:
+        out.append(TensorBoardLogger(run_dir, signals, monitor, cfg_dict, p.data.input_shape))
+    return out
 
 
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:
@@ -193,12 +217,25 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         "seconds": round(seconds, 2),
         "params": sum(q.numel() for q in p.setup.model.parameters()),
     }
-    if best_path.exists() and cfg.trainer.eval_test and p.data.test is not None:
-        best = ckpt_io.load(best_path, p.device)
-        p.setup.model.load_state_dict(best["model"])
+    if cfg.trainer.eval_test and p.data.test is not None and (best_path.exists() or not cfg.trainer.restore_best_weights):
+        if cfg.trainer.restore_best_weights:  # the run ends with the best epoch's weights: test those
+            p.setup.model.load_state_dict(ckpt_io.load(best_path, p.device)["model"])
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
                         p.setup.precision)
-        summary.update(test_loss=test["loss"], test_acc=test["acc"])
+        summary.update(test_loss=test["loss"], test_acc=test["acc"],
+                       tested=f"best.pt (epoch {monitor.best_epoch})" if cfg.trainer.restore_best_weights
+                       else f"last epoch's weights (epoch {state.epoch})")
     summary["seconds"] = round(seconds, 2)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
     return summary
+
+
+def finite_or_null(obj):
+    """NaN/inf become null, so the JSON files stay valid JSON (json.dumps writes a bare NaN otherwise)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
