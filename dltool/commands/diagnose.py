@@ -148,7 +148,8 @@ def fit_findings(run: Run) -> list[Finding]:
                 f"data; or stop earlier: trainer.patience=3 (best.pt is epoch {k + 1} already)"))
     if len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] < 0.02:
         out.append(Finding(
-            "underfitting", "underfitting", f"train_acc low and flat: {ta[0]:.1%} -> {ta[-1]:.1%} over {len(ta)} epochs",
+            "underfitting", "underfitting",
+            f"train_acc low and flat: {ta[0]:.1%} -> {ta[-1]:.1%} over {len(ta)} epochs",
             "more capacity (a bigger model=, more units/filters), longer training (trainer.epochs), a higher "
             "optimizer.lr, less regularization (regularization.l2, model.dropout)"))
     sched = run.cfg.get("scheduler", {}).get("name")
@@ -186,7 +187,8 @@ def layer_findings(signals: list[dict], cfg: dict, num_classes: int | None) -> l
     out += gradient_findings(signals)
     init = next((r["mean"] for r in signals if r["kind"] == "loss" and r["epoch"] == 0), None)
     loss = cfg.get("loss", {})
-    expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0)) if num_classes else None
+    expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0)) \
+        if num_classes else None
     if init is not None and expected and math.isfinite(init) and abs(init - expected) / expected > INIT_OFF:
         out.append(Finding("init_loss", "loss at initialization far from the expected value",
                            f"loss at init {init:.4g}, expected {expected:.4g} for {loss.get('name')} with "

@@ -217,7 +217,8 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         "seconds": round(seconds, 2),
         "params": sum(q.numel() for q in p.setup.model.parameters()),
     }
-    if cfg.trainer.eval_test and p.data.test is not None and (best_path.exists() or not cfg.trainer.restore_best_weights):
+    restore = cfg.trainer.restore_best_weights
+    if cfg.trainer.eval_test and p.data.test is not None and (best_path.exists() or not restore):
         if cfg.trainer.restore_best_weights:  # the run ends with the best epoch's weights: test those
             p.setup.model.load_state_dict(ckpt_io.load(best_path, p.device)["model"])
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,

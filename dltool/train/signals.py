@@ -151,8 +151,8 @@ class Signals(Callback):
         ep = EpochSignals(grads=self.grad_sample, acts=dict(self.act_samples))
         for (name, p), r, g, w in zip(self.params, ratios, grads, norms):
             kind = "weight" if p.dim() >= 2 else "bias" if name.endswith("bias") else "param"
-            ep.rows.append({"epoch": state.epoch, "name": name, "kind": kind, "update_ratio": r if self.measured else None,
-                            "weight_norm": w, "grad_norm": g if self.measured else None})
+            ep.rows.append({"epoch": state.epoch, "name": name, "kind": kind, "weight_norm": w,
+                            "update_ratio": r if self.measured else None, "grad_norm": g if self.measured else None})
         for name, st in self.acts_now.items():
             ep.rows.append({"epoch": state.epoch, "name": name, "kind": "activation", **st})
         self.rows += ep.rows
