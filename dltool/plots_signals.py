@@ -92,7 +92,7 @@ def filter_grid(weight: np.ndarray, input_shape: Sequence[int]) -> np.ndarray | 
     conv (F, C, kh, kw): one tile per filter; fc (units, C*H*W) on image input: each unit's weights reshaped
     to the input image (the linear-classifier templates). Each tile is scaled to its own min..max.
     """
-    w = np.asarray(weight, dtype=np.float32)
+    w = np.nan_to_num(np.asarray(weight, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if w.ndim == 4:
         tiles = w
     elif w.ndim == 2 and len(input_shape) == 3 and w.shape[1] == int(np.prod(input_shape)):

@@ -74,7 +74,8 @@ def test_tensorboard_events_read_back(healthy):
         got = [(e.step, e.value) for e in ea.Scalars(key)]
         assert got == [(int(r["epoch"]), pytest.approx(float(r[key]), rel=1e-6)) for r in rows], key
     assert {"weights/conv1.weight", "gradients/fc2.weight", "activations/relu1"} <= set(tags["histograms"])
-    assert len(ea.Histograms("activations/relu4")) == 3
+    steps = [h.step for h in ea.Histograms("activations/relu4")]
+    assert steps[0] == 1 and steps[-1] == 3  # the first and the last epoch (between: at most every 30 s)
     assert "curves" in tags["images"] and "filters/conv1.weight" in tags["images"]
     assert "_hparams_/session_start_info" in tags["tensors"] or any("hparam" in t for t in tags["scalars"])
 
@@ -150,7 +151,7 @@ def test_scripted_gradient_spread():
             (("fc1.weight", 1e-6), ("fc2.weight", 1e-4), ("fc3.weight", 1.0))]
     f = gradient_findings(rows)
     assert f[0].code == "vanishing_gradients" and "fc1.weight" in f[0].evidence
-    rows[0]["grad_norm"] = 1e-2
+    rows[0]["grad_norm"] = rows[1]["grad_norm"] = 1e-2  # two orders of magnitude: within the healthy spread
     assert gradient_findings(rows) == []
 
 

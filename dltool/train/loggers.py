@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ from dltool.train.signals import COLUMNS, Signals, sample
 log = logging.getLogger(__name__)
 
 LOGGERS = ("csv", "tensorboard")
+HISTOGRAM_INTERVAL = 30.0  # seconds between histogram epochs in TensorBoard (plus the first and the last)
 HPARAMS = ("model.name", "optimizer.name", "optimizer.lr", "trainer.batch_size")  # always in the HParams table
 
 
@@ -57,21 +59,31 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 class CSVLogger(MetricsCSV):
-    """metrics.csv (one row per epoch) and, with diagnostics on, signals.csv (one row per epoch x tensor/layer)."""
+    """metrics.csv (one row per epoch) and, with diagnostics on, signals.csv (one row per epoch x tensor/layer).
+
+    signals.csv is appended to each epoch (rewriting it whole would grow with the run); a resume first cuts it
+    back to the epochs the checkpoint holds.
+    """
 
     def __init__(self, run_dir: Path, signals: Signals | None) -> None:
         super().__init__(run_dir / "metrics.csv")
         self.signals_path, self.signals = run_dir / "signals.csv", signals
-        self.before: list[dict] = []
+        self.written = 0  # rows of signals.rows already in the file
 
     def on_fit_start(self, state: FitState) -> None:
-        if state.history and self.signals_path.exists():  # resume: keep the rows of the epochs already run
-            self.before = [r for r in read_signals(self.signals_path) if r["epoch"] <= len(state.history)]
+        if self.signals is None:
+            return
+        keep = [r for r in read_signals(self.signals_path) if r["epoch"] <= len(state.history)] \
+            if state.history and self.signals_path.exists() else []
+        write_rows(self.signals_path, keep)
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         super().on_epoch_end(state, logs)
         if self.signals is not None:
-            write_rows(self.signals_path, self.before + self.signals.rows)
+            with open(self.signals_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore").writerows(
+                    self.signals.rows[self.written:])
+            self.written = len(self.signals.rows)
 
 
 class SignalPlots(Callback):
@@ -138,10 +150,11 @@ class TensorBoardLogger(Callback):
     priority = LAST + 5  # after curves.png is drawn at the end of fit
 
     def __init__(self, run_dir: Path, signals: Signals | None, monitor: Monitor, cfg: dict,
-                 input_shape: Sequence[int]) -> None:
+                 input_shape: Sequence[int], interval: float = HISTOGRAM_INTERVAL) -> None:
         self.run_dir, self.signals, self.m, self.cfg = run_dir, signals, monitor, cfg
-        self.input_shape = tuple(input_shape)
+        self.input_shape, self.interval = tuple(input_shape), interval
         self.writer: SummaryWriter | None = None
+        self.hist_epoch, self.hist_time = 0, -math.inf
 
     def on_fit_start(self, state: FitState) -> None:
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=len(state.history) + 1)
@@ -151,18 +164,30 @@ class TensorBoardLogger(Callback):
         for k, v in logs.items():
             if k not in ("epoch", "best") and isinstance(v, (int, float)):
                 w.add_scalar(k, v, ep)
-        if self.signals is not None and self.signals.latest is not None:
-            for name, p in state.model.named_parameters():
-                if p.requires_grad:
-                    _histogram(w, f"weights/{name.removeprefix('layers.')}", sample(p, 16384), ep)
-            for kind, d in (("gradients", self.signals.latest.grads), ("activations", self.signals.latest.acts)):
-                for name, v in d.items():
-                    _histogram(w, f"{kind}/{name}", v, ep)
+        if time.monotonic() - self.hist_time >= self.interval:
+            self.histograms(state)
+
+    def histograms(self, state: FitState) -> None:
+        """Weights, gradients and activations of this epoch (the first, then at most every `interval` s, the last).
+
+        Histograms cost ~1 ms each; every epoch they would cost more than the signals themselves.
+        """
+        w, ep = self.writer, state.epoch
+        if self.signals is None or self.signals.latest is None or self.hist_epoch == ep:
+            return
+        for name, p in state.model.named_parameters():
+            if p.requires_grad:
+                _histogram(w, f"weights/{name.removeprefix('layers.')}", sample(p, 16384), ep)
+        for kind, d in (("gradients", self.signals.latest.grads), ("activations", self.signals.latest.acts)):
+            for name, v in d.items():
+                _histogram(w, f"{kind}/{name}", v, ep)
+        self.hist_epoch, self.hist_time = ep, time.monotonic()
 
     def on_fit_end(self, state: FitState) -> None:
         if self.writer is None:
             return
         w = self.writer
+        self.histograms(state)
         grid, name = first_layer_grid(state.model, self.input_shape)
         if grid is not None:
             w.add_image(f"filters/{name}", grid, state.epoch, dataformats="HWC")
