@@ -85,7 +85,7 @@ def weight_ratios(signals: list[dict]) -> dict[int, float]:
     """epoch -> median update/weight ratio over the weight tensors."""
     by: dict[int, list[float]] = {}
     for r in signals:
-        if r["kind"] == "weight" and r.get("update_ratio") is not None:
+        if r["kind"] == "weight" and r.get("update_ratio") is not None and r.get("grad_norm"):  # no gradient: no lr
             by.setdefault(r["epoch"], []).append(r["update_ratio"])
     return {e: statistics.median(v) for e, v in sorted(by.items())}
 
@@ -118,7 +118,7 @@ def lr_findings(run: Run) -> list[Finding]:
     if ratios and max(ratios.values()) < RATIO_LOW:
         peak = max(ratios, key=ratios.get)
         low.append(f"median update/weight ratio at most {ratios[peak]:.2g} (epoch {peak}; healthy ~1e-3)")
-    if flat and (low or not ratios):  # a flat loss with healthy ratios has another cause (dead units, ...)
+    if flat and (low or run.signals is None):  # with signals, the ratios decide (a flat loss may be dead units)
         low.append(f"train_loss almost flat: {finite[0]:.4g} -> {finite[-1]:.4g} over {len(finite)} epochs")
     if low:
         return [Finding("lr_too_low", "learning rate too low", "; ".join(low),
@@ -226,13 +226,13 @@ CANNOT = "update ratios, dead or saturated units, gradient flow and the loss at 
 def diagnose_run(run_dir: Path) -> tuple[list[Finding], list[str]]:
     """(findings, what could not be judged); writes diagnosis.json to the run dir."""
     run = load_run(run_dir)
-    findings = lr_findings(run) + fit_findings(run)
-    cannot = []
+    findings, cannot = lr_findings(run), []
     if run.signals is None:
         cannot.append(f"{CANNOT}: no signals.csv (trained with trainer.diagnostics=false or before dltool "
                       f"recorded signals)")
     else:
-        findings += layer_findings(run.signals, run.cfg, run.num_classes)
+        findings += layer_findings(run.signals, run.cfg, run.num_classes)  # causes before their symptoms
+    findings += fit_findings(run)
     if not run.history:
         cannot.append("learning curves: no metrics.csv and no history in checkpoints/last.pt")
     record = {"findings": [asdict(f) for f in findings], "cannot_judge": cannot, "epochs": len(run.history)}
