@@ -68,19 +68,24 @@ def train_task(cfg: Any, multirun: bool) -> float:
         where = "" if isinstance(ex, ConfigError) else f" (traceback in {run_dir / 'train.log'})"
         note(f"[red]job {run_dir.name} failed:[/] {message}{where}")  # the dir name: 3, or r1_3 in a continued sweep
         return worst_value(mode)
-    findings, cannot = diagnose_run(run_dir)  # writes diagnosis.json
-    if multirun:
-        note(job_line(run_dir.name, summary))
-    else:
-        print_summary(summary)
-        print_findings(findings, cannot, run_dir, short=True)
-        if not (run_dir / "checkpoints" / "best.pt").exists():
-            error(f"no epoch reached a finite {summary['monitor']}, so there is no best.pt to evaluate "
-                  f"({summary['stop_reason']})")
-            sys.exit(1)
+    report(run_dir, summary, multirun)
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
+
+
+def report(run_dir: Path, summary: dict, multirun: bool) -> None:
+    """The job line (sweep) or the summary table and the diagnosis; exit 1 when there is no best.pt at all."""
+    findings, cannot = diagnose_run(run_dir)  # writes diagnosis.json
+    if multirun:
+        note(job_line(run_dir.name, summary))
+        return
+    print_summary(summary)
+    print_findings(findings, cannot, run_dir, short=True)
+    if not (run_dir / "checkpoints" / "best.pt").exists():
+        error(f"no epoch reached a finite {summary['monitor']}, so there is no best.pt to evaluate "
+              f"({summary['stop_reason']})")
+        sys.exit(1)
 
 
 def discard_empty_run_dir(run_dir: Path) -> None:
