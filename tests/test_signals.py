@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dltool.cli import main
 from dltool.commands.diagnose import Run, diagnose_run, fit_findings, gradient_findings, lr_findings
-from dltool.train.loggers import read_signals
+from dltool.train.loggers import hparams, read_signals
 from dltool.train.run import train
 from tests.conftest import make_config
 
@@ -77,7 +78,21 @@ def test_tensorboard_events_read_back(healthy):
     steps = [h.step for h in ea.Histograms("activations/relu4")]
     assert steps[0] == 1 and steps[-1] == 3  # the first and the last epoch (between: at most every 30 s)
     assert "curves" in tags["images"] and "filters/conv1.weight" in tags["images"]
-    assert "_hparams_/session_start_info" in tags["tensors"] or any("hparam" in t for t in tags["scalars"])
+    info = plugin_data_pb2.HParamsPluginData.FromString(
+        ea.SummaryMetadata("_hparams_/session_start_info").plugin_data.content).session_start_info.hparams
+    assert info["optimizer.lr"].number_value == pytest.approx(1e-3) and info["model.name"].string_value == "cnn"
+    best = min(float(r["val_loss"]) for r in rows)
+    assert ea.Scalars("hparam/best_val_loss")[-1].value == pytest.approx(best, rel=1e-6)
+
+
+def test_hparams_of_a_sweep_job_are_its_overrides(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- optimizer=sgd\n- optimizer.lr=0.05\n- model.dropout=0.2\n"
+                                                       "- hydra.job.num=3\n")
+    cfg = {"model": {"name": "cnn", "dropout": 0.2}, "optimizer": {"name": "sgd", "lr": 0.05},
+           "trainer": {"batch_size": 64}}
+    assert hparams(tmp_path, cfg) == {"model.name": "cnn", "optimizer.name": "sgd", "optimizer.lr": 0.05,
+                                      "trainer.batch_size": 64, "optimizer": "sgd", "model.dropout": 0.2}
 
 
 def test_healthy_default_run_gets_no_finding(healthy):
