@@ -14,9 +14,9 @@ from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path, dpi: int = 110) -> None:
     tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     tmp.replace(path)
 
 
