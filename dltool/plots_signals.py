@@ -81,7 +81,7 @@ def histograms(first: Mapping[str, Mapping[str, np.ndarray]], last: Mapping[str,
             if i == 0:
                 ax.legend(fontsize=6)
     fig.suptitle("activation and gradient histograms per layer (first vs last epoch)", fontsize=10)
-    fig.subplots_adjust(hspace=0.6, wspace=0.15, top=1 - 0.5 / fig.get_figheight())  # tight_layout costs seconds
+    fig.subplots_adjust(hspace=0.6, wspace=0.15, top=1 - 0.9 / fig.get_figheight())  # tight_layout costs seconds
     _save(fig, path, dpi=80)
     return True
 

@@ -99,8 +99,9 @@ class SignalPlots(Callback):
         try:
             update_ratios(s.rows, self.run_dir / "update_ratios.png")
             if s.first is not None and s.latest is not None:
-                first = {"acts": _np(s.first.acts), "grads": _np(s.first.grads)}
-                last = {"acts": _np(s.latest.acts), "grads": _np(s.latest.grads)}
+                weights = {r["name"] for r in s.rows if r["kind"] == "weight"}  # not biases / norm scales
+                first = {"acts": _np(s.first.acts), "grads": _np(s.first.grads, weights)}
+                last = {"acts": _np(s.latest.acts), "grads": _np(s.latest.grads, weights)}
                 histograms(first, last, s.first.rows[0]["epoch"] if s.first.rows else 1, state.epoch,
                            self.run_dir / "histograms.png")
             grid, name = first_layer_grid(state.model, self.input_shape)
@@ -110,8 +111,8 @@ class SignalPlots(Callback):
             log.warning("could not draw the signal figures", exc_info=True)
 
 
-def _np(d: dict[str, torch.Tensor]) -> dict:
-    return {k: v.numpy() for k, v in d.items()}
+def _np(d: dict[str, torch.Tensor], keep: set[str] | None = None) -> dict:
+    return {k: v.numpy() for k, v in d.items() if keep is None or k in keep}
 
 
 def first_layer_grid(model: torch.nn.Module, input_shape: Sequence[int]):
@@ -175,12 +176,15 @@ class TensorBoardLogger(Callback):
         w, ep = self.writer, state.epoch
         if self.signals is None or self.signals.latest is None or self.hist_epoch == ep:
             return
-        for name, p in state.model.named_parameters():
-            if p.requires_grad:
-                _histogram(w, f"weights/{name.removeprefix('layers.')}", sample(p, 16384), ep)
-        for kind, d in (("gradients", self.signals.latest.grads), ("activations", self.signals.latest.acts)):
-            for name, v in d.items():
-                _histogram(w, f"{kind}/{name}", v, ep)
+        weights = {n.removeprefix("layers."): p for n, p in state.model.named_parameters()
+                   if p.requires_grad and p.dim() >= 2}  # weight matrices and filters, not biases / norm scales
+        for name, p in weights.items():
+            _histogram(w, f"weights/{name}", sample(p, 16384), ep)
+        for name, v in self.signals.latest.grads.items():
+            if name in weights:
+                _histogram(w, f"gradients/{name}", v, ep)
+        for name, v in self.signals.latest.acts.items():
+            _histogram(w, f"activations/{name}", v, ep)
         self.hist_epoch, self.hist_time = ep, time.monotonic()
 
     def on_fit_end(self, state: FitState) -> None:

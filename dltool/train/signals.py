@@ -24,7 +24,7 @@ from dltool.train.callbacks import FIRST, Callback, FitState
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus)
 SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh)
-MAX_MEASURED_STEPS = 8  # per epoch: enough for a mean, bounded cost (every k-th step on long epochs)
+MAX_MEASURED_STEPS = 4  # per epoch: enough for a mean, bounded cost (every k-th step on long epochs)
 SAMPLE = 4096  # values kept per tensor for histograms (strided sample)
 SAT_MARGIN = 0.02  # tanh |a| > 0.98, sigmoid a < 0.02 or a > 0.98 count as saturated
 
