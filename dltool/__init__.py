@@ -4,10 +4,12 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
 
   cli.py        `dltool <command>`: parses argv, dispatches; the only module with lazy imports (fast --help)
   commands/     one module per command: train, evaluate, predict, sanity, gradcheck, summary, list, preview,
-                sweep (multirun planning), sweep_report, export, lr_find, cross_validate
+                sweep (multirun planning), sweep_report, export, lr_find, cross_validate, diagnose (findings
+                from a run dir)
   train/        run (prepare / train / finish), loop (train_one_epoch / evaluate / fit), callbacks,
                 checkpoint, losses (+ penalties), optim (optimizers, schedules), infer (batched inference for
-                validation, evaluate and predict), restore (a run dir for evaluate)
+                validation, evaluate and predict), restore (a run dir for evaluate), steps (max_steps plans),
+                signals (per-layer update ratios, norms, activation stats), loggers (csv, tensorboard, figures)
   models/       builder (layer list -> nn.Module + shape trace), layers, blocks, backbones (torchvision),
                 trace (per-layer records, mult-adds), init, finetune, summary, export (ONNX, TorchScript,
                 torch.export), params (layer names, is_norm, weight vs bias: one rule for init, weight decay
@@ -16,7 +18,7 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
                 augment, datasets/ (embedded digits, synthetic, torchvision, image folders)
   config/       schema (typed dataclasses), compose (Hydra at the edge: config tree, overrides, @hydra.main),
                 options (sanity./gradcheck./lr_find. options)
-  errors.py registry.py catalog.py console.py plots.py
+  errors.py registry.py catalog.py console.py plots.py plots_signals.py
                 the shared floor: one error type, registry records + name lookup with did-you-mean, every
                 registry table (torch-free: builders named "module:function", imported when building),
                 the only module that imports rich, matplotlib (Agg) figures

@@ -303,6 +303,18 @@ def cmd_cross_validate(args: list[str]) -> int:
     return 0
 
 
+def cmd_diagnose(args: list[str]) -> int:
+    """Say what went wrong in a run and which config key to change (learning rate, overfitting, dead units, ...).
+
+    usage: dltool diagnose RUN_DIR
+    Reads metrics.csv, signals.csv, config.yaml of the run dir; writes diagnosis.json.
+    Exit status 0 when nothing was found, 1 with findings.
+    """
+    from dltool.commands.diagnose import run_diagnose
+
+    return run_diagnose(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -312,6 +324,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export": cmd_export,
     "lr-find": cmd_lr_find,
     "cross-validate": cmd_cross_validate,
+    "diagnose": cmd_diagnose,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
@@ -335,7 +348,7 @@ def print_help() -> None:
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
                   "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n"
                   "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
-                  "  dltool cross-validate data.folds=5\n\n"
+                  "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n\n"
                   "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
 
 

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.image
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path, dpi: int = 110) -> None:
     tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     tmp.replace(path)
 
 
+def read_png(path: Path):
+    """A PNG as an (H, W, 3) float array in [0, 1] (for TensorBoard images)."""
+    img = matplotlib.image.imread(str(path))
+    return img[..., :3]
+
+
 def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None, monitor: str) -> None:
-    """Loss (train vs val) and accuracy (train vs val) per epoch; the best epoch marked."""
+    """Loss (train vs val) and accuracy (train vs val) per epoch; the best epoch and a non-finite loss marked."""
     epochs = [h["epoch"] for h in history]
+    bad = next((h["epoch"] for h in history for k in ("train_loss", "val_loss")
+                if not math.isfinite(float(h.get(k, 0.0)))), None)
     fig = Figure(figsize=(10, 4))
     panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy"))
     for ax, metric, title in panels:
@@ -30,6 +41,10 @@ def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None,
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
                        label=f"best ({monitor}) epoch {best_epoch}")
+        if bad is not None:
+            ax.axvline(bad, color="red", linewidth=2, label=f"loss non-finite at epoch {bad}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel(title)
         ax.set_title(title)

@@ -39,6 +39,8 @@ def test_divergent_lr_stops_with_the_reason_and_keeps_best(cli, tmp_path):
     proc = cli("train", *GROWING_LR)
     assert proc.returncode == 0, proc.stderr
     run = run_dir_of(tmp_path)
+    has_best = (run / "checkpoints" / "best.pt").exists()
+    assert proc.returncode == (0 if has_best else 1), proc.stderr  # 1: diverged before any finite epoch
     summary = json.loads((run / "summary.json").read_text())
     assert summary["diverged"] and summary["epochs_run"] == 4 and 1 <= summary["best_epoch"] <= 3
     assert "learning rate is too high" in proc.stdout.replace("\n", " ")

@@ -28,7 +28,7 @@ from dltool.plots import loss_curve
 from dltool.train.infer import count_correct
 from dltool.train.loop import make_scaler, step
 from dltool.train.losses import expected_initial_loss
-from dltool.train.run import prepare
+from dltool.train.run import finite_or_null, prepare
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
 
@@ -140,10 +140,20 @@ def train_steps(s: Any, x: torch.Tensor, y: torch.Tensor, opts: SanityOptions) -
         loss.backward()
         if k == 0:
             grads = grad_report(s.model)
+            before = [q.detach().clone() for q in s.model.parameters()]
         step(s, make_scaler(s))
+        if k == 0 and no_change(s, before, per_pass == 1):
+            break  # a step that changes nothing will never change anything: no need to run all max_steps
         if per_pass > 1 and len(losses) >= per_pass and sum(losses[-per_pass:]) / per_pass < opts.loss_threshold:
             break
     return losses, grads
+
+
+def no_change(s: Any, before: list[torch.Tensor], full_batch: bool) -> bool:
+    """The first step left every weight as it was, and the next ones cannot do better (lr 0, or the same batch)."""
+    if any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters())):
+        return False
+    return full_batch or all(g["lr"] == 0 for g in s.optimizer.param_groups)
 
 
 def build(cfg: TrainConfig, opts: SanityOptions) -> tuple[Any, torch.Tensor, torch.Tensor, int, list[str]]:
@@ -197,9 +207,11 @@ def diagnose(o: Outcome, cfg: TrainConfig, opts: SanityOptions, grads: tuple[lis
     lr, init, final = cfg.optimizer.lr, o.init_loss, o.final_loss
     finite = [v for v in o.losses if math.isfinite(v)]
     if not math.isfinite(final) or len(finite) < len(o.losses) or max(finite) > 10 * max(init, 1e-12):
-        step = next((i for i, v in enumerate(o.losses) if not math.isfinite(v) or v > 10 * init), len(o.losses))
-        worst = final if not math.isfinite(final) else max(finite)
-        return (f"the loss exploded (it reached {worst:.4g} at step {step + 1})",
+        # losses[i] is the loss after i optimizer steps (losses[0]: at initialization)
+        i = next((i for i, v in enumerate(o.losses) if not math.isfinite(v) or v > 10 * init), len(o.losses))
+        worst = o.losses[i] if i < len(o.losses) else final if not math.isfinite(final) else max(finite)
+        when = "at initialization" if i == 0 else f"after step {i}"
+        return (f"the loss exploded (it reached {worst:.4g} {when})",
                 [f"the learning rate is too high: try optimizer.lr={lr / 10:g} (10x smaller)",
                  "or clip gradients: regularization.clip_grad_norm=1.0"])
     if final > opts.stuck_fraction * init:
@@ -263,7 +275,7 @@ def write_outputs(o: Outcome, cfg: TrainConfig, opts: SanityOptions) -> Path:
     loss_curve(o.losses, out / "loss_curve.png", opts.loss_threshold, o.expected_init,
                f"overfit sanity check: {cfg.name}, {opts.examples} examples")
     record = {**dataclasses.asdict(o), "options": as_dict(opts), "config_name": cfg.name}
-    (out / "sanity.json").write_text(json.dumps(record, indent=2, default=str))
+    (out / "sanity.json").write_text(json.dumps(finite_or_null(record), indent=2, default=str, allow_nan=False))
     return out
 
 

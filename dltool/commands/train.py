@@ -13,6 +13,7 @@ from typing import Any, Callable
 from hydra.core.hydra_config import HydraConfig
 
 from dltool.commands.cross_validate import cross_validate, fold_line, print_cv, wants_cv
+from dltool.commands.diagnose import diagnose_run, print_findings
 from dltool.commands.rundir import os_reason
 from dltool.config.compose import resume_config
 from dltool.config.schema import TrainConfig, to_dict, validate
@@ -90,10 +91,10 @@ def run_task(make_config: Callable[[], Any], run_dir: Path, multirun: bool, mode
         sys.exit(130)
     except Exception as ex:  # noqa: BLE001 - a sweep must survive one bad job
         return failed(ex, run_dir, multirun, mode)
-    if multirun:
+    if "folds" not in summary:
+        report(run_dir, summary, multirun)
+    elif multirun:  # a cross-validation printed its own table when run alone
         note(job_line(run_dir.name, summary))
-    elif "folds" not in summary:  # a cross-validation printed its own table
-        print_summary(summary)
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
@@ -151,6 +152,20 @@ def failed(ex: Exception, run_dir: Path, multirun: bool, mode: str) -> float:
     return worst_value(mode)
 
 
+def report(run_dir: Path, summary: dict, multirun: bool) -> None:
+    """The job line (sweep) or the summary table and the diagnosis; exit 1 when there is no best.pt at all."""
+    findings, cannot = diagnose_run(run_dir)  # writes diagnosis.json
+    if multirun:
+        note(job_line(run_dir.name, summary))
+        return
+    print_summary(summary)
+    print_findings(findings, cannot, run_dir, short=True)
+    if not (run_dir / "checkpoints" / "best.pt").exists():
+        error(f"no epoch reached a finite {summary['monitor']}, so there is no best.pt to evaluate "
+              f"({summary['stop_reason']})")
+        sys.exit(1)
+
+
 def discard_empty_run_dir(run_dir: Path) -> None:
     """A run refused before it started leaves nothing behind: Hydra's .hydra/ and log are all it holds."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
@@ -176,5 +191,11 @@ def print_summary(s: dict) -> None:
     rows += [("time", f"{s['seconds']:.1f}s")]
     color = "red" if s["diverged"] else "green"
     console.print(table(f"[{color}]summary[/]", ["", ""], rows, False))
-    console.print(f"run dir: {s['run_dir']}\n  config.yaml  checkpoints/best.pt  checkpoints/last.pt  metrics.csv  "
-                  f"curves.png  summary.json", soft_wrap=True)
+    run_dir = Path(s["run_dir"])
+    files = [f for f in FILES if (run_dir / f).exists()]
+    tb = "  (tensorboard --logdir " + str(run_dir) + ")" if any(run_dir.glob("events.out.tfevents.*")) else ""
+    console.print(f"run dir: {run_dir}\n  {'  '.join(files)}{tb}", soft_wrap=True)
+
+
+FILES = ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.csv", "signals.csv", "curves.png",
+         "update_ratios.png", "histograms.png", "filters.png", "summary.json")

@@ -162,9 +162,14 @@ class TrainerConfig:
     stopping_threshold: Optional[float] = None
     divergence_threshold: Optional[float] = None
     start_from_epoch: int = 0
+    baseline: Optional[float] = None
+    min_change: float = 0.0
+    min_change_epochs: Optional[int] = None
     restore_best_weights: bool = True
     eval_test: bool = True
     progress: bool = True
+    diagnostics: bool = True
+    loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
 
 
 @dataclass

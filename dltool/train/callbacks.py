@@ -119,10 +119,14 @@ class EarlyStopping(Callback):
     priority = STOP
 
     def __init__(self, monitor: Monitor, patience: int | None, stopping_threshold: float | None = None,
-                 divergence_threshold: float | None = None, start_from_epoch: int = 0) -> None:
+                 divergence_threshold: float | None = None, start_from_epoch: int = 0, baseline: float | None = None,
+                 min_change: float = 0.0, min_change_epochs: int | None = None) -> None:
         self.m = monitor
         self.patience, self.stopping_threshold = patience, stopping_threshold
         self.divergence_threshold, self.start_from_epoch = divergence_threshold, start_from_epoch
+        self.baseline, self.min_change, self.min_change_epochs = baseline, min_change, min_change_epochs
+        if min_change_epochs is not None and min_change_epochs < 1:
+            raise ConfigError(f"trainer.min_change_epochs={min_change_epochs} must be at least 1 (or null: off).")
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         for key in ("train_loss", "val_loss"):
@@ -141,14 +145,48 @@ class EarlyStopping(Callback):
         if self.stopping_threshold is not None and self.m.reached(v, self.stopping_threshold):
             return self._stop(state, f"{self.m.monitor}={v:.4g} reached the target {self.stopping_threshold} "
                                      f"at epoch {state.epoch}.")
-        if state.epoch <= self.start_from_epoch or self.patience is None:
+        if state.epoch <= self.start_from_epoch:
             return
-        waited = state.epoch - max(self.m.best_epoch, self.start_from_epoch)  # epochs since the last improvement
-        if waited > 0 and waited >= self.patience:  # patience=0: stop at the first epoch without improvement
-            best = "none" if self.m.best is None else f"{self.m.best:.4g}"
-            self._stop(state, f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for "
-                              f"{waited} epoch{'s' if waited > 1 else ''} (best {best} at epoch {self.m.best_epoch}; "
-                              f"trainer.patience={self.patience}).")
+        reason = self._slow_change(state) or self._no_improvement(state, logs)
+        if reason:
+            self._stop(state, reason)
+
+    def _no_improvement(self, state: FitState, logs: dict) -> str:
+        """Keras's rule: never on an improving epoch; patience 0 and 1 both stop at the first epoch without one.
+
+        With a baseline, only an epoch that also beats the baseline restarts the count (Keras's `baseline`).
+        """
+        if self.patience is None or logs.get("best"):
+            return ""
+        beat = [h["epoch"] for h in state.history if h.get("best") and h["epoch"] > self.start_from_epoch
+                and self._beats_baseline(float(h[self.m.monitor]))]
+        waited = state.epoch - max(beat[-1] if beat else 0, self.start_from_epoch)
+        if waited < max(self.patience, 1):
+            return ""
+        if self.baseline is not None and not beat:
+            return (f"{self.m.monitor} did not beat the baseline {self.baseline} within {waited} epochs "
+                    f"(best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+        return (f"no improvement of {self.m.monitor} by more than {self.m.min_delta} for {waited} "
+                f"epoch{'s' if waited > 1 else ''} "
+                f"(best {self.m.best:.4g} at epoch {self.m.best_epoch}).")
+
+    def _beats_baseline(self, v: float) -> bool:
+        if self.baseline is None:
+            return True
+        d = self.m.min_delta
+        return v < self.baseline - d if self.m.mode == "min" else v > self.baseline + d
+
+    def _slow_change(self, state: FitState) -> str:
+        """The average change per epoch of the monitored metric over the last N epochs is below min_change."""
+        n = self.min_change_epochs
+        if n is None or state.epoch - self.start_from_epoch < n or len(state.history) <= n:
+            return ""
+        now, then = (float(state.history[i][self.m.monitor]) for i in (-1, -1 - n))
+        gain = (then - now if self.m.mode == "min" else now - then) / n  # improvement per epoch (signed)
+        if gain >= self.min_change:
+            return ""
+        return (f"{self.m.monitor} changed by {gain:+.3g} per epoch on average over the last {n} epochs "
+                f"({then:.4g} -> {now:.4g}), less than trainer.min_change={self.min_change:g}.")
 
     def _beyond(self, v: float, threshold: float) -> bool:
         return v > threshold if self.m.mode == "min" else v < threshold

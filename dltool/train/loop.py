@@ -111,6 +111,17 @@ def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int,
     return {"loss": out.loss or 0.0, "acc": out.acc or 0.0}
 
 
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """lr (the first group), plus lr_groupN for each group trained at another multiple of the base lr."""
+    groups = optimizer.param_groups
+    out, mults = {"lr": groups[0]["lr"]}, {groups[0].get("lr_mult", 1.0)}
+    for i, g in enumerate(groups[1:], start=1):
+        if g.get("lr_mult", 1.0) not in mults:
+            mults.add(g.get("lr_mult", 1.0))
+            out[f"lr_group{i}"] = g["lr"]
+    return out
+
+
 def overrides(cb: Callback, hook: str) -> bool:
     return getattr(type(cb), hook) is not getattr(Callback, hook)
 
@@ -129,16 +140,28 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
             cb.on_batch_end(state)
 
     plan = plan or make_plan_for_epochs(state.epochs, data.train.num_batches(batch_size))
-    stream = BatchStream(data.train, batch_size, generator, s.device)
-    done, interval = resume_progress(state, stream)
     for cb in callbacks:
         cb.on_fit_start(state)
+    try:
+        run_plan(s, data, state, callbacks, batch_size, generator, plan, scaler, on_batch if per_batch else None)
+    finally:  # also after Ctrl-C or an error: curves.png, figures and event files of the epochs run
+        for cb in callbacks:
+            cb.on_fit_end(state)
+    return state
+
+
+def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], batch_size: int,
+             generator: torch.Generator, plan: Plan, scaler: torch.amp.GradScaler,
+             on_batch: Callable[[], None] | None) -> None:
+    """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks."""
+    stream = BatchStream(data.train, batch_size, generator, s.device)
+    done, interval = resume_progress(state, stream)
     while done < plan.total and not state.stop:
         n = (plan.next_stop(done) - done) * plan.batches_per_unit
         for cb in callbacks:
             cb.on_epoch_start(state, n)
-        t0, lr = time.perf_counter(), s.optimizer.param_groups[0]["lr"]
-        out = train_one_epoch(s, stream.take(n), n, generator, scaler, on_batch if per_batch else None)
+        t0, lrs = time.perf_counter(), group_lrs(s.optimizer)
+        out = train_one_epoch(s, stream.take(n), n, generator, scaler, on_batch)
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
         if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
@@ -152,7 +175,7 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
             continue
         state.epoch = done if plan.unit == "epoch" else len(state.history) + 1
         logs = {"epoch": state.epoch, **interval.means(), **validate(s, data, batch_size)}
-        logs.update(lr=lr, time=interval.seconds + time.perf_counter() - t1, step=state.step)  # time: train + val
+        logs.update(**lrs, time=interval.seconds + time.perf_counter() - t1, step=state.step)  # time: train + val
         if s.interval == "plateau":
             s.scheduler.step(logs.get(state.monitor, logs.get("val_loss", logs["train_loss"])))
         state.history.append(logs)
@@ -161,9 +184,6 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
         state.checkpoint_due = plan.is_checkpoint(done)
         for cb in callbacks:
             cb.on_epoch_end(state, logs)
-    for cb in callbacks:
-        cb.on_fit_end(state)
-    return state
 
 
 def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:

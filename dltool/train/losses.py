@@ -96,7 +96,9 @@ class Penalty:
     def _hook(self, l1: float, l2: float):
         def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
             if module.training:
-                a = out.flatten(1).float()
+                a = out.flatten(1)
+                if a.dtype in (torch.float16, torch.bfloat16):  # sum in float32 under autocast; keep float64 as is
+                    a = a.float()
                 self.activity.append((l1 * a.abs().sum(1) + l2 * a.pow(2).sum(1)).mean())
         return hook
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,15 +35,16 @@ from dltool.train.callbacks import (
     EpochLog,
     FitState,
     LastCheckpoint,
-    MetricsCSV,
     Monitor,
     RestoreBest,
 )
 from dltool.train.infer import resolve_precision
+from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.restore import describe_mismatch
+from dltool.train.signals import Signals
 from dltool.train.steps import Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if t.epochs < 1 or t.batch_size < 1 or t.accumulate < 1:
         bad = next(k for k in ("epochs", "batch_size", "accumulate") if getattr(t, k) < 1)
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
+    check_loggers(t.loggers)
+    if t.min_change_epochs is not None and t.min_change_epochs < 1:
+        raise ConfigError(f"trainer.min_change_epochs={t.min_change_epochs} must be at least 1 (or null: off).")
     seed_everything(t.seed)
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
@@ -88,8 +93,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
         sched, interval = build_scheduler(opt, cfg.scheduler, plan.total, 1, t.mode, cfg.optimizer.lr)
         interval = ("constant" if cfg.scheduler.name == "none" else "step") if interval == "epoch" else interval
     else:
-        sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, data.train.num_batches(t.batch_size), t.mode,
-                                          cfg.optimizer.lr)
+        steps_per_epoch = -(-data.train.num_batches(t.batch_size) // t.accumulate)  # optimizer steps, not batches
+        sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
@@ -117,6 +122,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
+    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
@@ -178,9 +184,10 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     """best.pt, early stopping, metrics.csv, last.pt, curves.png (and restore_best_weights); they run by priority."""
     t = cfg.trainer
     best = BestCheckpoint(monitor, run_dir / "checkpoints" / "best.pt", ckpt_io.save)
-    stopper = EarlyStopping(monitor, t.patience, t.stopping_threshold, t.divergence_threshold, t.start_from_epoch)
+    stopper = EarlyStopping(monitor, t.patience, t.stopping_threshold, t.divergence_threshold, t.start_from_epoch,
+                            t.baseline, t.min_change, t.min_change_epochs)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
-    callbacks: list[Callback] = [best, stopper, MetricsCSV(run_dir / "metrics.csv"), last,
+    callbacks: list[Callback] = [best, stopper, last,
                                  Curves(run_dir / "curves.png", monitor), EpochLog()]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
@@ -191,6 +198,25 @@ def check_resume_length(state: FitState, plan: Plan) -> None:
         key = "max_steps" if plan.unit == "step" else "epochs"
         raise ConfigError(f"resume: the run already trained {done} {plan.unit}s and trainer.{key}={plan.total}; "
                           f"raise trainer.{key} to train further.")
+
+
+def observers(cfg: TrainConfig, p: Prepared, monitor: Monitor, run_dir: Path, cfg_dict: dict) -> list[Callback]:
+    """Per-layer signals (trainer.diagnostics) and the loggers (trainer.loggers: csv, tensorboard)."""
+    t, s = cfg.trainer, p.setup
+    loggers = check_loggers(t.loggers)
+    signals = None
+    out: list[Callback] = []
+    if t.diagnostics:
+        probe = p.data.val if p.data.val is not None else p.data.train  # no validation split: a training batch
+        x, y = next(iter(probe.batches(t.batch_size)))  # the probe: the first validation batch, fixed
+        steps = -(-p.plan.next_stop(0) * p.plan.batches_per_unit // t.accumulate)  # optimizer steps per pause
+        signals = Signals(s.optimizer, steps, s.loss_fn, (x.to(p.device), y.to(p.device)))
+        out += [signals, SignalPlots(run_dir, signals, p.data.input_shape)]
+    if "csv" in loggers:
+        out.append(CSVLogger(run_dir, signals))
+    if "tensorboard" in loggers:
+        out.append(TensorBoardLogger(run_dir, signals, monitor, cfg_dict, p.data.input_shape))
+    return out
 
 
 def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator: torch.Generator) -> int:
@@ -239,15 +265,29 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         "seconds": round(seconds, 2),
         "params": sum(q.numel() for q in p.setup.model.parameters()),
     }
-    if best_path.exists() and cfg.trainer.eval_test and p.data.test is not None:
-        best = ckpt_io.load(best_path, p.device)
-        p.setup.model.load_state_dict(best["model"])
+    restore = cfg.trainer.restore_best_weights
+    if cfg.trainer.eval_test and p.data.test is not None and (best_path.exists() or not restore):
+        if cfg.trainer.restore_best_weights:  # the run ends with the best epoch's weights: test those
+            p.setup.model.load_state_dict(ckpt_io.load(best_path, p.device)["model"])
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
                         p.setup.precision)
-        summary.update(test_loss=test["loss"], test_acc=test["acc"])
+        summary.update(test_loss=test["loss"], test_acc=test["acc"],
+                       tested=f"best.pt (epoch {monitor.best_epoch})" if cfg.trainer.restore_best_weights
+                       else f"last epoch's weights (epoch {state.epoch})")
     best_value = "none" if monitor.best is None else f"{monitor.best:.4f}"
     log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
              summary["best_epoch"],
-             f"; test_acc={summary['test_acc']:.4f} (best.pt)" if "test_acc" in summary else "")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+             f"; test_acc={summary['test_acc']:.4f} ({summary['tested']})" if "test_acc" in summary else "")
+    (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
     return summary
+
+
+def finite_or_null(obj):
+    """NaN/inf become null, so the JSON files stay valid JSON (json.dumps writes a bare NaN otherwise)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
