@@ -198,6 +198,10 @@ CASES: list[tuple[list[str], str]] = [
     (["cross-validate", "data.folds=1"], "data.folds"),
     (["cross-validate", "data.folds=3", "data.fold=4"], "data.fold"),
     (["cross-validate"], "data.folds"),
+    # diagnose
+    (["diagnose", "nowhere"], "nowhere"),
+    (["diagnose"], "diagnose"),
+    (["diagnose", "run", "extra"], "diagnose"),
 ]
 
 

@@ -90,8 +90,8 @@ def test_sanity_reports_the_step_after_which_the_loss_was_nan(tmp_path):
 def test_each_parameter_group_lr_is_logged():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     opt = build_optimizer(model, make_config().optimizer, lr_mults={"0": 0.1})
-    # groups: 0.weight (x0.1), 0.bias (x0.1, no decay), 1.weight, 1.bias: one column per distinct lr, named by group
-    assert group_lrs(opt) == {"lr": pytest.approx(1e-4), "lr_group2": pytest.approx(1e-3)}
+    # weight_decay=0: one group per lr multiple (layer 0 at x0.1, layer 1 at x1); one column per distinct lr
+    assert group_lrs(opt) == {"lr": pytest.approx(1e-4), "lr_group1": pytest.approx(1e-3)}
     assert group_lrs(build_optimizer(model, make_config().optimizer)) == {"lr": pytest.approx(1e-3)}
 
 

@@ -122,8 +122,8 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
-    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
-    callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
+    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict) + [reporter] * (reporter is not None) + list(
+        extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
