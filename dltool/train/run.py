@@ -122,12 +122,29 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
-    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict) + [reporter] * (reporter is not None) + list(
-        extra_callbacks or [])
+    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
+    callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
     stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
+
+    state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator)
+    if cfg.resume:
+        resume_from(cfg.resume, s, state, stateful, generator)
+        check_resume_length(state, p.plan)
+    if on_start is not None:
+        on_start()
+    write_run_files(run_dir, cfg_dict, p)
+    log_start(cfg, p, run_dir, state)
+    fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
+    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+
+
+def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dict, monitor: Monitor,
+                     generator: torch.Generator) -> Callable[[], dict]:
+    """A self-contained checkpoint as plain data: weights, optimizer, schedule, history, config, data stats, RNG."""
+    s, data = p.setup, p.data
 
     def make_checkpoint() -> dict:
         return {
@@ -144,21 +161,13 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             "num_classes": data.num_classes,
             "layout": data.layout,
             "feature_names": data.feature_names,
-            "monitor": {"name": t.monitor, "mode": t.mode, "best": monitor.best, "best_epoch": monitor.best_epoch},
+            "monitor": {"name": monitor.monitor, "mode": monitor.mode, "best": monitor.best,
+                        "best_epoch": monitor.best_epoch},
             "rng": ckpt_io.rng_state(generator),
             "progress": state.progress,
         }
 
-    state.make_checkpoint = make_checkpoint
-    if cfg.resume:
-        resume_from(cfg.resume, s, state, stateful, generator)
-        check_resume_length(state, p.plan)
-    if on_start is not None:
-        on_start()
-    write_run_files(run_dir, cfg_dict, p)
-    log_start(cfg, p, run_dir, state)
-    fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+    return make_checkpoint
 
 
 def log_start(cfg: TrainConfig, p: Prepared, run_dir: Path, state: FitState) -> None:
