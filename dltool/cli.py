@@ -31,15 +31,20 @@ def cmd_train(args: list[str]) -> int:
     if not multirun:
         launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")
         return 0
-    from dltool.commands.sweep import plan, quiet_plugins
+    from dltool.commands.sweep import discard_if_empty, plan, quiet_plugins
     from dltool.commands.sweep_report import report
     from dltool.console import note
+    from dltool.train.search import trial_reporter
 
     sweep = plan(name, extra_dir, overrides)
     quiet_plugins()
     for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:
         note(line)
-    launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides + sweep.overrides, "train")
+    try:
+        launch(lambda cfg: train_task(cfg, multirun, trial_reporter), name, extra_dir, overrides + sweep.overrides,
+               "train")
+    finally:
+        discard_if_empty(sweep)
     report(sweep.sweep_dir)
     return 0
 

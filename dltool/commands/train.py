@@ -5,23 +5,29 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
+from omegaconf import OmegaConf
 
 from hydra.core.hydra_config import HydraConfig
 
 from dltool.config.schema import to_dict, validate
 from dltool.console import config_tree, console, error, note, table
 from dltool.errors import ConfigError
-from dltool.train.callbacks import EpochReporter
+from dltool.train.callbacks import Callback, EpochReporter
 from dltool.train.run import prepare, train
 
 log = logging.getLogger(__name__)
 
 
 WORST = 1e9  # finite on purpose: the Optuna sweeper aborts on NaN and ranks +inf as best when maximizing
+JOB_THREADS = "DLTOOL_JOB_THREADS"  # set by the sweep plan when jobs run side by side: their share of the cores
+TrialHook = Callable[[dict, int, str], "Callback | None"]  # (sweeper config, trial number, monitor) -> reporter
 
 
 def worst_value(mode: str) -> float:
@@ -29,19 +35,34 @@ def worst_value(mode: str) -> float:
     return WORST if mode == "min" else -WORST
 
 
-def train_task(cfg: Any, multirun: bool) -> float:
-    """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective)."""
+def job_threads(threads: int | None) -> None:
+    """A sweep job running beside others uses its share of the cores (trainer.threads, when set, wins)."""
+    share = os.environ.get(JOB_THREADS)
+    if threads is None and share:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), int(share))))
+    log.info("torch threads: %d", torch.get_num_threads())
+
+
+def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) -> float:
+    """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective).
+
+    trial_hook: in an Optuna search, builds the callback that reports each epoch to this job's trial.
+    """
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     mode = str(cfg.get("trainer", {}).get("mode", "max"))
     try:
         tc = validate(cfg)
         mode = tc.trainer.mode
+        job_threads(tc.trainer.threads)
         prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
         if not multirun:
             config_tree(to_dict(tc), f"config ({run_dir})")
         reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
-        summary = train(tc, run_dir, reporter=reporter, prepared=prepared)
+        hooked = trial_hook(OmegaConf.to_container(hc.sweeper, resolve=True), int(hc.job.num), tc.trainer.monitor) \
+            if multirun and trial_hook is not None else None
+        summary = train(tc, run_dir, extra_callbacks=[hooked] if hooked else None, reporter=reporter,
+                        prepared=prepared)
     except KeyboardInterrupt:
         if multirun:
             raise
