@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from omegaconf import OmegaConf
-
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from dltool.config.schema import to_dict, validate
 from dltool.console import config_tree, console, error, note, table
