@@ -27,6 +27,9 @@ def cmd_train(args: list[str]) -> int:
     multirun = any(a in ("-m", "--multirun") for a in overrides)
     validate(compose(name, extra_dir, overrides))
     from dltool.commands.train import train_task
+    from dltool.train.distributed import rank_overrides
+
+    overrides += rank_overrides()  # ranks > 0 of an external torchrun write nothing (no run dir, no log)
 
     if not multirun:
         launch(lambda cfg: train_task(cfg, multirun), name, extra_dir, overrides, "train")

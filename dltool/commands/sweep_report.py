@@ -280,7 +280,8 @@ def figure(jobs: list[Job], spaces: dict[str, Space], monitor: str, title: str) 
     for i, key in enumerate(keys or ["(nothing swept)"]):
         ax = fig.add_subplot(1, max(1, len(keys)), i + 1)
         xs = [j.values.get(key) for j in done]
-        if not all(is_num(x) for x in xs):  # categorical: one position per value
+        numeric = all(is_num(x) for x in xs)
+        if not numeric:  # categorical: one position per value
             labels = list(dict.fromkeys(str(x) for x in xs))
             xs = [labels.index(str(x)) for x in xs]
             ax.set_xticks(range(len(labels)), labels, rotation=30)
@@ -291,7 +292,7 @@ def figure(jobs: list[Job], spaces: dict[str, Space], monitor: str, title: str) 
         s = spaces.get(key)
         if s is not None and s.log and all(is_num(x) and x > 0 for x in xs):
             ax.set_xscale("log")
-        elif all(is_num(x) for x in xs):
+        elif numeric:
             linear_ticks(ax, xs, s)
         if s is not None and s.low is not None and s.high is not None and s.high > s.low:
             ax.set_xlim(s.low, s.high)  # the whole search interval: samples crowding one end show at a glance

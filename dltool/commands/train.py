@@ -15,10 +15,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from dltool.config.schema import to_dict, validate
+from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.console import config_tree, console, error, note, table
 from dltool.errors import ConfigError
 from dltool.train.callbacks import Callback, EpochReporter
+from dltool.train.distributed import RankFailed, external, launch, run_rank
 from dltool.train.run import prepare, train
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,11 @@ def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) ->
         tc = validate(cfg)
         mode = tc.trainer.mode
         job_threads(tc.trainer.threads)
-        prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
-        if not multirun:
-            config_tree(to_dict(tc), f"config ({run_dir})")
-        reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
-        hooked = trial_hook(OmegaConf.to_container(hc.sweeper, resolve=True), int(hc.job.num), tc.trainer.monitor) \
+        hook = (trial_hook, OmegaConf.to_container(hc.sweeper, resolve=True), int(hc.job.num), tc.trainer.monitor) \
             if multirun and trial_hook is not None else None
-        summary = train(tc, run_dir, extra_callbacks=[hooked] if hooked else None, reporter=reporter,
-                        prepared=prepared)
+        summary = run_job(tc, run_dir, multirun, hook)
+        if summary is None:
+            return 0.0  # a rank > 0 of an external torchrun: rank 0 reports
     except KeyboardInterrupt:
         if multirun:
             raise
@@ -70,9 +68,9 @@ def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) ->
         error(f"interrupted (Ctrl-C); the checkpoints of finished epochs are in {run_dir / 'checkpoints'}{hint}")
         sys.exit(130)
     except Exception as ex:  # noqa: BLE001 - a sweep must survive one bad job
-        if not multirun and not isinstance(ex, ConfigError):
+        if not multirun and not isinstance(ex, (ConfigError, RankFailed)):
             raise
-        message = str(ex) if isinstance(ex, ConfigError) else f"{type(ex).__name__}: {ex}"
+        message = str(ex) if isinstance(ex, (ConfigError, RankFailed)) else f"{type(ex).__name__}: {ex}"
         if isinstance(ex, ConfigError):
             log.info("failed: %s", message)  # the run dir's train.log; the terminal gets one sentence below
         else:
@@ -94,6 +92,22 @@ def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) ->
     if summary["diverged"] or summary["best_value"] is None:
         return worst_value(summary["mode"])
     return float(summary["best_value"])
+
+
+def run_job(tc: TrainConfig, run_dir: Path, multirun: bool, hook: tuple | None) -> dict | None:
+    """One process, N data-parallel ranks started here (trainer.devices), or one rank of an external torchrun."""
+    if external():
+        return run_rank(tc, run_dir, hook, show=not multirun)
+    if tc.trainer.devices > 1:
+        if not multirun:
+            config_tree(to_dict(tc), f"config ({run_dir}, {tc.trainer.devices} data-parallel ranks)")
+        return launch(tc, run_dir, hook, show=not multirun)
+    prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
+    if not multirun:
+        config_tree(to_dict(tc), f"config ({run_dir})")
+    reporter = None if multirun else EpochReporter(tc.trainer.epochs, tc.trainer.monitor, tc.trainer.progress)
+    hooked = hook[0](*hook[1:]) if hook is not None else None
+    return train(tc, run_dir, extra_callbacks=[hooked] if hooked else None, reporter=reporter, prepared=prepared)
 
 
 def discard_empty_run_dir(run_dir: Path) -> None:

@@ -61,6 +61,7 @@ class ModelConfig:
     freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
     pretrained_lr_mult: float = 1.0
     dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
+    sync_batchnorm: bool = False  # under trainer.devices>1: batch-norm statistics over all ranks' batches
 
 
 @dataclass
@@ -151,6 +152,8 @@ class TrainerConfig:
     restore_best_weights: bool = True
     eval_test: bool = True
     progress: bool = True
+    devices: int = 1  # data-parallel ranks on this machine (DDP): GPUs, or CPU processes
+    dist_timeout: float = 300.0  # seconds a rank waits for the others before giving up
 
 
 @dataclass

@@ -96,20 +96,25 @@ def prepare(cfg: TrainConfig) -> Prepared:
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
-          reporter: Callback | None = None, prepared: Prepared | None = None) -> dict:
-    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir."""
+          reporter: Callback | None = None, prepared: Prepared | None = None, writer: bool = True) -> dict:
+    """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
+
+    writer=False (ranks > 0 of a distributed run): the same training and decisions, nothing written.
+    """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
     s, data, t = p.setup, p.data, cfg.trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
-    (run_dir / "model_summary.txt").write_text(as_text(p.built))
+    if writer:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+        (run_dir / "model_summary.txt").write_text(as_text(p.built))
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
+    if not writer:  # keep the callbacks that decide (best epoch, early stopping, restore), drop the writers
+        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest))]
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
@@ -134,13 +139,13 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             "rng": ckpt_io.rng_state(generator),
         }
 
-    state.make_checkpoint = make_checkpoint
+    state.make_checkpoint = make_checkpoint if writer else None
     start_epoch = resume_from(cfg.resume, s, state, stateful, generator) if cfg.resume else 0
     if start_epoch >= t.epochs:
         raise ConfigError(f"resume: the run already trained {start_epoch} epochs and trainer.epochs={t.epochs}; "
                           f"raise trainer.epochs to train further.")
     fit(s, data, state, callbacks, t.batch_size, generator, start_epoch)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
 
 
 def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tuple[BestCheckpoint, list[Callback]]:
