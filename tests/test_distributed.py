@@ -133,3 +133,24 @@ def test_two_gpus_with_nccl_equal_one_gpu(tmp_path):
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+
+
+def test_slurm_tasks_become_ranks_and_the_multi_node_launcher_composes(monkeypatch):
+    from dltool.commands.sweep import compose_full
+    from dltool.train.distributed import external
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7")
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    assert external()
+    assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")] == \
+        ["5", "8", "1", "4", "10.0.0.7"]
+    la = compose_full("train", None, ["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=4",
+                                      "hydra.sweep.dir=/x/s"]).hydra.launcher
+    assert la._target_.endswith("SlurmLauncher")
+    assert (la.nodes, la.tasks_per_node, la.gpus_per_node, la.timeout_min) == (4, 4, 4, 60)

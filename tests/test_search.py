@@ -238,3 +238,34 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
     assert sorted(int(d.name) for d in sweep.iterdir() if (d / "summary.json").is_file()) == [0, 1, 2, 3, 4]
     done = [line for out in outs for line in out.splitlines() if line.startswith("job ")]
     assert len(done) == 5 and all(sum(f"job {n} done" in line for line in done) == 1 for n in range(5))
+
+
+def test_a_refused_slurm_launch_leaves_no_sweep_dir(tmp_path, monkeypatch):
+    from dltool.commands.sweep import Plan, discard_if_empty, plan
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
+    with pytest.raises(ConfigError, match="needs a SLURM cluster"):
+        plan("train", None, ["-m", "hparams_search=lr_random", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}/s"])
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "invocations.yaml").write_text("[]")
+    discard_if_empty(Plan(tmp_path / "t", created=True))  # the launcher refused after the plan: nothing ran
+    assert not (tmp_path / "t").exists()
+    (tmp_path / "u" / "0" / ".hydra").mkdir(parents=True)
+    discard_if_empty(Plan(tmp_path / "u", created=True))  # a job ran: the sweep dir stays
+    assert (tmp_path / "u" / "0").is_dir()
+
+
+def test_parallel_jobs_split_the_cores(monkeypatch):
+    import os
+
+    from dltool.commands.sweep import JOB_THREADS, compose_full, split_threads
+
+    hc = compose_full("train", None, ["hparams_search=lr_random", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+                                      "hydra.sweeper.n_jobs=2"]).hydra
+    split_threads(hc, True)
+    assert os.environ[JOB_THREADS] == str(max(1, (os.cpu_count() or 1) // 2))
+    split_threads(compose_full("train", None, ["hparams_search=lr_random"]).hydra, True)
+    assert JOB_THREADS not in os.environ  # sequential jobs keep every core
+    with pytest.raises(ConfigError, match="hydra.sweeper.n_jobs=2 runs trials side by side"):
+        split_threads(compose_full("train", None, ["hparams_search=lr_random", "hydra.sweeper.n_jobs=2"]).hydra, True)

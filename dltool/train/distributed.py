@@ -60,8 +60,24 @@ class Rank:
 
 
 def external() -> bool:
-    """Started by torchrun (or another torch.distributed launcher) with more than one rank."""
+    """Started by torchrun (or another torch.distributed launcher, or as a SLURM task) with more than one rank."""
+    slurm_ranks()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def slurm_ranks() -> None:
+    """A SLURM job step with several tasks (submitit launcher, nodes x tasks_per_node): each task is one rank.
+
+    Sets torch.distributed's env:// variables from SLURM's; rank 0 runs on the node that launched the step.
+    """
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+        return
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
+    os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"),
+                      LOCAL_WORLD_SIZE=str(int(os.environ["SLURM_NTASKS"]) // max(1, nodes)))
+    os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "localhost"))
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 40000))
 
 
 def rank_overrides() -> list[str]:
