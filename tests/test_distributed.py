@@ -48,6 +48,8 @@ def test_devices_are_checked_before_anything_runs(monkeypatch):
             backend_and_devices(make_config("trainer.devices=2", "trainer.device=cuda"), 2)
     with pytest.raises(ConfigError, match="trainer.device='mps' is neither"):
         backend_and_devices(make_config("trainer.devices=2", "trainer.device=mps"), 2)
+    with pytest.raises(ConfigError, match="model.sync_batchnorm=true needs CUDA ranks"):
+        backend_and_devices(make_config("trainer.devices=2", "trainer.device=cpu", "model.sync_batchnorm=true"), 2)
 
 
 def test_ranks_above_zero_of_an_external_torchrun_write_nothing(monkeypatch):

@@ -91,6 +91,14 @@ def rank_overrides() -> list[str]:
 
 def backend_and_devices(cfg: TrainConfig, n: int) -> str:
     """'nccl' (one GPU per rank) or 'gloo' (CPU); a ConfigError when the machine cannot hold n ranks."""
+    backend = pick_backend(cfg, n)
+    if backend == "gloo" and cfg.model.sync_batchnorm:
+        raise ConfigError("model.sync_batchnorm=true needs CUDA ranks (torch's SyncBatchNorm does not run on CPU); "
+                          "set it to false for CPU processes.")
+    return backend
+
+
+def pick_backend(cfg: TrainConfig, n: int) -> str:
     want = cfg.trainer.device
     if want == "cpu":
         return "gloo"
