@@ -29,3 +29,10 @@ def test_wheel_contains_configs_and_runs_from_another_directory(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "17,226" in out.stdout  # 64*128+128 + 128*64+64 + 64*10+10
+    probe = subprocess.run([sys.executable, "-c", "from dltool.commands.sweep import compose_full, is_optuna; "
+                            "import hydra_plugins.dltool_optuna_sweeper as p; print(p.__file__); "
+                            "print(is_optuna(compose_full('train', None, ['hparams_search=lr_random']).hydra.sweeper))"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    plugin_file, found = probe.stdout.split()
+    assert plugin_file.startswith(str(target)) and found == "True"  # Hydra finds dltool's sweeper in the wheel
