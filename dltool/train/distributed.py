@@ -181,7 +181,8 @@ def run_rank(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) ->
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         t = cfg.trainer
         # the schedule counts global batches (batch_size x world); each rank fits batch_size examples per step
-        p = prepare(replace(cfg, trainer=replace(t, device=str(r.device), batch_size=t.batch_size * r.world)))
+        p = prepare_in_turn(replace(cfg, trainer=replace(t, device=str(r.device), batch_size=t.batch_size * r.world)),
+                            r)
         weights = shard(p, r, cfg)
         callbacks: list[Callback] = [ReduceLogs(weights), Decisions()]
         if r.rank == 0 and hook is not None:
@@ -192,6 +193,20 @@ def run_rank(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) ->
         return summary if r.rank == 0 else None
     finally:
         dist.destroy_process_group()
+
+
+def prepare_in_turn(cfg: TrainConfig, r: Rank) -> Prepared:
+    """Rank 0 prepares first (a data set is downloaded once), then the others; a config mistake stops them all."""
+    p, error = None, [None]
+    if r.rank == 0:
+        try:
+            p = prepare(cfg)
+        except ConfigError as ex:
+            error = [str(ex)]
+    dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        raise ConfigError(error[0])
+    return p if p is not None else prepare(cfg)
 
 
 class Weights:

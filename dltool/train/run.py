@@ -99,8 +99,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
           reporter: Callback | None = None, prepared: Prepared | None = None, writer: bool = True) -> dict:
     """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
 
-    writer=False (ranks > 0 of a distributed run): the same training and decisions, nothing written.
-    """
+    writer=False (ranks > 0 of a distributed run): the same training and decisions, nothing written."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
