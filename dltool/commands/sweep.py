@@ -13,6 +13,7 @@ Each invocation is logged to <sweep dir>/invocations.yaml; `dltool sweep-report`
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -89,6 +90,9 @@ def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key:
 
 def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     """Work out the extra overrides for this sweep and create its dir (see the module docstring)."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        raise ConfigError("the old hydra-optuna-sweeper package (Optuna 2.x) is installed beside dltool's own Optuna "
+                          "sweeper and both claim hydra/sweeper=optuna; remove it: pip uninstall hydra-optuna-sweeper.")
     cfg = compose_full(name, extra_dir, overrides)
     hc = cfg.hydra
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and not shutil.which("srun"):
