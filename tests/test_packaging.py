@@ -19,7 +19,7 @@ def test_wheel_contains_configs_and_runs_from_another_directory(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
-    probe = subprocess.run([sys.executable, "-c", "import dltool.cli as c; print(c.__file__); print(c.config_dir())"],
+    probe = subprocess.run([sys.executable, "-c", "import dltool.config.compose as c; print(c.__file__); print(c.config_dir())"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     module_file, cfg_dir = probe.stdout.split()
     assert module_file.startswith(str(target)) and cfg_dir.startswith(str(target))

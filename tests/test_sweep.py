@@ -227,7 +227,7 @@ def test_an_optuna_study_can_be_continued(tmp_path):
             f"hydra.sweep.dir={sweep}"]
     assert run_cli(*args, cwd=tmp_path).returncode == 0
     r = run_cli(*args, cwd=tmp_path)
-    assert r.returncode == 0 and "continuing study" in r.stdout
+    assert r.returncode == 0 and "continuing it once it is finished" in r.stdout
     rows = read_csv(sweep / "sweep.csv")
     assert sorted(x["job"] for x in rows) == ["0", "1", "2", "3"]  # job dir = trial number
     assert [n for n, s, _ in trials(sweep / "optuna.db")] == [0, 1, 2, 3]
