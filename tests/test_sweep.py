@@ -57,7 +57,8 @@ def test_slurm_launcher_config_composes():
                                        "hydra.launcher.partition=gpu", "hydra.sweep.dir=/x/sweep"])
     la = cfg.hydra.launcher
     assert la._target_.endswith("SlurmLauncher")
-    assert (la.partition, la.timeout_min, la.gpus_per_node, la.submitit_folder) == ("gpu", 60, 1, "/x/sweep/.submitit/%j")
+    assert (la.partition, la.timeout_min, la.gpus_per_node, la.submitit_folder) == \
+        ("gpu", 60, 1, "/x/sweep/.submitit/%j")
 
 
 def test_joblib_launcher_config_composes():
@@ -156,10 +157,12 @@ def test_grid_sweep_2x2_and_report(tmp_path):
     assert sorted((float(x["optimizer.lr"]), float(x["regularization.l2"])) for x in rows) == \
         [(1e-3, 0.0), (1e-3, 1e-4), (1e-2, 0.0), (1e-2, 1e-4)]
     for x in rows:
-        job = dict(o.split("=", 1) for o in yaml.safe_load((sweep / x["job"] / ".hydra" / "overrides.yaml").read_text()))
+        overrides = yaml.safe_load((sweep / x["job"] / ".hydra" / "overrides.yaml").read_text())
+        job = dict(o.split("=", 1) for o in overrides)
         assert float(job["optimizer.lr"]) == float(x["optimizer.lr"])
         assert float(job["regularization.l2"]) == float(x["regularization.l2"])
-        assert yaml.safe_load((sweep / x["job"] / "config.yaml").read_text())["optimizer"]["lr"] == float(x["optimizer.lr"])
+        stored = yaml.safe_load((sweep / x["job"] / "config.yaml").read_text())
+        assert stored["optimizer"]["lr"] == float(x["optimizer.lr"])
         best, epoch = metrics_best(sweep / x["job"])
         assert float(x["best_val_loss"]) == pytest.approx(best, abs=1e-9) and int(x["best_epoch"]) == epoch
     values = [float(x["best_val_loss"]) for x in rows]
