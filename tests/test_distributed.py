@@ -53,7 +53,7 @@ def test_devices_are_checked_before_anything_runs(monkeypatch):
 
 
 def test_ranks_above_zero_of_an_external_torchrun_write_nothing(monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
     assert rank_overrides() == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
@@ -142,7 +142,8 @@ def test_slurm_tasks_become_ranks_and_the_multi_node_launcher_composes(monkeypat
     from dltool.train.distributed import external
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded, so the values slurm_ranks() sets are removed after the test
+        monkeypatch.delenv(k)
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_LOCALID", "1")
@@ -152,6 +153,8 @@ def test_slurm_tasks_become_ranks_and_the_multi_node_launcher_composes(monkeypat
     assert external()
     assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")] == \
         ["5", "8", "1", "4", "10.0.0.7"]
+    monkeypatch.undo()
+    assert "RANK" not in os.environ and not external()  # nothing leaks into the next test
     la = compose_full("train", None, ["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=4",
                                       "hydra.sweep.dir=/x/s"]).hydra.launcher
     assert la._target_.endswith("SlurmLauncher")
