@@ -39,6 +39,9 @@ def cmd_train(args: list[str]) -> int:
     cfg = compose(name, extra_dir, overrides, with_hydra=True)
     validate(cfg)
     from dltool.commands.train import train_task
+    from dltool.train.distributed import rank_overrides
+
+    overrides += rank_overrides()  # ranks > 0 of an external torchrun write nothing (no run dir, no log)
 
     if not multirun:
         from dltool.commands.rundir import reserve
@@ -49,9 +52,10 @@ def cmd_train(args: list[str]) -> int:
         launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
                "train")
         return 0
-    from dltool.commands.sweep import plan, quiet_plugins
+    from dltool.commands.sweep import discard_if_empty, plan, quiet_plugins
     from dltool.commands.sweep_report import report
     from dltool.console import error, note, warning
+    from dltool.train.search import trial_reporter
 
     sweep = plan(name, extra_dir, overrides)
     quiet_plugins()
@@ -59,7 +63,11 @@ def cmd_train(args: list[str]) -> int:
         note(line)
     for line in sweep.warnings:
         warning(line)
-    launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + sweep.overrides, "train")
+    try:
+        launch(lambda c: train_task(c, multirun, trial_reporter), name, extra_dir, overrides + sweep.overrides,
+               "train")
+    finally:
+        discard_if_empty(sweep)
     failed = [j.name for j in report(sweep.sweep_dir)["jobs"] if j.status == "failed"]
     if failed:
         error(f"{len(failed)} job(s) failed ({', '.join(failed)}); each one's error is in its summary.json "

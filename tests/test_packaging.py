@@ -19,7 +19,8 @@ def test_wheel_contains_configs_and_runs_from_another_directory(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
-    probe = subprocess.run([sys.executable, "-c", "import dltool.cli as c; print(c.__file__); print(c.config_dir())"],
+    code = "import dltool.config.compose as c; print(c.__file__); print(c.config_dir())"
+    probe = subprocess.run([sys.executable, "-c", code],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     module_file, cfg_dir = probe.stdout.split()
     assert module_file.startswith(str(target)) and cfg_dir.startswith(str(target))
@@ -29,3 +30,10 @@ def test_wheel_contains_configs_and_runs_from_another_directory(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "17,226" in out.stdout  # 64*128+128 + 128*64+64 + 64*10+10
+    code = ("from dltool.commands.sweep import compose_full, is_optuna; "
+            "import hydra_plugins.dltool_optuna_sweeper as p; print(p.__file__); "
+            "print(is_optuna(compose_full('train', None, ['hparams_search=lr_random']).hydra.sweeper))")
+    probe = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    plugin_file, found = probe.stdout.split()
+    assert plugin_file.startswith(str(target)) and found == "True"  # Hydra finds dltool's sweeper in the wheel

@@ -1,17 +1,21 @@
-"""Settle a `dltool train -m` sweep before Hydra launches it: sweep dir, Optuna direction, storage, continuation.
+"""Settle a `dltool train -m` sweep before Hydra launches it: sweep dir, Optuna direction, storage, threads.
 
-Hydra's Optuna sweeper needs a few things it cannot work out itself:
+The Optuna sweeper (hydra_plugins/dltool_optuna_sweeper) needs a few things it cannot work out itself:
 - the direction must follow trainer.mode (min -> minimize, max -> maximize);
-- its SQLite file must sit in a directory that exists before the study is created, so the sweep dir is
-  fixed (the `${now:...}` in its name resolved once) and created here;
-- a study continued in the same sweep dir must not overwrite the earlier jobs' dirs (Hydra numbers jobs
-  from 0 on every invocation) nor repeat their trials (a seeded sampler proposes the same points again).
+- its SQLite or journal file must sit in a directory that exists before the study is created, so the sweep
+  dir is fixed (the `${now:...}` in its name resolved once) and created here;
+- a grid sweep continued in the same sweep dir must not overwrite the earlier jobs' dirs (Hydra numbers
+  jobs from 0 on every invocation): its jobs get an r<N>_ prefix. Optuna jobs are named by trial number,
+  unique in a continued or shared study, and trial n draws with seed + n, so no trial repeats another.
+- jobs that run side by side split the machine's cores (DLTOOL_JOB_THREADS torch threads each).
 Each invocation is logged to <sweep dir>/invocations.yaml; `dltool sweep-report` reads it back.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -24,15 +28,17 @@ import yaml
 from omegaconf import OmegaConf
 
 from dltool.commands.rundir import free_name, os_reason
+from dltool.commands.train import JOB_THREADS
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
+from dltool.train.search import is_journal, journal_path
 
 INVOCATIONS = "invocations.yaml"
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 NOISY_PREFIXES = ("Launching", "Joblib.Parallel", "Study name:", "Storage:", "Sampler:", "Directions:",
                   "Best parameters:", "Best value:", "Updating num of trials", "Submitit")
 NOISY_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher._core",
-                 "hydra_plugins.hydra_joblib_launcher.joblib_launcher", "hydra_plugins.hydra_optuna_sweeper._impl",
+                 "hydra_plugins.hydra_joblib_launcher.joblib_launcher", "hydra_plugins.dltool_optuna_sweeper._impl",
                  "hydra_plugins.hydra_submitit_launcher.submitit_launcher")
 
 
@@ -44,6 +50,8 @@ class Plan:
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # printed with console.warning
+    created: bool = False              # this invocation created the sweep dir (a refused launch removes it)
+    storage_file: Path | None = None   # a local SQLite or journal file, created by the first trial
 
 
 def given(overrides: list[str], key: str) -> str | None:
@@ -62,33 +70,62 @@ def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
 
 def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     """Work out the extra overrides for this sweep and create its dir (see the module docstring)."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        raise ConfigError("the old hydra-optuna-sweeper package (Optuna 2.x) is installed beside dltool's own Optuna "
+                          "sweeper and both claim hydra/sweeper=optuna; remove it: pip uninstall hydra-optuna-sweeper.")
     cfg = compose_full(name, extra_dir, overrides)
     hc = cfg.hydra
-    sweep_dir = Path(str(hc.sweep.dir))
-    if given(overrides, "hydra.sweep.dir") is None:  # a sweep started in the same second gets a dir of its own
-        sweep_dir = free_name(sweep_dir)
-    p = Plan(sweep_dir)
-    if given(overrides, "hydra.sweep.dir") is None:
-        p.overrides.append(f"hydra.sweep.dir='{sweep_dir}'")
-    earlier = read_invocations(sweep_dir)
-    if earlier and given(overrides, "hydra.sweep.subdir") is None:
-        p.overrides.append(f"hydra.sweep.subdir=r{len(earlier)}_${{hydra.job.num}}")
-    if "optuna" in str(hc.sweeper.get("_target_", "")):
-        plan_optuna(cfg, overrides, p, len(earlier))
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and not shutil.which("srun"):
         raise ConfigError("the SLURM launcher (hydra/launcher=slurm) needs a SLURM cluster and this machine has no "
                           "srun; run the same command on the cluster's login node.")
+    sweep_dir = Path(str(hc.sweep.dir))
+    if given(overrides, "hydra.sweep.dir") is None:  # a sweep started in the same second gets a dir of its own
+        sweep_dir = free_name(sweep_dir)
+    p = Plan(sweep_dir, created=not sweep_dir.exists())
+    if given(overrides, "hydra.sweep.dir") is None:
+        p.overrides.append(f"hydra.sweep.dir='{sweep_dir}'")
+    earlier = read_invocations(sweep_dir)
+    optuna_sweep = is_optuna(hc.sweeper)
+    if optuna_sweep:
+        plan_optuna(cfg, overrides, p, len(earlier))  # its job dirs are trial numbers: unique in a continued study
+    elif earlier and given(overrides, "hydra.sweep.subdir") is None:
+        p.overrides.append(f"hydra.sweep.subdir=r{len(earlier)}_${{hydra.job.num}}")
+    split_threads(hc, optuna_sweep)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if p.storage_file is not None:
+            p.storage_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
         raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
-    prefix = f"r{len(earlier)}_" if earlier else ""
+    prefix = f"r{len(earlier)}_" if earlier and not optuna_sweep else ""
     write_invocation(sweep_dir, earlier, overrides, prefix)
     return p
 
 
+def is_optuna(sweeper: Any) -> bool:
+    return str(sweeper.get("_target_", "")).startswith("hydra_plugins.dltool_optuna_sweeper.")
+
+
+def split_threads(hc: Any, optuna_sweep: bool) -> None:
+    """Parallel jobs on one machine share its cores: each job gets cores // jobs torch threads (JOB_THREADS)."""
+    parallel = 1
+    if "JoblibLauncher" in str(hc.launcher.get("_target_", "")):
+        n = int(hc.launcher.get("n_jobs") or 1)
+        parallel = os.cpu_count() or 1 if n < 0 else n
+        if optuna_sweep:
+            parallel = min(parallel, int(hc.sweeper.n_jobs))
+    elif optuna_sweep and int(hc.sweeper.n_jobs) > 1:
+        raise ConfigError(f"hydra.sweeper.n_jobs={hc.sweeper.n_jobs} runs trials side by side in worker processes; "
+                          f"add hydra/launcher=local (and hydra.launcher.n_jobs={hc.sweeper.n_jobs}), or set "
+                          f"hydra.sweeper.n_jobs=1.")
+    if parallel > 1:
+        os.environ[JOB_THREADS] = str(max(1, (os.cpu_count() or 1) // parallel))
+    else:
+        os.environ.pop(JOB_THREADS, None)
+
+
 def plan_optuna(cfg: Any, overrides: list[str], p: Plan, n_earlier: int) -> None:
-    """Direction from trainer.mode, the storage dir created, a shifted seed when a study is continued."""
+    """Direction from trainer.mode, the storage dir created (after every check), the plan's notes."""
     sw, mode, monitor = cfg.hydra.sweeper, str(cfg.trainer.mode), str(cfg.trainer.monitor)
     want = DIRECTIONS.get(mode)
     if want is None:
@@ -99,18 +136,20 @@ def plan_optuna(cfg: Any, overrides: list[str], p: Plan, n_earlier: int) -> None
                           f"leave the direction out and dltool sets it to {want}.")
     p.overrides.append(f"hydra.sweeper.direction={want}")
     storage = None if sw.storage is None else str(sw.storage)
-    if storage and storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    seed = sw.sampler.get("seed")
-    if n_earlier and storage and seed is not None and given(overrides, "hydra.sweeper.sampler.seed") is None:
-        p.overrides.append(f"hydra.sweeper.sampler.seed={int(seed) + n_earlier}")
-        seed = int(seed) + n_earlier
-    sampler = str(sw.sampler.get("_target_", "")).rsplit(".", 1)[-1].replace("Sampler", "").lower()
-    p.notes.append(f"optuna {sampler} search: {sw.n_trials} trials, {want} {monitor}, seed {seed}, "
+    pruner = str(sw.pruner.get("name", "none"))
+    if pruner != "none" and storage is None:
+        raise ConfigError(f"hydra.sweeper.pruner.name={pruner} needs a storage the jobs can reach; set "
+                          f"hydra.sweeper.storage (e.g. sqlite:///PATH.db or journal:PATH).")
+    if storage:
+        local = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else \
+            journal_path(storage) if is_journal(storage) else None
+        p.storage_file = Path(local) if local else None
+    p.notes.append(f"optuna {sw.sampler.name} search: {sw.n_trials} trials, {want} {monitor}, "
+                   f"seed {sw.sampler.get('seed')}, pruner {pruner}, "
                    f"storage {storage or 'in memory (cannot be continued)'}")
     if n_earlier:
-        p.notes.append(f"continuing study '{sw.study_name}' ({n_earlier} earlier invocation(s)); "
-                       f"new jobs go to {p.sweep_dir}/r{n_earlier}_*")
+        p.notes.append(f"study '{sw.study_name}' already has jobs in {p.sweep_dir} ({n_earlier} earlier "
+                       f"invocation(s)): joining it while it runs, continuing it once it is finished")
     check_dropout(cfg, overrides, p)
 
 
@@ -121,6 +160,15 @@ def check_dropout(cfg: Any, overrides: list[str], p: Plan) -> None:
     if swept and "${model.dropout}" not in str(layers):
         p.warnings.append(f"model.dropout is searched but no layer of model "
                           f"'{cfg.model.name}' uses ${{model.dropout}}, so it changes nothing")
+
+
+def discard_if_empty(p: Plan) -> None:
+    """A launch refused before any job ran (no SLURM, a launcher error) leaves no empty sweep dir behind."""
+    if not p.created or not p.sweep_dir.is_dir():
+        return
+    if any((d / ".hydra").is_dir() for d in p.sweep_dir.iterdir()):
+        return
+    shutil.rmtree(p.sweep_dir, ignore_errors=True)
 
 
 def read_invocations(sweep_dir: Path) -> list[dict]:

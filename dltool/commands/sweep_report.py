@@ -19,6 +19,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import dltool.plots  # noqa: F401  (selects the headless Agg backend)
 from dltool.console import console, note, table, warning
@@ -33,7 +34,7 @@ class Job:
     path: Path
     values: dict[str, Any]         # every override of this job, key -> value
     summary: dict
-    status: str                    # ok | diverged | failed | unfinished
+    status: str                    # ok | pruned | diverged | failed | unfinished
     reason: str                    # stop reason or error
 
     @property
@@ -84,6 +85,8 @@ def load_job(path: Path) -> Job:
         status, reason = "failed", str(summary.get("error", "unknown error"))
     elif summary.get("diverged"):
         status, reason = "diverged", str(summary.get("stop_reason", ""))
+    elif str(summary.get("stop_reason", "")).startswith("pruned at epoch"):
+        status, reason = "pruned", str(summary["stop_reason"])
     else:
         status, reason = "ok", str(summary.get("stop_reason", ""))
     return Job(path.name, path, values, summary, status, reason)
@@ -108,8 +111,8 @@ def partial_summary(path: Path) -> dict:
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
-        raise ConfigError(f"sweep-report: {sweep_dir} is not a directory; "
-                          f"pass the sweep dir `dltool train -m` printed.")
+        raise ConfigError(f"sweep-report: {sweep_dir} is not a directory; pass the sweep dir `dltool train -m` "
+                          f"printed.")
     dirs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file()), key=job_key)
     if not dirs:
         raise ConfigError(f"sweep-report: {sweep_dir} holds no sweep jobs (no subdirectory with "
@@ -154,13 +157,29 @@ def parse_spaces(strings: list[str]) -> dict[str, Space]:
     return spaces
 
 
+def invocation_keys(sweep_dir: Path) -> set[str]:
+    """Keys some invocation set to one plain value on its command line (the same for all of its jobs)."""
+    invocations = sweep_dir / "invocations.yaml"
+    if not invocations.is_file():
+        return set()
+    out = set()
+    for inv in yaml.safe_load(invocations.read_text()) or []:
+        for a in inv.get("args", []):
+            key, sep, value = str(a).lstrip("+").partition("=")
+            if sep and not any(c in value for c in ",()") and not key.startswith("hydra"):
+                out.add(key)
+    return out
+
+
 def swept_spaces(sweep_dir: Path, jobs: list[Job]) -> dict[str, Space]:
     """The search space, plus any key whose value differs between jobs (its tried values as the range)."""
     spaces = parse_spaces(sweep_strings(sweep_dir, jobs))
     keys = dict.fromkeys(k for j in jobs for k in j.values)
+    fixed = invocation_keys(sweep_dir)  # e.g. trainer.epochs=4 when a study was continued: not a searched key
     for k in keys:
         seen = list(dict.fromkeys(j.values.get(k) for j in jobs))
-        if k not in spaces and len(seen) > 1 and not k.startswith("hydra") and k != "hparams_search":
+        if k not in spaces and k not in fixed and len(seen) > 1 and not k.startswith("hydra") \
+                and k != "hparams_search":
             spaces[k] = Space(k, values=seen)
     for s in spaces.values():
         nums = [v for v in s.values if is_num(v)]
@@ -174,8 +193,8 @@ def is_num(v: Any) -> bool:
 
 
 def rank(jobs: list[Job], mode: str) -> list[Job]:
-    """Finished jobs best first, then diverged, then failed/unfinished (listed, never dropped)."""
-    order = {"ok": 0, "diverged": 1, "failed": 2, "unfinished": 3}
+    """Finished jobs best first, then pruned, diverged, failed/unfinished (listed, never dropped)."""
+    order = {"ok": 0, "pruned": 1, "diverged": 2, "failed": 3, "unfinished": 4}
     sign = 1 if mode == "min" else -1
 
     def key(j: Job) -> tuple:
@@ -237,7 +256,7 @@ def print_table(jobs: list[Job], keys: list[str], monitor: str, title: str) -> N
     rows = []
     for j in jobs:
         s = j.summary
-        color = {"ok": "green", "diverged": "yellow"}.get(j.status, "red")
+        color = {"ok": "green", "pruned": "blue", "diverged": "yellow"}.get(j.status, "red")
         rows.append([j.name, *[fmt(j.values.get(k)) for k in keys], "-" if j.best is None else f"{j.best:.4f}",
                      fmt(s.get("best_epoch")), *([fmt(s.get("test_acc"))] if has_test else []),
                      f"{s['seconds']:.1f}s" if "seconds" in s else "-", f"[{color}]{j.status}[/]",
@@ -250,6 +269,10 @@ def print_table(jobs: list[Job], keys: list[str], monitor: str, title: str) -> N
 
 
 def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) -> None:
+    figure(jobs, spaces, monitor, path.parent.name).savefig(path, dpi=110, bbox_inches="tight")
+
+
+def figure(jobs: list[Job], spaces: dict[str, Space], monitor: str, title: str) -> Figure:
     """The best metric against each swept hyperparameter (log axis for log-scale ones), the best job starred."""
     keys = list(spaces)
     fig = Figure(figsize=(4.2 * max(1, len(keys)), 3.6))
@@ -257,7 +280,8 @@ def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) ->
     for i, key in enumerate(keys or ["(nothing swept)"]):
         ax = fig.add_subplot(1, max(1, len(keys)), i + 1)
         xs = [j.values.get(key) for j in done]
-        if not all(is_num(x) for x in xs):  # categorical: one position per value
+        numeric = all(is_num(x) for x in xs)
+        if not numeric:  # categorical: one position per value
             labels = list(dict.fromkeys(str(x) for x in xs))
             xs = [labels.index(str(x)) for x in xs]
             ax.set_xticks(range(len(labels)), labels, rotation=30)
@@ -268,14 +292,29 @@ def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) ->
         s = spaces.get(key)
         if s is not None and s.log and all(is_num(x) and x > 0 for x in xs):
             ax.set_xscale("log")
+        elif numeric:
+            linear_ticks(ax, xs, s)
         if s is not None and s.low is not None and s.high is not None and s.high > s.low:
             ax.set_xlim(s.low, s.high)  # the whole search interval: samples crowding one end show at a glance
         ax.set_xlabel(key + (" (log)" if s is not None and s.log else ""))
         ax.set_ylabel(f"best {monitor}")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{path.parent.name}: {len(done)} finished of {len(jobs)} jobs")
+    fig.suptitle(f"{title}: {len(done)} finished of {len(jobs)} jobs")
     fig.subplots_adjust(wspace=0.35)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def linear_ticks(ax: Any, xs: list, space: Space | None) -> None:
+    """Readable ticks on a linear axis: the grid's own values, or at most 5 ticks with a shared x10^k offset.
+
+    Matplotlib's default writes 0.00000, 0.00002, ... for small values (l2=0,1e-4), labels that overlap.
+    """
+    values = sorted(set(space.values if space is not None and space.values and space.low is None else xs))
+    if 1 < len(values) <= 6 and all(is_num(v) for v in values):
+        ax.set_xticks(values, [fmt(float(v)) for v in values], rotation=30)
+        return
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useMathText=True)
 
 
 def report(sweep_dir: Path) -> dict:
@@ -296,7 +335,8 @@ def report(sweep_dir: Path) -> dict:
     for w in warnings:
         warning(w)
     bad = [j for j in jobs if j.status != "ok"]
-    counts = ", ".join(f"{sum(j.status == s for j in jobs)} {s}" for s in ("ok", "diverged", "failed", "unfinished")
+    counts = ", ".join(f"{sum(j.status == s for j in jobs)} {s}" for s in ("ok", "pruned", "diverged", "failed",
+                                                                             "unfinished")
                        if any(j.status == s for j in jobs))
     note(f"{counts}; best: {'none' if best is None else f'job {best.name} ({monitor}={best.best:.4f})'}; "
          f"wrote {sweep_dir / 'sweep.csv'}, {sweep_dir / 'sweep.png'}")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from dltool.commands.cross_validate import cross_validate, fold_line, print_cv, wants_cv
 from dltool.commands.diagnose import diagnose_run, print_findings
@@ -19,13 +22,16 @@ from dltool.config.compose import resume_config
 from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.console import TerminalLog, config_tree, console, error, note, table
 from dltool.errors import ConfigError
-from dltool.train.callbacks import EpochReporter
+from dltool.train.callbacks import Callback, EpochReporter
+from dltool.train.distributed import RankFailed, external, launch, run_rank
 from dltool.train.run import prepare, train
 
 log = logging.getLogger(__name__)
 
 
 WORST = 1e9  # finite on purpose: the Optuna sweeper aborts on NaN and ranks +inf as best when maximizing
+JOB_THREADS = "DLTOOL_JOB_THREADS"  # set by the sweep plan when jobs run side by side: their share of the cores
+TrialHook = Callable[[dict, int, str], "Callback | None"]  # (sweeper config, trial number, monitor) -> reporter
 
 
 def worst_value(mode: str) -> float:
@@ -33,11 +39,29 @@ def worst_value(mode: str) -> float:
     return WORST if mode == "min" else -WORST
 
 
-def train_task(cfg: Any, multirun: bool) -> float:
-    """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def job_threads(threads: int | None) -> None:
+    """A sweep job running beside others uses its share of the cores (trainer.threads, when set, wins)."""
+    share = os.environ.get(JOB_THREADS)
+    if threads is None and share:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), int(share))))
+    log.info("torch threads: %d", torch.get_num_threads())
+
+
+def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) -> float:
+    """Hydra task for `dltool train`: returns the best monitored value (the sweeper's objective).
+
+    trial_hook: in an Optuna search, builds the callback that reports each epoch to this job's trial.
+    """
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
     mode = str(cfg.get("trainer", {}).get("mode", "min"))
-    return run_task(lambda: validate(cfg), run_dir, multirun, mode)
+
+    def hook_of(tc: TrainConfig) -> tuple | None:
+        if not multirun or trial_hook is None:
+            return None
+        return trial_hook, OmegaConf.to_container(hc.sweeper, resolve=True), int(hc.job.num), tc.trainer.monitor
+
+    return run_task(lambda: validate(cfg), run_dir, multirun, mode, hook_of=hook_of)
 
 
 def resume_run(target: str, overrides: list[str]) -> int:
@@ -76,12 +100,18 @@ def file_logging(path: Path) -> logging.Handler:
 
 
 def run_task(make_config: Callable[[], Any], run_dir: Path, multirun: bool, mode: str,
-             on_start: Callable[[], None] | None = None) -> float:
+             on_start: Callable[[], None] | None = None,
+             hook_of: Callable[[TrainConfig], tuple | None] | None = None) -> float:
     """Validate, build, train; a mistake is one sentence (a sweep job records it and the sweep goes on)."""
     try:
         tc = make_config()
         mode = tc.trainer.mode
-        summary = cv_task(tc, run_dir, multirun) if wants_cv(tc) else train_one(tc, run_dir, multirun, on_start)
+        job_threads(tc.trainer.threads)
+        hook = hook_of(tc) if hook_of is not None else None
+        summary = (cv_task(tc, run_dir, multirun) if wants_cv(tc)
+                   else run_job(tc, run_dir, multirun, hook, on_start))
+        if summary is None:
+            return 0.0  # a rank > 0 of an external torchrun: rank 0 reports
     except KeyboardInterrupt:
         if multirun:
             raise
@@ -100,7 +130,20 @@ def run_task(make_config: Callable[[], Any], run_dir: Path, multirun: bool, mode
     return float(summary["best_value"])
 
 
-def train_one(tc: TrainConfig, run_dir: Path, multirun: bool, on_start: Callable[[], None] | None = None) -> dict:
+def run_job(tc: TrainConfig, run_dir: Path, multirun: bool, hook: tuple | None,
+            on_start: Callable[[], None] | None = None) -> dict | None:
+    """One process, N data-parallel ranks started here (trainer.devices), or one rank of an external torchrun."""
+    if external():
+        return run_rank(tc, run_dir, hook, show=not multirun)
+    if tc.trainer.devices > 1:
+        if not multirun:
+            config_tree(to_dict(tc), f"config ({run_dir}, {tc.trainer.devices} data-parallel ranks)")
+        return launch(tc, run_dir, hook, show=not multirun)
+    return train_one(tc, run_dir, multirun, on_start, hook)
+
+
+def train_one(tc: TrainConfig, run_dir: Path, multirun: bool, on_start: Callable[[], None] | None = None,
+              hook: tuple | None = None) -> dict:
     prepared = prepare(tc)  # every config mistake surfaces here, before anything is printed or written
     points = prepared.plan.points if prepared.plan.unit == "step" else prepared.plan.total
     reporter = None if multirun else EpochReporter(points, tc.trainer.monitor, tc.trainer.progress)
@@ -111,7 +154,9 @@ def train_one(tc: TrainConfig, run_dir: Path, multirun: bool, on_start: Callable
         if on_start is not None:
             on_start()
 
-    return train(tc, run_dir, reporter=reporter, prepared=prepared, on_start=start)
+    hooked = hook[0](*hook[1:]) if hook is not None else None  # the Optuna trial reporter (pruning)
+    return train(tc, run_dir, extra_callbacks=[hooked] if hooked else None, reporter=reporter, prepared=prepared,
+                 on_start=start)
 
 
 def cv_task(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
@@ -130,7 +175,7 @@ def failed(ex: Exception, run_dir: Path, multirun: bool, mode: str) -> float:
         ckpts = run_dir / "checkpoints"
         kept = f"; the checkpoints written before it ({ckpts}) are intact" if any(ckpts.glob("*.pt")) else ""
         message = f"cannot write {ex.filename or run_dir}: {os_reason(ex)}{kept}."
-    elif isinstance(ex, ConfigError):
+    elif isinstance(ex, (ConfigError, RankFailed)):
         message = str(ex)
     elif not multirun:
         raise ex

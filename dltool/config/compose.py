@@ -140,7 +140,8 @@ def hydra_key_error(name: str, extra_dir: str | None, overrides: list[str], key:
 # options the installed Hydra plugins add to Hydra's own config groups (they are not files under configs/)
 PLUGIN_OPTIONS = {"hydra/launcher": ("basic", "joblib", "submitit_local", "submitit_slurm"),
                   "hydra/sweeper": ("basic", "optuna"),
-                  "hydra/sweeper/sampler": ("random", "tpe", "grid", "cmaes", "nsgaii", "motpe")}
+                  "hydra/sweeper/sampler": ("random", "tpe", "grid", "cmaes", "qmc", "gp"),
+                  "hydra/sweeper/pruner": ("none", "median", "successive_halving", "hyperband")}
 
 
 def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:

@@ -25,10 +25,8 @@ ALLOWED_TARGETS = {
                        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
                        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
     "hydra.sweeper": {"hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-                      "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"},
-    "hydra.sweeper.sampler": {f"optuna.samplers.{s}Sampler" for s in ("Random", "TPE", "Grid", "CmaEs", "NSGAII",
-                                                                       "MOTPE")},
-}
+                      "hydra_plugins.dltool_optuna_sweeper.optuna_sweeper.OptunaSweeper"},
+}  # the sweeper's samplers and pruners are chosen by name from literal tables (dltool/train/search.py)
 FORBIDDEN_OVERRIDES = ("hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging", "hydra/job_logging",
                        "hydra/hydra_logging", "hydra/callbacks", "hydra.job.env_set", "hydra.job.env_copy",
                        "hydra.sweeper.custom_search_space")

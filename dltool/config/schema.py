@@ -72,6 +72,7 @@ class ModelConfig:
     freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
     pretrained_lr_mult: float = 1.0
     dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
+    sync_batchnorm: bool = False  # under trainer.devices>1: batch-norm statistics over all ranks' batches
 
 
 @dataclass
@@ -170,6 +171,8 @@ class TrainerConfig:
     progress: bool = True
     diagnostics: bool = True
     loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    devices: int = 1  # data-parallel ranks on this machine (DDP): GPUs, or CPU processes
+    dist_timeout: float = 300.0  # seconds a rank waits for the others before giving up
 
 
 @dataclass

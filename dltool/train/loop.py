@@ -37,6 +37,7 @@ class Setup:
     clip_grad_norm: float | None = None
     clip_grad_value: float | None = None
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` that training steps go through
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,7 +61,8 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
                     generator: torch.Generator, scaler: torch.amp.GradScaler,
                     on_batch: Callable[[], None] | None = None) -> dict:
     """One pass over the shuffled training split; returns mean train loss and accuracy."""
-    s.model.train()
+    net = s.model if s.ddp is None else s.ddp  # DDP syncs gradients; checkpoints and evaluation use the bare model
+    net.train()
     total_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), dtype=torch.long, device=s.device)
     seen = 0
@@ -69,7 +71,7 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
         if s.augment is not None:
             x = s.augment(x, generator)
         with autocast(s.device, s.precision):
-            logits = s.model(x)  # (N, C)
+            logits = net(x)  # (N, C)
             data_loss = s.loss_fn(logits, y)
             loss = data_loss + s.penalty() if s.penalty is not None else data_loss
         scaled = loss / s.accumulate if s.accumulate > 1 else loss

@@ -110,10 +110,10 @@ def check_monitor(monitor: str, data: DataBundle) -> None:
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
           reporter: Callback | None = None, prepared: Prepared | None = None,
-          on_start: Callable[[], None] | None = None) -> dict:
+          on_start: Callable[[], None] | None = None, writer: bool = True) -> dict:
     """Train per cfg, writing config.yaml, checkpoints/, metrics.csv, curves.png, summary.json to run_dir.
     A resume is checked in full before anything is written (a refused one changes nothing); on_start runs right
-    before the first write."""
+    before the first write. writer=False (ranks > 0 of a distributed run): same training and decisions, no files."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
@@ -122,23 +122,26 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
-    callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
+    if writer:
+        callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
+    else:  # keep the callbacks that decide (best epoch, early stopping, restore), drop the writers
+        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest))]
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
     stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
-
-    state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator)
+    state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
         check_resume_length(state, p.plan)
-    if on_start is not None:
-        on_start()
-    write_run_files(run_dir, cfg_dict, p)
-    log_start(cfg, p, run_dir, state)
+    if writer:
+        if on_start is not None:
+            on_start()
+        write_run_files(run_dir, cfg_dict, p)
+        log_start(cfg, p, run_dir, state)
     fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0)
+    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
 
 
 def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dict, monitor: Monitor,
