@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from dltool.errors import ConfigError
 
@@ -116,34 +116,13 @@ def cmd_list(args: list[str]) -> int:
     return list_task(args, BACKBONES)
 
 
-def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """Pull `--name VALUE` / `--name=VALUE` options (typed like their defaults) out of the arguments."""
-    rest, values = [], dict(options)
-    it = iter(args)
-    for a in it:
-        key, _, inline = a.partition("=")
-        name = key[2:].replace("-", "_") if key.startswith("--") else None
-        if name not in options:
-            rest.append(a)
-            continue
-        raw = inline if inline else next(it, None)
-        try:
-            if raw is None or raw.startswith("--"):
-                raise ValueError(raw)
-            values[name] = type(options[name])(raw)
-            if isinstance(values[name], int) and values[name] < 1:
-                raise ValueError(raw)
-        except (TypeError, ValueError):
-            kind = "a whole number >= 1" if isinstance(options[name], int) else "a value"
-            raise ConfigError(f"{key} needs {kind} like {options[name]!r}, got {raw!r}.") from None
-    return rest, values
-
-
 def cmd_preview_augment(args: list[str]) -> int:
     """Write a PNG grid of training images: original, then augmented (--rows 8 --variants 5 --out FILE).
 
     usage: dltool preview-augment [CONFIG.yaml] [key=value ...] [--rows 8] [--variants 5] [--out augment_preview.png]
     """
+    from dltool.config.options import take_options
+
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
     from dltool.commands.preview import preview_augment, report
     from dltool.config.compose import train_config
@@ -159,6 +138,8 @@ def cmd_show_data(args: list[str]) -> int:
 
     usage: dltool show-data [CONFIG.yaml] [key=value ...] [--per-class 8] [--classes 20] [--out data_samples.png]
     """
+    from dltool.config.options import take_options
+
     args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
     from dltool.commands.preview import report, show_data
     from dltool.config.compose import train_config
@@ -257,6 +238,7 @@ def cmd_export(args: list[str]) -> int:
     with_norm = "--with-normalization" in args
     args = [a for a in args if a != "--with-normalization"]
     from dltool.commands.export import OPTIONS
+    from dltool.config.options import take_options
 
     targets, opts = take_options(args, OPTIONS)
     if len(targets) != 1 or targets[0].startswith("-"):

@@ -50,3 +50,26 @@ def load_options(schema: type[T], prefix: str, args: list[str]) -> T:
 
 def as_dict(obj: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(obj))  # type: ignore[return-value]
+
+
+def take_options(args: list[str], options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Pull `--name VALUE` / `--name=VALUE` options (typed like their defaults) out of the arguments."""
+    rest, values = [], dict(options)
+    it = iter(args)
+    for a in it:
+        key, _, inline = a.partition("=")
+        name = key[2:].replace("-", "_") if key.startswith("--") else None
+        if name not in options:
+            rest.append(a)
+            continue
+        raw = inline if inline else next(it, None)
+        try:
+            if raw is None or raw.startswith("--"):
+                raise ValueError(raw)
+            values[name] = type(options[name])(raw)
+            if isinstance(values[name], int) and values[name] < 1:
+                raise ValueError(raw)
+        except (TypeError, ValueError):
+            kind = "a whole number >= 1" if isinstance(options[name], int) else "a value"
+            raise ConfigError(f"{key} needs {kind} like {options[name]!r}, got {raw!r}.") from None
+    return rest, values
