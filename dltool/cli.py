@@ -52,8 +52,15 @@ def cmd_train(args: list[str]) -> int:
         launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
                "train")
         return 0
+    return run_sweep(name, extra_dir, overrides)
+
+
+def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
+    """`dltool train -m ...`: plan the sweep (dir, Optuna study, threads per job), run the jobs, report them."""
     from dltool.commands.sweep import discard_if_empty, plan, quiet_plugins
     from dltool.commands.sweep_report import report
+    from dltool.commands.train import train_task
+    from dltool.config.compose import launch
     from dltool.console import error, note, warning
     from dltool.train.search import trial_reporter
 
@@ -64,8 +71,7 @@ def cmd_train(args: list[str]) -> int:
     for line in sweep.warnings:
         warning(line)
     try:
-        launch(lambda c: train_task(c, multirun, trial_reporter), name, extra_dir, overrides + sweep.overrides,
-               "train")
+        launch(lambda c: train_task(c, True, trial_reporter), name, extra_dir, overrides + sweep.overrides, "train")
     finally:
         discard_if_empty(sweep)
     failed = [j.name for j in report(sweep.sweep_dir)["jobs"] if j.status == "failed"]
