@@ -57,13 +57,17 @@ def cmd_train(args: list[str]) -> int:
 
 def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
     """`dltool train -m ...`: plan the sweep (dir, Optuna study, threads per job), run the jobs, report them."""
+    from hydra.core.plugins import Plugins
+
     from dltool.commands.sweep import discard_if_empty, plan, quiet_plugins
     from dltool.commands.sweep_report import report
     from dltool.commands.train import train_task
     from dltool.config.compose import launch
     from dltool.console import error, note, warning
     from dltool.train.search import trial_reporter
+    from hydra_plugins.dltool_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
+    Plugins.instance().register(OptunaSweeper)  # an editable install hides it from Hydra's plugin scan
     sweep = plan(name, extra_dir, overrides)
     quiet_plugins()
     for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:

@@ -91,8 +91,8 @@ def test_configs_compose(name):
 def test_train_one_epoch(tmp_path):
     """One `dltool train -m` over the generated data sets (one process start, four real runs)."""
     names = ["spiral", "digits_rows", "adding", "recall"]
-    r = run_cli("train", "-m", f"data={','.join(names)}", "model=mlp", "trainer.epochs=1", "data.num_samples=300",
-                "data.length=10", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    r = run_cli("train", "-m", f"data={','.join(names)}", "model=mlp", "trainer.epochs=1",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for i, name in enumerate(names):
         summary = json.loads((tmp_path / "sweep" / str(i) / "summary.json").read_text())

@@ -109,7 +109,7 @@ def test_offline_download_fails_with_one_sentence_and_writes_nothing(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
     assert "downloading them failed" in lines[0] and str(home / ".cache" / "dltool" / "data" / "MNIST") in lines[0]
-    assert list(home.iterdir()) == []  # nothing created in the cache
+    assert not (home / ".cache" / "dltool").exists()  # no data folder (matplotlib may keep its own cache)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # a refused run leaves no run dir either
 
 

@@ -175,9 +175,9 @@ def test_scripted_gradient_spread():
 @pytest.mark.parametrize("overrides, code", [
     (("optimizer=sgd", "optimizer.lr=1e-6", "trainer.epochs=3"), "lr_too_low"),
     (("init.bias=-10", "trainer.epochs=2"), "dead_relu"),
-    (("model.layers.2=tanh", "model.layers.4=tanh", "init.scheme=normal", "init.std=1", "trainer.epochs=2"),
+    (("model.layers.2=tanh", "model.layers.4=tanh", "init=normal", "init.std=1", "trainer.epochs=2"),
      "saturated"),
-    (("init.scheme=normal", "init.std=1", "trainer.epochs=2"), "init_loss"),
+    (("init=normal", "init.std=1", "trainer.epochs=2"), "init_loss"),
     (("data.subset=60", "scheduler=none", "trainer.epochs=16", "trainer.batch_size=10", "optimizer.lr=1e-2"),
      "overfitting"),
 ])

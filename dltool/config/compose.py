@@ -21,6 +21,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+# hydra/sweeper=optuna also where an editable install hides dltool's plugin from Hydra's namespace scan
+import hydra_plugins.dltool_optuna_sweeper.config  # noqa: F401  (importing it registers its configs)
 from dltool.config.safety import check_hydra, check_overrides, refuse_targets
 from dltool.config.schema import register_schemas, to_dict, translate, validate
 from dltool.config.variants import config_dir, rewrite_selectors
