@@ -233,7 +233,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_search(tmp_path):
     rows = read_csv(sweep / "sweep.csv")
     assert [x["status"] for x in rows] == ["ok", "diverged", "failed", "failed"]
     assert rows[1]["stop_reason"].startswith("train_loss became nan") and float(rows[1]["optimizer.lr"]) == 1e6
-    assert rows[2]["stop_reason"] == "trainer.batch_size=0 must be at least 1."
+    assert rows[2]["stop_reason"] == "trainer.batch_size=0 is not valid: use a whole number >= 1."
     stored = trials(sweep / "optuna.db")
     assert [s for _, s, _ in stored] == ["COMPLETE"] * 4  # finite worst values: the sweeper never saw a crash
     assert sorted(v for _, _, v in stored)[1:] == [1e9, 1e9, 1e9]
