@@ -103,8 +103,13 @@ class Objective:
     def __init__(self) -> None:
         self.jobs: list[tuple[int, list[str]]] = []
         self.lock = threading.Lock()
+        self.started = threading.Event()
+        self.peers: list[threading.Event] = []  # launchers of other workers this one waits for before its first job
 
     def launch(self, overrides: list, initial_job_idx: int) -> list[JobReturn]:
+        self.started.set()
+        for peer in self.peers:  # without this, a fast worker can finish the whole study before the other starts
+            peer.wait(timeout=30)
         values = dict(o.split("=", 1) for o in overrides[0])
         with self.lock:
             self.jobs.append((initial_job_idx, list(overrides[0])))
@@ -125,6 +130,7 @@ def sweeper(tmp_path: Path, storage: str, n_trials: int, n_jobs: int = 1, seed: 
 def test_two_workers_on_one_journal_run_exactly_n_trials_each_once(tmp_path):
     storage = f"journal:{tmp_path}/optuna.journal"
     a, b = sweeper(tmp_path, storage, 12, n_jobs=2), sweeper(tmp_path, storage, 12, n_jobs=2)
+    a.launcher.peers, b.launcher.peers = [b.launcher.started], [a.launcher.started]
     threads = [threading.Thread(target=w.sweep, args=(["trainer.epochs=1"],)) for w in (a, b)]
     for t in threads:
         t.start()
