@@ -33,6 +33,7 @@ def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None,
     bad = next((h["epoch"] for h in history for k in ("train_loss", "val_loss")
                 if not math.isfinite(float(h.get(k, 0.0)))), None)
     fig = Figure(figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.91, wspace=0.22)  # by hand: no second draw
     panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy"))
     for ax, metric, title in panels:
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -51,7 +52,7 @@ def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None,
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path)
+    _save(fig, path, tight=False)
 
 
 def confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str) -> None:
