@@ -1,0 +1,141 @@
+"""`dltool diagnose` on real short runs that provoke each finding (and the healthy default, in test_signals.py).
+
+Each case is a real training run (dltool.train.run.train on the composed config, what `dltool train` runs
+without Hydra's app around it) with the textbook cause of the finding, then `dltool diagnose RUN_DIR` in this
+process: the finding must be there with its evidence. Runs are tiny (data.subset, 1-12
+epochs of an MLP or a linear model) and made once per module, on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dltool.commands.diagnose import load_run, series, weight_ratios
+from dltool.train.run import train
+from tests.conftest import call_main, make_config
+
+QUIET = ("trainer.patience=null", "trainer.loggers=[csv]", "trainer.eval_test=false")
+
+
+def deep(n: int, act: str) -> str:
+    """An MLP of n hidden fc(32) -> act layers, as a model.layers override."""
+    block = f"{{repeat:{{n:{n},layers:[{{fc:{{units:32}}}},{act}]}}}}"
+    return f"model.layers=[flatten,{block},{{fc:{{units:num_classes}}}}]"
+
+
+CASES = {
+    # loss goes up and down (no explosion): plain sgd with a large step on a small subset
+    "oscillating": ("model=mlp", "optimizer=sgd", "optimizer.lr=0.2", "trainer.batch_size=32", "data.subset=300",
+                    "trainer.epochs=10", "scheduler=none"),
+    # a convex model at a constant lr: val loss flat while train loss still creeps down
+    "decay": ("model=linear_softmax", "optimizer=sgd", "optimizer.lr=0.1", "trainer.epochs=12", "scheduler=none"),
+    # straight class boundaries cannot follow the spiral's arms (the textbook underfit)
+    "underfit": ("experiment=spiral_linear", "trainer.epochs=12"),
+    # eight sigmoids: each backward pass through one multiplies the gradient by at most 1/4
+    "vanishing": ("model=mlp", deep(8, "sigmoid"), "init=xavier_uniform", "data.subset=100", "trainer.epochs=1"),
+    # tanh with a 10x init scale: bounded activations forward, gradients growing layer by layer backward; the
+    # units sit at +-1 and the scores are large, so the loss at init is far from ln(10)
+    "exploding": ("model=mlp", deep(10, "tanh"), "init=xavier_normal", "init.gain=10", "data.subset=100",
+                  "trainer.epochs=1"),
+    # an lr a thousand times too small: updates ~1e-6 of the weights
+    "tiny_lr": ("model=mlp", "optimizer=sgd", "optimizer.lr=1e-6", "data.subset=200", "trainer.epochs=2"),
+}
+
+
+@pytest.fixture(scope="module")
+def provoked(tmp_path_factory):
+    """provoked(case) -> the run dir of that case's real training run (trained once per module, on first use)."""
+    dirs: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in dirs:
+            run_dir = tmp_path_factory.mktemp(case)
+            train(make_config(*QUIET, *CASES[case]), run_dir)
+            dirs[case] = run_dir
+        return dirs[case]
+
+    return get
+
+
+def diagnose(run_dir: Path, capsys) -> tuple[int, str, dict[str, dict]]:
+    """`dltool diagnose RUN_DIR` -> (exit status, terminal output, findings by code from diagnosis.json)."""
+    capsys.readouterr()
+    code = call_main(["diagnose", str(run_dir)])
+    out = capsys.readouterr().out
+    found = {f["code"]: f for f in json.loads((run_dir / "diagnosis.json").read_text())["findings"]}
+    return code, out, found
+
+
+def test_oscillating_loss_is_lr_too_high(provoked, capsys):
+    run_dir = provoked("oscillating")
+    code, out, found = diagnose(run_dir, capsys)
+    loss = series(load_run(run_dir).history, "train_loss")
+    assert max(loss[1:]) < 2 * loss[0]  # no explosion: the finding rests on the ups and downs
+    ev = found["lr_too_high"]["evidence"]
+    assert code == 1 and "(oscillating)" in ev and "rose from" not in ev and "non-finite" not in ev
+    ups = [i + 2 for i in range(len(loss) - 1) if loss[i + 1] > 1.05 * loss[i]]
+    assert f"went up in epochs {', '.join(map(str, ups))}" in ev and len(ups) >= 3
+    assert "optimizer.lr=0.02" in found["lr_too_high"]["advice"] and "learning rate too high" in out
+
+
+def test_val_plateau_with_slowly_falling_train_loss_asks_for_lr_decay(provoked, capsys):
+    run_dir = provoked("decay")
+    code, out, found = diagnose(run_dir, capsys)
+    assert set(found) == {"lr_decay"}, found  # a healthy lr otherwise: no lr_too_high from epoch 1's big steps
+    hist = load_run(run_dir).history
+    vl, tl = series(hist, "val_loss"), series(hist, "train_loss")
+    assert min(vl[-4:]) > 0.99 * min(vl[:-4]) and 0.01 < (tl[-5] - tl[-1]) / tl[-5] < 0.25
+    assert "plateaued over the last 4 epochs" in found["lr_decay"]["evidence"]
+    assert "scheduler=cosine" in found["lr_decay"]["advice"] and code == 1
+
+
+def test_linear_model_on_the_spiral_is_underfitting(provoked, capsys):
+    run_dir = provoked("underfit")
+    _, out, found = diagnose(run_dir, capsys)
+    acc = series(load_run(run_dir).history, "train_acc")
+    assert set(found) == {"underfitting"}, found
+    assert acc[-1] < 0.6 and f"{acc[0]:.1%} -> {acc[-1]:.1%} over 12 epochs" in found["underfitting"]["evidence"]
+    assert "bigger model" in found["underfitting"]["advice"] and "underfitting" in out
+
+
+def test_deep_sigmoid_net_has_vanishing_gradients(provoked, capsys):
+    _, _, found = diagnose(provoked("vanishing"), capsys)
+    ev = found["vanishing_gradients"]["evidence"]
+    low, high = ev.split(" range from ")[1].split(" to ")
+    assert "(fc1.weight)" in low and "(fc9.weight)" in high  # smallest at the input, largest at the output
+    assert float(high.split()[0]) / float(low.split()[0]) > 1e3
+    assert "exploding_gradients" not in found
+
+
+def test_large_init_tanh_net_has_exploding_gradients_and_saturated_units(provoked, capsys):
+    _, _, found = diagnose(provoked("exploding"), capsys)
+    ev = found["exploding_gradients"]["evidence"]
+    low, high = ev.split(" range from ")[1].split(" to ")
+    assert "(fc11.weight)" in low and "(fc1.weight)" in high  # largest at the input: grows going backward
+    assert "vanishing_gradients" not in found
+    sat = found["saturated"]["evidence"]
+    assert all(f"tanh{i} " in sat for i in range(1, 11))
+    assert int(sat.split("tanh1 ")[1].split("%")[0]) > 50
+
+
+def test_loss_at_init_far_from_ln_c(provoked, capsys):
+    """The same large-init run: the loss at init is measured on the probe batch before the first step."""
+    run_dir = provoked("exploding")
+    _, _, found = diagnose(run_dir, capsys)
+    ev = found["init_loss"]["evidence"]
+    assert "expected 2.303 for cross_entropy with 10 classes" in ev
+    init = float(ev.split("loss at init ")[1].split(",")[0])
+    assert init > 2 * 2.303 and init == pytest.approx(next(r["mean"] for r in load_run(run_dir).signals
+                                                           if r["kind"] == "loss"), rel=1e-3)
+    assert "init.std" in found["init_loss"]["advice"]
+
+
+def test_tiny_lr_is_lr_too_low(provoked, capsys):
+    run_dir = provoked("tiny_lr")
+    _, _, found = diagnose(run_dir, capsys)
+    assert max(weight_ratios(load_run(run_dir).signals or []).values()) < 1e-5
+    assert "median update/weight ratio at most" in found["lr_too_low"]["evidence"]
+    assert "optimizer.lr=1e-05" in found["lr_too_low"]["advice"] and "lr_too_high" not in found
