@@ -107,7 +107,7 @@ def main() -> None:
     if args.isolated:
         return isolated(on, args.repeats, clock)
     off = dataclasses.replace(on, trainer=dataclasses.replace(on.trainer, diagnostics=False))
-    ratios, low, t_on, t_off, once_on, once_off = [], [], [], [], [], []
+    ratios, low, whole, t_on, t_off, once_on, once_off = [], [], [], [], [], [], []
     for r in range(args.repeats):
         order = (on, off) if r % 2 == 0 else (off, on)
         got = {id(c): epoch_times(c, clock) for c in order}
@@ -117,6 +117,7 @@ def main() -> None:
         once_on.append(rest_a)
         once_off.append(rest_b)
         ratios.append(t_on[-1] / t_off[-1])
+        whole.append((sum(a) + rest_a) / (sum(b) + rest_b))  # the run from train() call to return
         low.append(min(a) / min(b))  # contention only adds time: the fastest epochs are the least disturbed
         print(f"round {r + 1}: on {t_on[-1] * 1000:7.1f} ms/epoch  off {t_off[-1] * 1000:7.1f} ms/epoch  "
               f"ratio {ratios[-1]:.3f}  fastest-epoch ratio {low[-1]:.3f}", flush=True)
@@ -128,6 +129,8 @@ def main() -> None:
           f"{statistics.median(low):.3f}x")
     print(f"once per run (setup, first epoch, end-of-run figures): on {statistics.median(once_on):.2f} s, "
           f"off {statistics.median(once_off):.2f} s")
+    print(f"whole runs : {statistics.median(whole):.3f}x (total time of a run, median of rounds, "
+          f"range {min(whole):.3f}-{max(whole):.3f})")
 
 if __name__ == "__main__":
     main()

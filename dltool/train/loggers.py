@@ -179,7 +179,7 @@ class TensorBoardLogger(Callback):
         weights = {n.removeprefix("layers."): p for n, p in state.model.named_parameters()
                    if p.requires_grad and p.dim() >= 2}  # weight matrices and filters, not biases / norm scales
         for name, p in weights.items():
-            _histogram(w, f"weights/{name}", sample(p, 16384), ep)
+            _histogram(w, f"weights/{name}", sample(p), ep)  # 4096 values: a histogram costs ~6 ms, not ~14
         for name, v in self.signals.latest.grads.items():
             if name in weights:
                 _histogram(w, f"gradients/{name}", v, ep)
