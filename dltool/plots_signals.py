@@ -47,47 +47,57 @@ def update_ratios(rows: Sequence[dict], path: Path) -> bool:
     return True
 
 
-def _hist(ax, first: np.ndarray | None, last: np.ndarray | None, first_label: str, last_label: str) -> None:
-    vals = [v for v in (first, last) if v is not None and v.size]
-    if not vals:
-        ax.set_axis_off()
+def _ridge(ax, row: int, first: np.ndarray | None, last: np.ndarray | None, labels: tuple[str, str]) -> None:
+    """One layer's histograms (first vs last epoch) in band `row` of a stacked column: x scaled to the layer's
+    own min..max (printed at the right, 0 marked), heights sqrt(count) scaled to the band."""
+    vals = [v[np.isfinite(v)] for v in (first, last) if v is not None and v.size]
+    both = np.concatenate(vals) if vals else np.zeros(0)
+    if not both.size:
         return
-    both = np.concatenate(vals)
-    both = both[np.isfinite(both)]
-    lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-    bins = np.linspace(lo, hi if hi > lo else lo + 1e-12, 41)
-    for v, label, color in ((first, first_label, "tab:blue"), (last, last_label, "tab:orange")):
+    lo, hi = float(both.min()), float(both.max())
+    hi = hi if hi > lo else lo + 1e-12
+    edges = np.linspace(0.0, 1.0, 41)
+    base = -row  # rows go down from 0
+    for v, label, color in ((first, labels[0], "tab:blue"), (last, labels[1], "tab:orange")):
         if v is not None and v.size:  # one filled step artist per histogram, not 40 bar patches
-            counts, _ = np.histogram(v[np.isfinite(v)], bins=bins)
-            ax.stairs(counts, bins, fill=True, alpha=0.5, color=color, label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.set_yticks([])  # counts say little (the shape does) and tick artists are most of a subplot's drawing cost
-    ax.tick_params(labelsize=6)
+            counts, _ = np.histogram(v[np.isfinite(v)], bins=40, range=(lo, hi))
+            height = np.sqrt(counts / max(counts.max(), 1))  # sqrt: ReLU's spike at 0 leaves the tail visible
+            ax.stairs(base + 0.85 * height, edges, baseline=base, fill=True, alpha=0.5,
+                      color=color, label=label if row == 0 else None)
+    if lo < 0 < hi:
+        ax.plot([-lo / (hi - lo)] * 2, [base, base + 0.9], color="black", linewidth=0.6)
+    ax.text(1.01, base + 0.3, f"{lo:.2g} .. {hi:.2g}", fontsize=7, transform=ax.get_yaxis_transform())
 
 
 def histograms(first: Mapping[str, Mapping[str, np.ndarray]], last: Mapping[str, Mapping[str, np.ndarray]],
                first_epoch: int, last_epoch: int, path: Path) -> bool:
-    """One row per layer: activations (left) and gradients (right), first vs last epoch overlaid."""
+    """Activations (left) and weight gradients (right) per layer, first vs last epoch overlaid, one row per layer.
+
+    Each column is one stacked (ridgeline) axes, so the cost does not grow by two subplots per layer (a 20-layer
+    net drew for seconds); each row is scaled to its layer's own range, written at its right, with 0 marked.
+    """
     acts = list(dict.fromkeys([*first.get("acts", {}), *last.get("acts", {})]))
     grads = [n for n in dict.fromkeys([*first.get("grads", {}), *last.get("grads", {})]) if n.endswith("weight")]
     n = max(len(acts), len(grads))
     if n == 0:
         return False
-    fig = Figure(figsize=(9, 1.6 * n + 0.8))
+    fig = Figure(figsize=(10, 0.6 * n + 1.3))
+    fig.subplots_adjust(left=0.13, right=0.87, wspace=0.62, bottom=0.5 / fig.get_figheight(),
+                        top=1 - 0.8 / fig.get_figheight())
     labels = (f"epoch {first_epoch}", f"epoch {last_epoch}")
-    for col, (kind, names, what) in enumerate((("acts", acts, "activations"), ("grads", grads, "gradients"))):
-        for i in range(n):
-            ax = fig.add_subplot(n, 2, 2 * i + col + 1)
-            if i >= len(names):
-                ax.set_axis_off()
-                continue
-            name = names[i]
-            _hist(ax, first.get(kind, {}).get(name), last.get(kind, {}).get(name), *labels)
-            ax.set_title(f"{what}: {name}", fontsize=8)
-            if i == 0:
-                ax.legend(fontsize=6)
-    fig.suptitle("activation and gradient histograms per layer (first vs last epoch)", fontsize=10)
-    fig.subplots_adjust(hspace=0.6, wspace=0.15, top=1 - 0.9 / fig.get_figheight())  # tight_layout costs seconds
+    for col, (kind, names, what) in enumerate((("acts", acts, "activations"), ("grads", grads, "weight gradients"))):
+        ax = fig.add_subplot(1, 2, col + 1)
+        for i, name in enumerate(names):
+            _ridge(ax, i, first.get(kind, {}).get(name), last.get(kind, {}).get(name), labels)
+        ax.set_yticks([-i + 0.3 for i in range(len(names))], names, fontsize=7)
+        ax.set_xticks([])
+        ax.set_ylim(-n + 0.9, 1.0)
+        ax.set_xlim(0, 1)
+        ax.set_title(what, fontsize=9)
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]][:2]
+    fig.legend(handles, labels[:len(handles)], loc="upper right", fontsize=7, ncol=2, frameon=False)
+    fig.suptitle("histograms per layer, first vs last epoch (each row: its own range, sqrt(count); | marks 0)",
+                 fontsize=10, x=0.4)
     _save(fig, path, dpi=80, tight=False)
     return True
 
