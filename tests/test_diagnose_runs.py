@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dltool.commands.diagnose import load_run, series, weight_ratios
+from dltool.commands.diagnose import Run, load_run, lr_findings, series, weight_ratios
 from dltool.train.run import train
 from tests.conftest import call_main, make_config
 
@@ -139,3 +139,21 @@ def test_tiny_lr_is_lr_too_low(provoked, capsys):
     assert max(weight_ratios(load_run(run_dir).signals or []).values()) < 1e-5
     assert "median update/weight ratio at most" in found["lr_too_low"]["evidence"]
     assert "optimizer.lr=1e-05" in found["lr_too_low"]["advice"] and "lr_too_high" not in found
+
+
+def test_update_ratio_rule_reads_the_epochs_after_the_first():
+    """A fresh init's first steps are large: epoch 1 alone above 1e-2 is no finding when later epochs are healthy."""
+    def rows(ratios):
+        return [{"epoch": e, "name": "fc1.weight", "kind": "weight", "update_ratio": r, "grad_norm": 1.0}
+                for e, r in enumerate(ratios, 1)]
+    loss = [1.0, 0.8, 0.7, 0.65]
+
+    def found(ratios):
+        run = Run([{"epoch": i + 1, "train_loss": v, "train_acc": 0.9} for i, v in enumerate(loss[:len(ratios)])],
+                  rows(ratios), {"optimizer": {"lr": 0.1}}, 10)
+        return lr_findings(run)
+
+    assert found([0.075, 0.006, 0.005, 0.004]) == []
+    high = found([0.08, 0.03, 0.02, 0.05])
+    assert high[0].code == "lr_too_high" and "0.03 over epochs 2-4" in high[0].evidence
+    assert "over epoch 1 (" in found([0.05])[0].evidence  # a one-epoch run has only epoch 1 to judge
