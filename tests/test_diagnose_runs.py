@@ -32,6 +32,9 @@ CASES = {
                     "trainer.epochs=10", "scheduler=none"),
     # a convex model at a constant lr: val loss flat while train loss still creeps down
     "decay": ("model=linear_softmax", "optimizer=sgd", "optimizer.lr=0.1", "trainer.epochs=12", "scheduler=none"),
+    # no regularization on 60 examples: the MLP memorizes them (train acc 100%) while val loss turns up
+    "overfit": ("model=mlp", "data.subset=60", "trainer.batch_size=10", "optimizer.lr=1e-2", "trainer.epochs=10",
+                "scheduler=none"),
     # straight class boundaries cannot follow the spiral's arms (the textbook underfit)
     "underfit": ("experiment=spiral_linear", "trainer.epochs=12"),
     # eight sigmoids: each backward pass through one multiplies the gradient by at most 1/4
@@ -90,6 +93,18 @@ def test_val_plateau_with_slowly_falling_train_loss_asks_for_lr_decay(provoked, 
     assert min(vl[-4:]) > 0.99 * min(vl[:-4]) and 0.01 < (tl[-5] - tl[-1]) / tl[-5] < 0.25
     assert "plateaued over the last 4 epochs" in found["lr_decay"]["evidence"]
     assert "scheduler=cosine" in found["lr_decay"]["advice"] and code == 1
+
+
+def test_no_regularization_on_a_tiny_subset_is_overfitting(provoked, capsys):
+    run_dir = provoked("overfit")
+    _, _, found = diagnose(run_dir, capsys)
+    assert set(found) == {"overfitting"}, found
+    hist = load_run(run_dir).history
+    vl, ta = series(hist, "val_loss"), series(hist, "train_acc")
+    k = vl.index(min(vl))
+    assert ta[-1] == 1.0 and vl[-1] > 1.1 * vl[k] and len(vl) - 1 - k >= 2
+    assert f"val_loss rising since epoch {k + 1} ({vl[k]:.4g} -> {vl[-1]:.4g})" in found["overfitting"]["evidence"]
+    assert "regularization.l2" in found["overfitting"]["advice"]
 
 
 def test_linear_model_on_the_spiral_is_underfitting(provoked, capsys):
