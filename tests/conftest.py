@@ -12,6 +12,10 @@ from typing import Callable
 
 import pytest
 import torch
+
+# The console reads its width when dltool is imported: tests read wide tables as a CI log gets them (160 columns,
+# the same as run_cli's subprocesses), also under pytest-xdist, whose workers set COLUMNS=80.
+os.environ["COLUMNS"] = "160"
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 

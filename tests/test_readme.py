@@ -64,5 +64,5 @@ def test_readme_shows_the_install_lint_and_test_commands_ci_runs():
     install = [line for line in code_block(readme, "## Install") if line.startswith("pip ")]
     assert install == ['pip install -e ".[dev]"'] and install[0] in ci
     checks = code_block(readme, "## Run the tests")
-    assert checks == ["ruff check dltool hydra_plugins tests scripts", "python -m pytest -q"]
+    assert checks == ["ruff check dltool hydra_plugins tests scripts", "python -m pytest -q -n auto"]
     assert ci[ci.index(install[0]) + 1:] == checks  # CI: install as README says, then exactly these, nothing else
