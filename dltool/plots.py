@@ -14,9 +14,10 @@ from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _save(fig: Figure, path: Path, dpi: int = 110) -> None:
+def _save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> None:
+    """tight=False for figures laid out by hand: bbox_inches="tight" draws the whole figure twice."""
     tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
     tmp.replace(path)
 
 

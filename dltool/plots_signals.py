@@ -54,8 +54,9 @@ def _hist(ax, first: np.ndarray | None, last: np.ndarray | None, first_label: st
     lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     bins = np.linspace(lo, hi if hi > lo else lo + 1e-12, 41)
     for v, label, color in ((first, first_label, "tab:blue"), (last, last_label, "tab:orange")):
-        if v is not None and v.size:
-            ax.hist(v[np.isfinite(v)], bins=bins, alpha=0.5, color=color, label=label)
+        if v is not None and v.size:  # one filled step artist per series: ax.hist's 40 bar patches cost ~10x more
+            counts, _ = np.histogram(v[np.isfinite(v)], bins=bins)
+            ax.stairs(counts, bins, fill=True, alpha=0.5, color=color, label=label)
     ax.tick_params(labelsize=6)
 
 
@@ -82,7 +83,7 @@ def histograms(first: Mapping[str, Mapping[str, np.ndarray]], last: Mapping[str,
                 ax.legend(fontsize=6)
     fig.suptitle("activation and gradient histograms per layer (first vs last epoch)", fontsize=10)
     fig.subplots_adjust(hspace=0.6, wspace=0.15, top=1 - 0.9 / fig.get_figheight())  # tight_layout costs seconds
-    _save(fig, path, dpi=80)
+    _save(fig, path, dpi=80, tight=False)  # laid out by subplots_adjust above
     return True
 
 

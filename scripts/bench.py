@@ -29,6 +29,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def case3(args, tmp: Path) -> list[Row]:
     folder = ["data=imagefolder", f"data.root={root}", f"data.num_workers={workers}", "data.normalize=none",
               "data.val_fraction=0", "data.test_fraction=0", "trainer.monitor=train_loss", "model=lenet", *bo.BASE,
               *[o for o in device_overrides(args) if not o.startswith("data.")]]
-    epochs = 3
+    epochs, clock, bo.CLOCK = 3, bo.CLOCK, time.perf_counter  # worker processes: only wall time sees their work
     cfg = bo.compose_cfg([*folder, f"trainer.epochs={epochs}"])
     res = bc.folder_rounds(cfg, root, args.rounds, epochs, workers)
     ours, theirs = n / statistics.median(res.ours), n / statistics.median(res.theirs)
@@ -114,6 +115,7 @@ def case3(args, tmp: Path) -> list[Row]:
     cached = bo.compose_cfg([*folder, f"trainer.epochs={epochs}", "data.cache=true"])
     memory = bo.compose_cfg([*folder, f"trainer.epochs={epochs}", "data.on_device=true"])
     res = bc.cache_rounds(cached, memory, args.rounds)
+    bo.CLOCK = clock
     rows.append(Row("3b", "data.cache=true epochs after the first vs data.on_device=true (in memory)", ms(res.ours),
                     ms(res.theirs), res.ratio, "~1.0x", res.ratio <= 1.10, spread(res)))
     return rows
@@ -194,13 +196,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers in case 3 (both sides)")
     ap.add_argument("--variants", action="store_true", help="case 1 also with channels_last and compile")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                    help="cases 1, 2, 4 (one process): cpu = CPU time of this process, steadier on a shared machine "
+                         "(default on --device cpu); wall = elapsed time (default on cuda). Cases 3, 5: always wall")
     args = ap.parse_args()
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
+    bo.CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available here.")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"dltool speed suite: {machine()}", flush=True)
-    print(f"device {args.device}, rounds {args.rounds}{', quick sizes' if args.quick else ''}", flush=True)
+    print(f"device {args.device}, rounds {args.rounds}, clock {args.clock} (cases 1, 2, 4; cases 3, 5: wall)"
+          f"{', quick sizes' if args.quick else ''}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dltool-bench-") as tmp:
         rows = run_cases(args, Path(tmp))
     print()
