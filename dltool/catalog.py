@@ -202,7 +202,7 @@ DATASETS: dict[str, Entry] = {
     "cifar100": Entry(f"{DAT}.vision:load_cifar100",
                       "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision)", VISION),
     "imagefolder": Entry(f"{DAT}.folder:load_imagefolder", "your images in root/<class>/*.png|jpg",
-                         ("root", "image_size", "grayscale", "val_dir", "test_dir", "bad_images")),
+                         ("root", "image_size", "grayscale", "val_dir", "test_dir", "bad_images", "cache")),
     "arrays": Entry(f"{DAT}.arrays:load_arrays",
                     "your NumPy arrays: a .npz (x, y, x_val, ...) or a folder of x.npy, y.npy (+ _val, _test)",
                     ("path", "layout", "memory_cap_mb")),

@@ -42,6 +42,7 @@ class DataConfig:
     features: Optional[List[str]] = None
     input_shape: Optional[List[int]] = None
     memory_cap_mb: float = 1024.0
+    cache: bool = False  # imagefolder: keep decoded images in memory after the first epoch (within memory_cap_mb)
     # data-set specific knobs (ignored by data sets that do not use them)
     image_size: Optional[List[int]] = None
     grayscale: bool = False
@@ -155,6 +156,8 @@ class TrainerConfig:
     seed: int = 0
     threads: Optional[int] = None
     precision: str = "32"
+    compile: bool = False  # torch.compile the model for the training steps
+    channels_last: bool = False  # model and 4-D inputs in channels_last memory format
     accumulate: int = 1
     monitor: str = "val_loss"
     mode: str = "min"

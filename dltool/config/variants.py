@@ -67,7 +67,7 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "cifar10": _VISION,
         "cifar100": _VISION,
         "imagefolder": _DATA + ("test_fraction", "root", "image_size", "grayscale", "val_dir", "test_dir",
-                                "bad_images", "num_workers"),
+                                "bad_images", "num_workers", "cache", "memory_cap_mb"),
         "arrays": _DATA + ("test_fraction", "path", "layout", "memory_cap_mb"),
         "csv": _DATA + ("test_fraction", "path", "label", "features"),
     },

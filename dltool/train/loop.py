@@ -38,6 +38,9 @@ class Setup:
     clip_grad_value: float | None = None
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper of `model` that training steps go through
+    compile: bool = False  # trainer.compile: training steps go through torch.compile(model or its DDP wrapper)
+    channels_last: bool = False  # trainer.channels_last: 4-D training batches in channels_last memory format
+    net: nn.Module | None = None  # what training steps call (see training_net), made once
 
 
 def pick_device(name: str) -> torch.device:
@@ -61,7 +64,7 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
                     generator: torch.Generator, scaler: torch.amp.GradScaler,
                     on_batch: Callable[[], None] | None = None) -> dict:
     """One pass over the shuffled training split; returns mean train loss and accuracy."""
-    net = s.model if s.ddp is None else s.ddp  # DDP syncs gradients; checkpoints and evaluation use the bare model
+    net = training_net(s)
     net.train()
     total_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), dtype=torch.long, device=s.device)
@@ -85,6 +88,15 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
             on_batch()
     return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
             "examples": seen}
+
+
+def training_net(s: Setup) -> nn.Module:
+    """DDP's wrapper (it syncs gradients) or the bare model, compiled once under trainer.compile. Checkpoints and
+    evaluation use the bare model (its state_dict keys stay plain; eval mode would recompile)."""
+    if s.net is None:
+        net = s.model if s.ddp is None else s.ddp
+        s.net = torch.compile(net) if s.compile else net
+    return s.net
 
 
 def make_scaler(s: Setup) -> torch.amp.GradScaler:
@@ -156,7 +168,7 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
              generator: torch.Generator, plan: Plan, scaler: torch.amp.GradScaler,
              on_batch: Callable[[], None] | None) -> None:
     """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks."""
-    stream = BatchStream(data.train, batch_size, generator, s.device)
+    stream = BatchStream(data.train, batch_size, generator, s.device, s.channels_last)
     done, interval = resume_progress(state, stream)
     while done < plan.total and not state.stop:
         n = (plan.next_stop(done) - done) * plan.batches_per_unit

@@ -86,7 +86,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes)
     initialize(built.model, cfg.init, built.layer_inits)
     lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
-    model = built.model.to(device)
+    model = built.model.to(device, memory_format=torch.channels_last) if t.channels_last else built.model.to(device)
     penalty = Penalty(model, cfg.regularization)
     opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
     if plan.unit == "step":  # the schedule's epochs keys count optimizer steps
@@ -97,7 +97,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
         sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
-                  cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops))
+                  cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops), compile=t.compile,
+                  channels_last=t.channels_last)
     return Prepared(data, built, setup, device, plan)
 
 

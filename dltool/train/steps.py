@@ -68,8 +68,10 @@ def make_plan(t: TrainerConfig, batches_per_epoch: int) -> Plan:
 class BatchStream:
     """Shuffled batches pass after pass; `take(n)` yields the next n, moved to the device."""
 
-    def __init__(self, split: Split, batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+    def __init__(self, split: Split, batch_size: int, generator: torch.Generator, device: torch.device,
+                 channels_last: bool = False) -> None:
         self.split, self.batch_size, self.generator, self.device = split, batch_size, generator, device
+        self.channels_last = channels_last  # 4-D batches (N, C, H, W) stored as NHWC (trainer.channels_last)
         self.it: Iterator[Batch] | None = None
         self.start: torch.Tensor | None = None  # generator state when the current pass began
         self.index = 0  # batches taken from the current pass
@@ -85,7 +87,10 @@ class BatchStream:
                 self.it = None
                 continue
             self.index += 1
-            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return x, y.to(self.device, non_blocking=True)
 
     def take(self, n: int) -> Iterator[Batch]:
         for _ in range(n):

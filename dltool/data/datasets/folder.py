@@ -7,12 +7,17 @@ Splits: data.val_dir / data.test_dir (same <class_name>/ layout) where given, el
 data.on_device=false (default for this data set): images stream from disk through a torch DataLoader with
 worker processes (persistent, data.num_workers or one per spare CPU core); training-split augmentation
 runs in those workers with torchvision.transforms.v2. data.on_device=true decodes every image once
-(through the same workers) and uses the fast in-memory tensor path, like MNIST.
+(through the same workers) and uses the fast in-memory tensor path, like MNIST. data.cache=true keeps
+streaming the first epoch through the workers but keeps each decoded image; once a whole pass is decoded,
+later epochs read them from memory (same shuffle draws, so same batches), if they fit in data.memory_cap_mb.
+A split with per-image augmentation (the training split under augment ops) is never cached: its images
+change every epoch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterator
@@ -105,14 +110,17 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int):
         self.n, self.generator = n, None
+        self.order: list[int] = []  # the last pass's order (the batches' indices, for the cache)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[int]:
         if self.generator is None:
-            return iter(range(self.n))
-        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+            self.order = list(range(self.n))
+        else:
+            self.order = torch.randperm(self.n, generator=self.generator).tolist()
+        return iter(self.order)
 
 
 def default_workers() -> int:
@@ -123,10 +131,13 @@ def default_workers() -> int:
 class FolderSplit:
     """A Split (see dltool.data) streaming images from disk through a DataLoader with workers."""
 
-    def __init__(self, dataset: ImageFiles, workers: int, norm: dict | None = None):
+    def __init__(self, dataset: ImageFiles, workers: int, norm: dict | None = None, cache_mb: float = 0.0):
         self.dataset, self.workers, self.norm = dataset, workers, norm or {"kind": "none"}
         self.sampler = EpochSampler(len(dataset))
         self.loaders: dict[int, DataLoader] = {}
+        self.cache_mb = cache_mb  # data.cache: the memory budget for the decoded images (0: no cache)
+        self.memory: torch.Tensor | None = None  # (N, C, H, W) decoded images, once one whole pass filled it
+        self.labels = torch.tensor(dataset.labels, dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -142,9 +153,38 @@ class FolderSplit:
         return self.loaders[batch_size]
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple]:
+        if self.memory is not None:  # data.cache, after the first whole pass
+            yield from self.memory_batches(batch_size, generator)
+            return
         self.sampler.generator = generator  # shuffled for training, in order for evaluation
-        for x, y in self.loader(batch_size):
+        store = self.cache_store()
+        for k, (x, y) in enumerate(self.loader(batch_size)):
+            if store is not None:
+                store[self.sampler.order[k * batch_size:k * batch_size + len(x)]] = x
             yield apply_norm(x, self.norm), y  # x: (N, C, H, W)
+        self.memory = store  # reached only when the pass ran to its end
+
+    def cache_store(self) -> torch.Tensor | None:
+        """An empty (N, C, H, W) tensor to decode into, when data.cache is on, fits the budget and nothing
+        per-image random (augmentation) runs in the workers."""
+        if self.cache_mb <= 0 or self.dataset.transform is not None:
+            return None
+        shape = (len(self.dataset), 1 if self.dataset.grayscale else 3, *self.dataset.size)
+        need_mb = math.prod(shape) * 4 / 2 ** 20
+        if need_mb > self.cache_mb:
+            log.warning("data.cache: the decoded images need %.0f MiB, more than data.memory_cap_mb=%s; streaming "
+                        "them from disk every epoch instead", need_mb, self.cache_mb)
+            self.cache_mb = 0.0  # say it once
+            return None
+        return torch.empty(shape)
+
+    def memory_batches(self, batch_size: int, generator: torch.Generator | None) -> Iterator[tuple]:
+        """The cached images, in the order the sampler would draw (same generator draws, same batches)."""
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield apply_norm(self.memory[idx], self.norm), self.labels[idx]
 
 
 def collect(files: list[Path], labels: list[int], cfg: DataConfig, size: tuple[int, int]) -> torch.Tensor:
@@ -193,7 +233,8 @@ def load_imagefolder(cfg: DataConfig) -> RawData | DataBundle:
 
     def split(name: str, norm: dict | None = None) -> FolderSplit:
         idx, y = s[name]
-        return FolderSplit(ImageFiles([files[i] for i in idx.tolist()], y.tolist(), size, cfg.grayscale), workers, norm)
+        return FolderSplit(ImageFiles([files[i] for i in idx.tolist()], y.tolist(), size, cfg.grayscale), workers, norm,
+                           cfg.memory_cap_mb if cfg.cache else 0.0)
 
     norm = stream_norm(split("train"), cfg.normalize)
     train = split("train", norm)
