@@ -35,6 +35,7 @@ def test_default_train_reaches_95_percent_and_leaves_a_complete_run_dir(tmp_path
     assert "epoch train_loss" in proc.stdout and "best val_loss" in proc.stdout
 
 
+@pytest.mark.slow
 def test_divergent_lr_stops_with_the_reason_and_keeps_best(cli, tmp_path):
     proc = cli("train", *GROWING_LR)
     assert proc.returncode == 0, proc.stderr
@@ -91,6 +92,7 @@ def test_summary_prints_shapes_params_and_totals(cli):
     assert "6,670" in proc.stdout  # 260 + 640*10+10
 
 
+@pytest.mark.slow
 def test_external_config_file_with_defaults_list_and_overrides(cli, tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("defaults:\n  - train\n  - override model: mlp\n  - _self_\nname: mine\ntrainer:\n  epochs: 2\n")
@@ -104,6 +106,7 @@ def test_external_config_file_with_defaults_list_and_overrides(cli, tmp_path):
     assert summary["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_experiment_and_resume_from_the_cli(cli, tmp_path):
     proc = cli("train", "experiment=mlp_digits", "trainer.epochs=2")
     assert proc.returncode == 0, proc.stderr
@@ -118,6 +121,7 @@ def test_experiment_and_resume_from_the_cli(cli, tmp_path):
     assert log.count("[INFO] stopped: finished all 2 epochs") == 1 and "stopped: finished all 3 epochs" in log
 
 
+@pytest.mark.slow
 def test_library_warnings_have_the_console_style_and_reach_train_log(cli, tmp_path):
     proc = cli("train", "model=mlp", "trainer.epochs=1", "trainer.precision=16", "trainer.device=cpu")
     assert proc.returncode == 0, proc.stderr

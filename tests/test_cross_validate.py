@@ -55,6 +55,7 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return int(ex.value.code or 0), out.out, out.err
 
 
+@pytest.mark.slow
 def test_cross_validate_end_to_end(tmp_path: Path, capsys) -> None:
     parent = tmp_path / "cv"
     code, out, err = cli(capsys, "cross-validate", "data.folds=3", "trainer.epochs=2", f"hydra.run.dir={parent}")

@@ -91,6 +91,7 @@ def test_large_npy_is_memory_mapped_and_streams_the_same_batches(tmp_path):
     assert big.train.num_batches(64) == 5  # never more than one batch of rows read at once
 
 
+@pytest.mark.slow
 def test_streamed_arrays_train_like_in_memory_ones(tmp_path):
     x, y = blobs(300)
     (tmp_path / "big").mkdir()
@@ -105,6 +106,7 @@ def test_streamed_arrays_train_like_in_memory_ones(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
 
 
+@pytest.mark.slow
 def test_csv_with_string_labels_trains_and_predicts_rows(tmp_path):
     x, y = blobs()
     write_csv(tmp_path / "t.csv", x, y)
@@ -137,6 +139,7 @@ def test_csv_bad_cell_names_row_and_column(tmp_path, cell, word):
         build_data(make_config("data=csv", f"data.path={tmp_path / 't.csv'}", "data.label=kind").data)
 
 
+@pytest.mark.slow
 def test_no_validation_and_no_test_split_trains_on_everything(tmp_path):
     x, y = blobs(100)
     np.savez(tmp_path / "d.npz", x=x, y=y)

@@ -72,6 +72,7 @@ def diagnose(run_dir: Path, capsys) -> tuple[int, str, dict[str, dict]]:
     return code, out, found
 
 
+@pytest.mark.slow
 def test_oscillating_loss_is_lr_too_high(provoked, capsys):
     run_dir = provoked("oscillating")
     code, out, found = diagnose(run_dir, capsys)
@@ -95,6 +96,7 @@ def test_val_plateau_with_slowly_falling_train_loss_asks_for_lr_decay(provoked, 
     assert "scheduler=cosine" in found["lr_decay"]["advice"] and code == 1
 
 
+@pytest.mark.slow
 def test_no_regularization_on_a_tiny_subset_is_overfitting(provoked, capsys):
     run_dir = provoked("overfit")
     _, _, found = diagnose(run_dir, capsys)
@@ -116,6 +118,7 @@ def test_linear_model_on_the_spiral_is_underfitting(provoked, capsys):
     assert "bigger model" in found["underfitting"]["advice"] and "underfitting" in out
 
 
+@pytest.mark.slow
 def test_deep_sigmoid_net_has_vanishing_gradients(provoked, capsys):
     _, _, found = diagnose(provoked("vanishing"), capsys)
     ev = found["vanishing_gradients"]["evidence"]
@@ -125,6 +128,7 @@ def test_deep_sigmoid_net_has_vanishing_gradients(provoked, capsys):
     assert "exploding_gradients" not in found
 
 
+@pytest.mark.slow
 def test_large_init_tanh_net_has_exploding_gradients_and_saturated_units(provoked, capsys):
     _, _, found = diagnose(provoked("exploding"), capsys)
     ev = found["exploding_gradients"]["evidence"]
@@ -148,6 +152,7 @@ def test_loss_at_init_far_from_ln_c(provoked, capsys):
     assert "init.std" in found["init_loss"]["advice"]
 
 
+@pytest.mark.slow
 def test_tiny_lr_is_lr_too_low(provoked, capsys):
     run_dir = provoked("tiny_lr")
     _, _, found = diagnose(run_dir, capsys)

@@ -40,6 +40,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- fast
+@pytest.mark.slow
 def test_devices_are_checked_before_anything_runs(monkeypatch):
     cfg: TrainConfig = make_config("trainer.devices=2", "trainer.device=cpu")
     assert backend_and_devices(cfg, 2) == "gloo"

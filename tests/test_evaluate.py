@@ -84,6 +84,7 @@ def test_single_logit_binary_metrics() -> None:
     assert m["confusion_matrix"] == [[1, 1], [1, 1]]
 
 
+@pytest.mark.slow
 def test_checkpoint_file_alone_and_other_split(trained: Path, tmp_path: Path, cli) -> None:
     lone = tmp_path / "model.pt"
     shutil.copy(trained / "checkpoints" / "best.pt", lone)

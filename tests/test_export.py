@@ -72,6 +72,7 @@ def test_export_matches_pytorch_at_batch_1_and_7(run_dir: Path, capsys, fmt: str
         assert torch.allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_with_normalization_takes_raw_inputs(run_dir: Path, capsys) -> None:
     out_dir = run_dir.parent / "raw_export"
     code, out, err = export(run_dir, capsys, "--format=exported", "--with-normalization", "--out", str(out_dir))

@@ -68,6 +68,7 @@ def test_finetune_run_keeps_frozen_weights_bitwise_and_trains_the_rest(pretraine
     assert "init_from" in (tmp_path / "ft" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_freeze_errors_are_one_sentence(pretrained: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.freeze=99 must be between 0 and 7"):
         prepare(finetune_cfg(pretrained, "model.freeze=99"))

@@ -39,6 +39,7 @@ def test_lr_find_writes_curve_and_suggestion_only(tmp_path: Path, capsys, monkey
     assert f"train with: dltool train model=mlp {rec['override']}" in out
 
 
+@pytest.mark.slow
 def test_stops_when_smoothed_loss_exceeds_four_times_its_minimum(tmp_path: Path, capsys) -> None:
     code, out, err = cli(capsys, "lr-find", "lr_find.end=1e4", "lr_find.steps=60", "optimizer.name=sgd",
                          "model=mlp", f"lr_find.out_dir={tmp_path}")

@@ -31,6 +31,7 @@ def test_preview_grid_folder_data(tmp_path):
     assert (grid.rows, grid.cols) == (4, 4) and size(tmp_path / "p.png") == (4 * CELL, 4 * CELL)
 
 
+@pytest.mark.slow
 def test_show_data_grid_per_class(tmp_path):
     grid = show_data(make_config("data=digits_rows"), tmp_path / "s.png", per_class=3)
     assert (grid.rows, grid.cols) == (10, 3) and size(tmp_path / "s.png") == (3 * CELL, 10 * CELL)

@@ -32,6 +32,7 @@ def test_default_config_passes(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 3000
 
 
+@pytest.mark.slow
 def test_zero_learning_rate_fails_with_diagnosis(tmp_path: Path, cli) -> None:
     proc = cli("overfit-sanity-check", "optimizer.lr=0", "sanity.max_steps=50", f"sanity.out_dir={tmp_path}")
     assert proc.returncode == 1, proc.stdout + proc.stderr

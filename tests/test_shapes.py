@@ -66,6 +66,7 @@ def test_small_input_is_refused_where_unknown():
 ONE_UNIT = ("data=spiral", "data.num_classes=2", "model=mlp", "model.layers.5={fc: {units: 1}}", "trainer.device=cpu")
 
 
+@pytest.mark.slow
 def test_one_output_unit_with_bce_trains_a_binary_problem(tmp_path):
     summary = train(make_config(*ONE_UNIT, "loss=bce", "trainer.epochs=40", "optimizer.lr=0.01"), tmp_path)
     assert summary["test_acc"] > 0.9

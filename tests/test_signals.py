@@ -112,6 +112,7 @@ def test_diagnostics_off_writes_no_signals_and_diagnose_says_what_it_cannot_judg
     assert ex.value.code == 0 and "cannot judge update ratios" in out and "no signals.csv" in out
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_diverges_in_epoch_1(tmp_path, capsys):
     """lr too high is found; no best.pt is listed or exists; exit status 1; curves.png marks the epoch."""
     run_dir = tmp_path / "run"

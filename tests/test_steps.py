@@ -43,6 +43,7 @@ def test_plan_pauses_at_validation_checkpoint_and_end():
     assert plan.points == 3
 
 
+@pytest.mark.slow
 def test_max_steps_validates_every_val_every_steps(tmp_path):
     summary = train(make_config(*SMALL, "trainer.max_steps=50", "trainer.val_every=20"), tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
@@ -53,12 +54,14 @@ def test_max_steps_validates_every_val_every_steps(tmp_path):
     assert ck["progress"]["step"] == 50 and ck["progress"]["done"] == 50
 
 
+@pytest.mark.slow
 def test_val_every_epochs_keeps_one_row_per_validation(tmp_path):
     train(make_config(*SMALL, "trainer.epochs=5", "trainer.val_every=2"), tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [2, 4, 5]
 
 
+@pytest.mark.slow
 def test_resume_between_validation_points_is_bitwise_exact(tmp_path):
     keys = (*SMALL, "trainer.max_steps=24", "trainer.val_every=10", "trainer.checkpoint_every=4")
     train(make_config(*keys), tmp_path / "straight")

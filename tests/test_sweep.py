@@ -125,6 +125,7 @@ def fake_job(sweep: Path, name: str, lr: float, summary: dict) -> None:
     (d / "summary.json").write_text(json.dumps(summary))
 
 
+@pytest.mark.slow
 def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path, cli):
     ok = {"monitor": "val_loss", "mode": "min", "best_epoch": 3, "stop_reason": "finished all 3 epochs", "seconds": 1.0}
     fake_job(tmp_path, "0", 1e-4, {**ok, "best_value": 0.9})
@@ -148,6 +149,7 @@ def test_report_ranks_keeps_failures_and_warns_at_the_edge(tmp_path, cli):
     assert r.stderr.startswith("warning: the best job (3) has optimizer.lr=10") and "high edge" in r.stderr
 
 
+@pytest.mark.slow
 def test_grid_sweep_in_process_and_each_job_logs_to_its_own_train_log(tmp_path, cli):
     sweep = tmp_path / "grid"
     r = cli("train", "-m", "model=mlp", "trainer.epochs=1", "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}")

@@ -2,6 +2,7 @@
 
 import csv
 
+import pytest
 import torch
 
 from dltool.train import checkpoint
@@ -12,6 +13,7 @@ SMALL = ("model=mlp", "scheduler=step", "scheduler.step_size=1", "scheduler.gamm
          "model.layers.4={dropout: 0.2}")
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     straight = make_config(*SMALL, "trainer.epochs=4")
     train(straight, tmp_path / "straight")
@@ -29,6 +31,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b]
 
 
+@pytest.mark.slow
 def test_checkpoint_is_self_contained(tmp_path):
     summary = train(make_config("trainer.epochs=2"), tmp_path)
     ck = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
@@ -63,6 +66,7 @@ def test_divergence_stops_and_keeps_best_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
     """Two batches of 32 accumulated == one batch of 64 (no dropout/BN, plain SGD, one epoch, ordered)."""
     common = ("model=mlp", "optimizer=sgd", "optimizer.momentum=0", "optimizer.nesterov=false",
@@ -77,6 +81,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
         assert torch.allclose(wa[k], wb[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_bf16_precision_runs_on_cpu(tmp_path):
     summary = train(make_config("model=mlp", "trainer.epochs=2", "trainer.precision=bf16"), tmp_path)
     assert summary["test_acc"] > 0.8

@@ -69,6 +69,7 @@ def test_every_registry_entry_has_a_variant_or_a_refusal():
     assert set(VARIANTS["init"]) == set(INITIALIZERS) - {"constant"}  # constant is refused (symmetry)
 
 
+@pytest.mark.slow
 def test_switching_by_name_or_by_group_gives_that_variants_keys_and_defaults():
     by_group, by_name = to_dict(train_config(["optimizer=sgd"])), to_dict(train_config(["optimizer.name=sgd"]))
     assert by_group == by_name
@@ -98,6 +99,7 @@ def test_a_config_file_without_defaults_list_gets_the_documented_defaults(tmp_pa
         assert to_dict(mine)[group] == to_dict(documented)[group]
 
 
+@pytest.mark.slow
 def test_an_older_flat_stored_config_still_loads_with_the_unused_keys_dropped():
     flat = to_dict(train_config([]))
     flat["optimizer"].update(momentum=0.0, nesterov=False, alpha=0.99)  # what dltool wrote before per-variant keys
@@ -203,6 +205,7 @@ def test_a_full_disk_mid_training_is_one_sentence_and_the_last_good_checkpoints_
     assert errno.EFBIG  # the errno the limit raises (ENOSPC on a real full disk)
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_failed_job_says_so_last_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out = run_main(["train", "-m", *TINY, "trainer.epochs=1", "trainer.patience=0", "regularization.l2=0,-1",
