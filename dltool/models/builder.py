@@ -16,11 +16,10 @@ from torch import nn
 from dltool.catalog import ALIASES, BLOCKS, LAYERS
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
-from dltool.models.backbones import build_backbone
 from dltool.models.blocks import Branches
 from dltool.models.layers import BuildContext, Shape, fmt
 from dltool.models.trace import BuiltModel, LayerRecord, count_macs
-from dltool.registry import check_keys, unknown
+from dltool.registry import check_keys, resolve, unknown
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +241,8 @@ def build_model(spec: ModelConfig, input_shape: Shape, num_classes: int) -> Buil
         raise ConfigError("model.layers is empty: the config names no architecture (pick one with "
                           "model=NAME, or start your own config file with `defaults: [train, _self_]`).")
     if spec.backbone:
-        return build_backbone(spec, tuple(input_shape), num_classes)
+        # through the registry's resolver: torchvision (~3 s to import) loads only for a backbone
+        return resolve("dltool.models.backbones:build_backbone")(spec, tuple(input_shape), num_classes)
     b = Builder(num_classes, spec.strict_shapes)
     layers, out_shape = b.build_list(list(spec.layers), tuple(input_shape), "", 0, True)
     if out_shape != (num_classes,) and not (num_classes == 2 and out_shape == (1,)):

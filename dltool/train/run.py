@@ -18,7 +18,6 @@ import torch
 import yaml
 
 from dltool.config.schema import TrainConfig, to_dict
-from dltool.data.augment import attach
 from dltool.data.build import build_data
 from dltool.data.splits import DataBundle
 from dltool.errors import ConfigError
@@ -26,6 +25,7 @@ from dltool.models import finetune
 from dltool.models.builder import BuiltModel, build_model
 from dltool.models.init import initialize
 from dltool.models.summary import as_text
+from dltool.registry import resolve
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import (
     BestCheckpoint,
@@ -66,6 +66,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def augmenter(data: DataBundle, ops: list) -> Callable | None:
+    """Setup.augment for augment.ops (None without ops); dltool.data.augment and torchvision (~3 s to import)
+    load through the registry's resolver only when there is something to augment."""
+    return resolve("dltool.data.augment:attach")(data, ops) if ops else None
+
+
 def prepare(cfg: TrainConfig) -> Prepared:
     """Seed, pick the device, build data, model (+ init), loss, penalty, optimizer and schedule."""
     t = cfg.trainer
@@ -97,7 +103,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
     setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
-                  cfg.regularization.clip_grad_value, augment=attach(data, cfg.augment.ops), compile=t.compile,
+                  cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last)
     return Prepared(data, built, setup, device, plan)
 
