@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from dltool.data.build import build_data
+from dltool.data.splits import TensorSplit
 from dltool.train.run import prepare, train
+from dltool.train.steps import BatchStream
 from tests.conftest import make_config
 from tests.fakedata import write_imagefolder
 
@@ -32,6 +34,9 @@ def test_channels_last_puts_conv_weights_and_batches_in_nhwc_and_trains(tmp_path
     assert len(convs) == 3
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     assert not all(m.weight.is_contiguous() for m in convs)  # really NHWC, not a 1x1 kernel that is both
+    rgb = TensorSplit(torch.randn(16, 3, 8, 8), torch.zeros(16, dtype=torch.long))  # (one channel is both layouts)
+    x, _ = BatchStream(rgb, 8, torch.Generator().manual_seed(0), torch.device("cpu"), channels_last=True).next()
+    assert x.stride() == (192, 1, 24, 3) and not x.is_contiguous()  # NHWC strides for (8, 3, 8, 8)
     summary = train(cfg, tmp_path / "run", prepared=p)
     assert summary["epochs_run"] == 1 and math.isfinite(summary["test_loss"])
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)  # the optimizer kept them
