@@ -149,10 +149,13 @@ def lightning_epochs(model, data, epochs: int, batch: int, lr: float, device: to
 
     train_dl = DataLoader(TensorDataset(data.train.x, data.train.y), batch_size=batch, shuffle=True)
     val_dl = DataLoader(TensorDataset(data.val.x, data.val.y), batch_size=batch)
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # its subpackages set INFO on their own
+        logging.getLogger(name).setLevel(logging.ERROR)  # no tips, model table or "fit stopped" lines in the output
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # defaults otherwise; the model summary is printed once before fitting (untimed), so it is switched off
         trainer = L.Trainer(max_epochs=epochs, default_root_dir=tmp, enable_progress_bar=False, callbacks=[Clock()],
+                            enable_model_summary=False,
                             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                             precision="bf16-mixed" if precision == "bf16" else "32-true")
         trainer.fit(Module(model), train_dl, val_dl)
