@@ -120,16 +120,19 @@ BLOCKS: dict[str, Layer] = {
 # --------------------------------------------------------------------------- losses, optimizers, schedules
 LOS = "dltool.train.losses"
 LOSSES: dict[str, Loss] = {
-    "cross_entropy": Loss(f"{LOS}:cross_entropy", "softmax + negative log-likelihood; label_smoothing",
-                          ("label_smoothing",), expected=lambda c, m: math.log(c)),
+    "cross_entropy": Loss(f"{LOS}:cross_entropy", "softmax + negative log-likelihood; label_smoothing, class_weights",
+                          ("label_smoothing", "class_weights"), expected=lambda c, m: math.log(c)),
     "hinge": Loss(f"{LOS}:hinge", "multiclass SVM, sum of max(0, s_j - s_y + margin); margin (default 1)", ("margin",),
                   expected=lambda c, m: (c - 1) * m),
     "squared_hinge": Loss(f"{LOS}:squared_hinge", "multiclass SVM with squared margins (L2-SVM); margin", ("margin",),
                           expected=lambda c, m: (c - 1) * m ** 2),
-    "mse": Loss(f"{LOS}:mse", "mean squared error between the scores and one-hot targets",
+    "mse": Loss(f"{LOS}:mse", "mean squared error: regression targets, or class scores vs one-hot targets",
                 expected=lambda c, m: 1.0 / c),
-    "bce": Loss(f"{LOS}:bce", "binary / one-vs-all logistic loss (sigmoid); one output unit for two classes",
-                expected=lambda c, m: math.log(2.0)),
+    "bce": Loss(f"{LOS}:bce", "logistic loss per output (sigmoid): binary, multilabel; pos_weight",
+                ("pos_weight",), expected=lambda c, m: math.log(2.0)),
+    "l1": Loss(f"{LOS}:l1", "mean absolute error (regression)", expected=lambda c, m: math.sqrt(2 / math.pi)),
+    "huber": Loss(f"{LOS}:huber", "Huber: squared below delta, linear above (regression)", ("delta",)),
+    "smooth_l1": Loss(f"{LOS}:smooth_l1", "smooth L1 = Huber / beta (regression)", ("beta",)),
 }
 
 OPT = "dltool.train.optim"
@@ -183,6 +186,10 @@ VISION = ("root", "download", "image_size", "grayscale")
 DATASETS: dict[str, Entry] = {
     "digits": Entry(f"{DAT}.embedded:load_digits",
                     "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)"),
+    "diabetes": Entry(f"{DAT}.embedded:load_diabetes",
+                      "scikit-learn's diabetes progression, 442 rows, 10 features; task regression (embedded)"),
+    "breast_cancer": Entry(f"{DAT}.embedded:load_breast_cancer",
+                           "scikit-learn's breast cancer, 569 rows, 30 features, 212 malignant; task binary"),
     "digits_rows": Entry(f"{DAT}.synthetic:load_digits_rows",
                          "the same digits read row by row: sequences of 8 steps x 8 features (layout sequence)"),
     "spiral": Entry(f"{DAT}.synthetic:load_spiral", "K-class 2-D spiral for MLP vs linear experiments",
@@ -205,9 +212,9 @@ DATASETS: dict[str, Entry] = {
                          ("root", "image_size", "grayscale", "val_dir", "test_dir", "bad_images", "cache")),
     "arrays": Entry(f"{DAT}.arrays:load_arrays",
                     "your NumPy arrays: a .npz (x, y, x_val, ...) or a folder of x.npy, y.npy (+ _val, _test)",
-                    ("path", "layout", "memory_cap_mb")),
-    "csv": Entry(f"{DAT}.table:load_csv", "your table: a CSV with a header and a class column (numbers or strings)",
-                 ("path", "label", "features")),
+                    ("path", "task", "layout", "memory_cap_mb")),
+    "csv": Entry(f"{DAT}.table:load_csv", "your table: a CSV with a header and target column(s) (data.task)",
+                 ("path", "task", "label", "label_separator", "features")),
 }
 
 AUG = "dltool.data.augment"

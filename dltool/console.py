@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
+from dltool.tasks import HEADLINE, TASKS
+
 # Piped into a file or CI log there is no terminal width: use a wide one rather than rich's 80 columns,
 # which would cut numbers in the summary tables short (COLUMNS, when set, still wins).
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -104,9 +106,20 @@ def progress_bar(total_label: str = "epoch") -> Progress | None:
                     TimeRemainingColumn(), console=console, transient=True)
 
 
-def epoch_header() -> None:
-    console.print(f"[bold]{'epoch':>7} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
-                  f"{'val_acc':>8} {'lr':>9} {'time':>6}[/]")
+def epoch_columns(task: str, monitor: str) -> list[str]:
+    """The metrics an epoch line shows: losses, training accuracy (not for regression), the task's headline
+    validation metric (val_acc, val_auroc, val_macro_f1, val_r2) and the monitored metric when it is another."""
+    cols = ["train_loss"] + (["train_acc"] if TASKS[task].train_acc else []) + ["val_loss", f"val_{HEADLINE[task]}"]
+    return cols + ([monitor] if monitor not in cols else [])
+
+
+def width(col: str) -> int:
+    return max(len(col), 8)
+
+
+def epoch_header(columns: list[str]) -> None:
+    heads = " ".join(f"{c:>{width(c)}}" for c in columns)
+    console.print(f"[bold]{'epoch':>7} {heads} {'lr':>9} {'time':>6}[/]")
 
 
 def cell(logs: dict, key: str, width: int, spec: str) -> str:
@@ -114,10 +127,9 @@ def cell(logs: dict, key: str, width: int, spec: str) -> str:
     return format(logs[key], f">{width}{spec}") if key in logs else "-".rjust(width)
 
 
-def epoch_line(logs: dict, epochs: int, monitor: str) -> None:
-    """One aligned line per epoch; `* best MONITOR` when the epoch improved."""
+def epoch_line(logs: dict, epochs: int, monitor: str, columns: list[str]) -> None:
+    """One aligned line per epoch; `* best MONITOR` when the epoch improved. Accuracies show as percentages."""
     mark = f"  [green]* best {monitor}[/]" if logs.get("best") else ""
-    console.print(f"{logs['epoch']:>3}/{epochs:<3} {logs['train_loss']:>10.4f} {logs['train_acc']:>9.2%} "
-                  f"{cell(logs, 'val_loss', 9, '.4f')} {cell(logs, 'val_acc', 8, '.2%')} {logs['lr']:>9.2e} "
-                  f"{logs['time']:>5.2f}s{mark}",
+    cells = " ".join(cell(logs, c, width(c), ".2%" if c.endswith("_acc") else ".4f") for c in columns)
+    console.print(f"{logs['epoch']:>3}/{epochs:<3} {cells} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
                   soft_wrap=True)

@@ -22,6 +22,7 @@ import yaml
 
 from dltool.console import note
 from dltool.errors import ConfigError
+from dltool.tasks import config_task
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.loggers import read_signals
 from dltool.train.losses import expected_initial_loss
@@ -128,8 +129,9 @@ def lr_findings(run: Run) -> list[Finding]:
                         f"lower optimizer.lr (now {lr}) about 10x, e.g. optimizer.lr={_g(lr, 0.1)}, or clip "
                         f"gradients with regularization.clip_grad_norm=1.0")]
     low = []
+    acc = series(run.history, "train_acc")  # none for regression: a flat loss alone decides there
     flat = len(finite) >= 3 and finite[0] > 0 and (finite[0] - finite[-1]) / finite[0] < 0.01 \
-        and series(run.history, "train_acc")[-1] < 0.9
+        and (not acc or acc[-1] < 0.9)
     if ratios and max(ratios.values()) < RATIO_LOW:
         peak = max(ratios, key=ratios.get)
         low.append(f"median update/weight ratio at most {ratios[peak]:.2g} (epoch {peak}; healthy ~1e-3)")
@@ -151,17 +153,21 @@ def fit_findings(run: Run) -> list[Finding]:
     vl, tl = series(run.history, "val_loss"), series(run.history, "train_loss")
     ta, va = series(run.history, "train_acc"), series(run.history, "val_acc")
     n = len(vl)
+    accuracy = len(ta) == n and len(va) == n  # regression has no accuracy: the train/val loss gap decides
     if n >= 3 and all(math.isfinite(v) for v in vl):
         k = vl.index(min(vl))
-        gap_k, gap_end = ta[k] - va[k], ta[-1] - va[-1]
-        if n - 1 - k >= 2 and vl[-1] > 1.1 * vl[k] and gap_end > 0.05 and gap_end > gap_k:
+        gap_k, gap_end = (ta[k] - va[k], ta[-1] - va[-1]) if accuracy else (vl[k] - tl[k], vl[-1] - tl[-1])
+        widened = gap_end > 0.05 if accuracy else gap_end > 0.1 * vl[k]
+        if n - 1 - k >= 2 and vl[-1] > 1.1 * vl[k] and widened and gap_end > gap_k:
+            gap = f"train/val accuracy gap {gap_k:.1%} -> {gap_end:.1%}" if accuracy else \
+                f"val - train loss gap {gap_k:.4g} -> {gap_end:.4g}"
             out.append(Finding(
                 "overfitting", "overfitting",
-                f"val_loss rising since epoch {k + 1} ({vl[k]:.4g} -> {vl[-1]:.4g}); train/val accuracy gap "
-                f"{gap_k:.1%} -> {gap_end:.1%}",
+                f"val_loss rising since epoch {k + 1} ({vl[k]:.4g} -> {vl[-1]:.4g}); {gap}",
                 "regularize more: regularization.l2=1e-4 (or higher), model.dropout=0.5, augment=standard, more "
                 f"data; or stop earlier: trainer.patience=3 (best.pt is epoch {k + 1} already)"))
-    if len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] < 0.02:
+    exact_match = config_task(run.cfg.get("data") or {}) == "multilabel"  # its train_acc is all labels right
+    if not exact_match and len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] < 0.02:
         out.append(Finding(
             "underfitting", "underfitting",
             f"train_acc low and flat: {ta[0]:.1%} -> {ta[-1]:.1%} over {len(ta)} epochs",
@@ -202,12 +208,14 @@ def layer_findings(signals: list[dict], cfg: dict, num_classes: int | None) -> l
     out += gradient_findings(signals)
     init = next((r["mean"] for r in signals if r["kind"] == "loss" and r["epoch"] == 0), None)
     loss = cfg.get("loss", {})
-    expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0)) \
-        if num_classes else None
+    task = config_task(cfg.get("data") or {})
+    expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0), task,
+                                     loss.get("delta", loss.get("beta", 1.0))) if num_classes else None
     if init is not None and expected and math.isfinite(init) and abs(init - expected) / expected > INIT_OFF:
         out.append(Finding("init_loss", "loss at initialization far from the expected value",
                            f"loss at init {init:.4g}, expected {expected:.4g} for {loss.get('name')} with "
-                           f"{num_classes} classes",
+                           + (f"{num_classes} classes" if task == "classification" else
+                              "standardized targets" if task == "regression" else "sigmoid outputs (ln 2)"),
                            "the initial scores are not small: smaller initial weights (init.scheme, init.std, "
                            "init.gain) and init.bias=0"))
     elif init is not None and not math.isfinite(init):

@@ -22,9 +22,10 @@ from dltool.config.compose import resume_config
 from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.console import TerminalLog, config_tree, console, error, note, table
 from dltool.errors import ConfigError
+from dltool.tasks import HEADLINE, LABELS, TASKS
 from dltool.train.callbacks import Callback, EpochReporter
 from dltool.train.distributed import RankFailed, external, launch, run_rank
-from dltool.train.run import prepare, train
+from dltool.train.run import headline, prepare, train
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def discard_empty_run_dir(run_dir: Path) -> None:
 
 
 def job_line(num: int | str, s: dict) -> str:
-    test = f" test_acc={s['test_acc']:.4f}" if "test_acc" in s else ""
+    test = f" {headline(s)}" if "tested" in s else ""
     best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
     status = "[red]diverged[/]" if s["diverged"] else "done"
     return (f"job {num} {status}: best {s['monitor']}={best} at epoch {s['best_epoch']}{test} "
@@ -231,8 +232,10 @@ def print_summary(s: dict) -> None:
     rows = [("stopped because", s["stop_reason"]),
             ("best epoch", s["best_epoch"]),
             (f"best {s['monitor']}", "none (no finite value)" if s["best_value"] is None else f"{s['best_value']:.4f}")]
-    if "test_acc" in s:
-        rows += [("test accuracy (best.pt)", f"{s['test_acc']:.4f}"), ("test loss", f"{s['test_loss']:.4f}")]
+    if "tested" in s:
+        task = s.get("task", "classification")
+        rows += [(f"test {LABELS[m]} ({s['tested'].split(' ')[0]})" if i == 0 else f"test {LABELS[m]}",
+                  fmt_metric(s.get(f"test_{m}"))) for i, m in enumerate(test_order(task))]
     rows += [("time", f"{s['seconds']:.1f}s")]
     color = "red" if s["diverged"] else "green"
     console.print(table(f"[{color}]summary[/]", ["", ""], rows, False))
@@ -240,6 +243,16 @@ def print_summary(s: dict) -> None:
     files = [f for f in FILES if (run_dir / f).exists()]
     tb = "  (tensorboard --logdir " + str(run_dir) + ")" if any(run_dir.glob("events.out.tfevents.*")) else ""
     console.print(f"run dir: {run_dir}\n  {'  '.join(files)}{tb}", soft_wrap=True)
+
+
+def test_order(task: str) -> list[str]:
+    """The task's test metrics, headline first, loss last (as the summary table lists them)."""
+    rest = [m for m in TASKS[task].metrics if m not in ("loss", HEADLINE[task])]
+    return [HEADLINE[task], *rest, "loss"]
+
+
+def fmt_metric(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) and v == v else "n/a (undefined on this split)"
 
 
 FILES = ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.csv", "signals.csv", "curves.png",

@@ -13,9 +13,7 @@ from typing import Any, Callable
 from dltool.config.variants import SELECTOR, VARIANTS
 from dltool.errors import ConfigError
 from dltool.registry import closest
-
-# metrics in the per-epoch logs that trainer.monitor can name
-METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")
+from dltool.tasks import check_loss, check_monitor, config_task, recorded
 
 
 def num(v: Any) -> bool:
@@ -124,8 +122,19 @@ def check_values(cfg: dict) -> None:
             if not at_least(0)(act.get(k, 0.0)):
                 raise ConfigError(f"regularization.activity[{i}].{k}={act.get(k)!r} is not valid: use a finite "
                                   f"number >= 0.")
-    monitor = cfg.get("trainer", {}).get("monitor")
-    if monitor not in METRICS:
-        guess = closest(str(monitor), METRICS)
+    check_task(cfg)
+
+
+def check_task(cfg: dict) -> None:
+    """The run's task (data.task, or the data set's own), the loss that must fit it and the monitored metric."""
+    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
+    task = config_task(data)
+    if "loss" in cfg and isinstance(cfg["loss"], dict) and "name" in cfg["loss"]:
+        check_loss(task, str(cfg["loss"]["name"]))
+    monitor, valid = trainer.get("monitor"), recorded(task)
+    if monitor not in valid:
+        guess = closest(str(monitor), valid)
         hint = f" Did you mean '{guess}'?" if guess else ""
-        raise ConfigError(f"trainer.monitor={monitor!r} is not a logged metric.{hint} Valid: {', '.join(METRICS)}.")
+        raise ConfigError(f"trainer.monitor={monitor!r} is not a logged metric of the task {task}.{hint} "
+                          f"Valid: {', '.join(valid)}.")
+    check_monitor(task, monitor, trainer.get("mode", "min"), True)

@@ -38,7 +38,10 @@ class DataConfig:
     layout: Optional[str] = None
     # your own data (data=arrays, data=csv) and shapes without data (dltool summary)
     path: Optional[str] = None
-    label: Optional[str] = None
+    task: str = "classification"  # data=arrays/csv: classification | binary | multilabel | regression
+    label: Any = None  # csv: the target column, or a list of columns (multilabel 0/1 columns, regression targets)
+    label_separator: str = "|"  # csv multilabel: the delimiter of tags in one label column (cat|dog)
+    sampler: Optional[str] = None  # null | balanced (draw every class equally often)
     features: Optional[List[str]] = None
     input_shape: Optional[List[int]] = None
     memory_cap_mb: float = 1024.0
@@ -81,6 +84,10 @@ class LossConfig:
     name: str = "cross_entropy"
     label_smoothing: float = 0.0
     margin: float = 1.0
+    class_weights: Any = None  # cross_entropy: null | balanced | [w1, ..., wC]
+    pos_weight: Any = None  # bce: null | balanced | [w per label] (weight of the positive examples)
+    delta: float = 1.0  # huber: where the loss turns from quadratic to linear
+    beta: float = 1.0  # smooth_l1: where the loss turns from quadratic to linear
 
 
 @dataclass
@@ -161,6 +168,7 @@ class TrainerConfig:
     accumulate: int = 1
     monitor: str = "val_loss"
     mode: str = "min"
+    threshold: float = 0.5  # binary/multilabel: predicted probability at which a label counts as positive
     min_delta: float = 0.0
     patience: Optional[int] = 10
     stopping_threshold: Optional[float] = None

@@ -18,7 +18,8 @@ from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
 
 # data keys every data set reads (splits, normalization, placement)
-_DATA = ("name", "val_fraction", "split_seed", "normalize", "pca_components", "whiten_eps", "subset", "on_device")
+_DATA = ("name", "val_fraction", "split_seed", "normalize", "pca_components", "whiten_eps", "subset", "on_device",
+         "sampler")
 _VISION = _DATA + ("root", "download", "image_size", "grayscale")
 _WARMUP = ("warmup_epochs", "warmup_start_factor")
 
@@ -40,11 +41,14 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "onecycle": ("name", "max_lr", "pct_start"),
     },
     "loss": {
-        "cross_entropy": ("name", "label_smoothing"),
+        "cross_entropy": ("name", "label_smoothing", "class_weights"),
         "hinge": ("name", "margin"),
         "squared_hinge": ("name", "margin"),
         "mse": ("name",),
-        "bce": ("name",),
+        "bce": ("name", "pos_weight"),
+        "l1": ("name",),
+        "huber": ("name", "delta"),
+        "smooth_l1": ("name", "beta"),
     },
     "init": {
         "kaiming_normal": ("scheme", "mode", "nonlinearity", "bias"),
@@ -68,8 +72,10 @@ VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "cifar100": _VISION,
         "imagefolder": _DATA + ("test_fraction", "root", "image_size", "grayscale", "val_dir", "test_dir",
                                 "bad_images", "num_workers", "cache", "memory_cap_mb"),
-        "arrays": _DATA + ("test_fraction", "path", "layout", "memory_cap_mb"),
-        "csv": _DATA + ("test_fraction", "path", "label", "features"),
+        "arrays": _DATA + ("test_fraction", "path", "task", "layout", "memory_cap_mb"),
+        "csv": _DATA + ("test_fraction", "path", "task", "label", "label_separator", "features"),
+        "diabetes": _DATA + ("test_fraction",),
+        "breast_cancer": _DATA + ("test_fraction",),
     },
 }
 # keys any variant of the group accepts when given (not in the variant files; left out of config.yaml when unset):

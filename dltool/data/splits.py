@@ -20,12 +20,14 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class RawData:
-    """What a loader returns: float inputs (N, ...) and int64 labels (N,) per available split."""
+    """What a loader returns: float inputs (N, ...) and targets per available split: int64 class numbers (N,)
+    for classification, float32 (N, K) for binary (K=1), multi-label (0/1 per label) and regression."""
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # "all", or "train"/"test" (and maybe "val")
-    class_names: list[str]
+    class_names: list[str]  # classification: the classes; otherwise one name per label / target (K)
     layout: str = "image"  # image (C,H,W) | features (F,) | sequence (T,F) | signal (C,L)
     feature_names: list[str] | None = None  # CSV columns
+    task: str = "classification"  # classification | binary | multilabel | regression (dltool.tasks)
 
 
 class Split(Protocol):
@@ -39,10 +41,17 @@ class TensorSplit:
     """A split held as two tensors (already normalized, already on the device)."""
 
     x: torch.Tensor  # (N, ...)
-    y: torch.Tensor  # (N,)
+    y: torch.Tensor  # (N,) class numbers, or (N, K) float targets
+    sampler: torch.Tensor | None = None  # data.sampler=balanced: (N,) drawing weights on the CPU
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's example order: a permutation, or as many weighted draws (with replacement) as examples."""
+        if self.sampler is None:
+            return torch.randperm(len(self.y), generator=generator)
+        return torch.multinomial(self.sampler, len(self.y), replacement=True, generator=generator)
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.y) // batch_size)
@@ -54,7 +63,7 @@ class TensorSplit:
             for i in range(0, n, batch_size):
                 yield self.x[i:i + batch_size], self.y[i:i + batch_size]
             return
-        order = torch.randperm(n, generator=generator).to(self.x.device, non_blocking=True)
+        order = self.order(generator).to(self.x.device, non_blocking=True)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             yield self.x[idx], self.y[idx]
@@ -66,11 +75,13 @@ class DataBundle:
     val: Split | None  # None with data.val_fraction=0
     test: Split | None
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int  # the model's output units: classes, labels (binary: 1) or regression targets
     class_names: list[str]
     norm: dict = field(default_factory=dict)  # plain data: kind + tensors, stored in checkpoints
     layout: str = "image"
     feature_names: list[str] | None = None  # CSV columns, so predict can read rows of a CSV
+    task: str = "classification"
+    target_norm: dict | None = None  # regression: {"mean": (K,), "std": (K,)} of the training targets
 
     def split(self, name: str) -> Split:
         s = {"train": self.train, "val": self.val, "test": self.test}.get(name)
@@ -80,14 +91,27 @@ class DataBundle:
         return s
 
 
-def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, what: str) -> tuple:
+def strata(y: torch.Tensor) -> torch.Tensor | None:
+    """What a split keeps the proportions of: the class (classification), the 0/1 label of a binary task;
+    None (a plain shuffled split) for multi-label and regression targets."""
+    if y.dim() == 1:
+        return y
+    if y.shape[1] == 1 and bool(((y == 0) | (y == 1)).all()):
+        return y[:, 0].long()
+    return None
+
+
+def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, what: str,
+               task: str = "classification") -> tuple:
     """Split off `fraction` of (x, y), keeping class proportions; returns (x_keep, y_keep, x_out, y_out)."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.{what}={fraction} must be a fraction from 0 (no such split) up to below 1 "
                           f"(e.g. 0.15).")
     idx = torch.arange(len(y)).numpy()
-    counts = torch.bincount(y)
-    strat = y.numpy() if counts[counts > 0].min() >= 2 and round(fraction * len(y)) >= len(counts) else None
+    labels = strata(y) if task in ("classification", "binary") else None
+    counts = torch.bincount(labels) if labels is not None else torch.ones(1)
+    strat = labels.numpy() if labels is not None and counts[counts > 0].min() >= 2 \
+        and round(fraction * len(y)) >= len(counts) else None
     keep, out = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     keep, out = torch.as_tensor(keep), torch.as_tensor(out)
     return x[keep], y[keep], x[out], y[out]
@@ -105,14 +129,17 @@ def check_folds(folds: int | None, fold: int | None) -> None:
                           f"`dltool cross-validate data.folds={folds}` trains all of them.")
 
 
-def kfold(x: torch.Tensor, y: torch.Tensor, folds: int, fold: int, seed: int) -> tuple:
-    """Fold `fold` (1-based) of a stratified, shuffled, seeded K-fold split: (x_train, y_train, x_val, y_val)."""
-    counts = torch.bincount(y)
+def kfold(x: torch.Tensor, y: torch.Tensor, folds: int, fold: int, seed: int, task: str = "classification") -> tuple:
+    """Fold `fold` (1-based) of a shuffled, seeded K-fold split, stratified for classes and binary labels
+    (plain K-fold for multi-label and regression targets): (x_train, y_train, x_val, y_val)."""
     if len(y) < folds:
         raise ConfigError(f"data.folds={folds} but only {len(y)} training + validation examples.")
-    stratify = counts[counts > 0].min() >= folds  # every class in every fold, when it has enough examples
+    labels = strata(y) if task in ("classification", "binary") else None
+    counts = torch.bincount(labels) if labels is not None else torch.zeros(1)
+    stratify = labels is not None and counts[counts > 0].min() >= folds  # every class in every fold, if it can
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
-    train, val = list(splitter.split(torch.zeros(len(y)).numpy(), y.numpy()))[fold - 1]
+    groups = labels.numpy() if labels is not None else None
+    train, val = list(splitter.split(torch.zeros(len(y)).numpy(), groups))[fold - 1]
     train, val = torch.as_tensor(train), torch.as_tensor(val)
     return x[train], y[train], x[val], y[val]
 
@@ -127,15 +154,15 @@ def make_splits(raw: RawData, cfg: DataConfig) -> dict[str, tuple[torch.Tensor, 
     if "all" in s and cfg.test_fraction == 0:
         s["train"] = s.pop("all")
     elif "all" in s:
-        xtr, ytr, xte, yte = stratified(*s.pop("all"), cfg.test_fraction, cfg.split_seed, "test_fraction")
+        xtr, ytr, xte, yte = stratified(*s.pop("all"), cfg.test_fraction, cfg.split_seed, "test_fraction", raw.task)
         s["train"], s["test"] = (xtr, ytr), (xte, yte)
     if cfg.folds is not None:  # train + val pooled, then fold `fold` validates; the test split stays as it is
         pool = [s.pop("train"), *([s.pop("val")] if "val" in s else [])]
         x, y = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
-        xt, yt, xv, yv = kfold(x, y, cfg.folds, cfg.fold, cfg.split_seed)
+        xt, yt, xv, yv = kfold(x, y, cfg.folds, cfg.fold, cfg.split_seed, raw.task)
         s["train"], s["val"] = (xt, yt), (xv, yv)
     if "val" not in s and cfg.val_fraction != 0:
-        xt, yt, xv, yv = stratified(*s["train"], cfg.val_fraction, cfg.split_seed, "val_fraction")
+        xt, yt, xv, yv = stratified(*s["train"], cfg.val_fraction, cfg.split_seed, "val_fraction", raw.task)
         s["train"], s["val"] = (xt, yt), (xv, yv)
     if cfg.subset is not None:
         if cfg.subset < 1:
@@ -152,6 +179,6 @@ def relayout(raw: RawData, layout: str | None) -> RawData:
         return raw
     if layout == "signal" and raw.layout == "sequence":
         splits = {k: (x.transpose(1, 2).contiguous(), y) for k, (x, y) in raw.splits.items()}  # (N, F, T)
-        return RawData(splits, raw.class_names, "signal")
+        return RawData(splits, raw.class_names, "signal", raw.feature_names, raw.task)
     raise ConfigError(f"data.layout={layout!r} cannot be applied to {raw.layout} data; valid: null (the data "
                       f"set's own) or signal (only for sequence data sets).")

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from dltool.console import epoch_header, epoch_line, progress_bar
+from dltool.console import epoch_columns, epoch_header, epoch_line, progress_bar
 from dltool.errors import ConfigError
 from dltool.plots import learning_curves
 
@@ -42,6 +42,7 @@ class FitState:
     step: int = 0  # optimizer steps done
     progress: dict = field(default_factory=dict)  # where a resumed run continues (see train/loop.py fit)
     checkpoint_due: bool = True  # this validation point is also a last.pt point (trainer.checkpoint_every)
+    task: str = "classification"  # which metrics the logs hold (dltool.tasks)
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
@@ -317,9 +318,10 @@ class EpochReporter(Callback):
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         if not self.header_done:
-            epoch_header()
+            self.columns = epoch_columns(state.task, self.monitor)
+            epoch_header(self.columns)
             self.header_done = True
-        epoch_line(logs, self.epochs, self.monitor)
+        epoch_line(logs, self.epochs, self.monitor, self.columns)
 
     def on_fit_end(self, state: FitState) -> None:
         if self.progress is not None:

@@ -19,6 +19,7 @@ torchrun): gloo on CPUs, NCCL on GPUs (one GPU per rank). A process started by a
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import signal
@@ -235,9 +236,24 @@ def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:
     ddp = DistributedDataParallel(model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
     ddp.register_comm_hook(weights, weighted_allreduce)
     p.setup.ddp = ddp
+    p.setup.gather = functools.partial(gather_all, device=r.device)
     torch.manual_seed(cfg.trainer.seed + r.rank)  # dropout differs between ranks; the weights came from rank 0
     p.data = shard_data(p.data, r, weights, cfg.trainer.seed)
     return weights
+
+
+def gather_all(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Every rank's rows of t (different counts allowed), concatenated in rank order, on every rank (CPU)."""
+    world = dist.get_world_size()
+    n = torch.tensor([len(t)], device=device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    most = int(max(int(k) for k in sizes))
+    padded = torch.zeros((most, *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[:len(t)] = t.to(device)
+    outs = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(outs, padded)
+    return torch.cat([o[:int(k)] for o, k in zip(outs, sizes)]).cpu()
 
 
 def shard_data(data: DataBundle, r: Rank, weights: Weights, seed: int) -> DataBundle:
@@ -278,7 +294,7 @@ class ShardedTensors:
             for i in range(0, len(idx), batch_size):
                 yield self.x[idx[i:i + batch_size]], self.y[idx[i:i + batch_size]]
             return
-        order = torch.randperm(n, generator=synced(generator)).to(self.inner.y.device)
+        order = self.inner.order(synced(generator)).to(self.inner.y.device)
         self.weights.train_seen = 0
         for i in range(0, n, batch_size * w):
             idx = order[i:i + batch_size * w]  # the global batch, as one process with batch_size x world sees it
@@ -328,12 +344,12 @@ class ReduceLogs(Callback):
         self.w = weights
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        nt, nv = float(self.w.train_seen), float(self.w.val_seen)
-        t = torch.tensor([logs["train_loss"] * nt, logs["train_acc"] * nt, nt,
-                          logs["val_loss"] * nv, logs["val_acc"] * nv, nv], dtype=torch.float64)
+        """Training sums are reduced here; validation metrics were computed on the gathered outputs already."""
+        nt = float(self.w.train_seen)
+        keys = [k for k in ("train_loss", "train_acc") if k in logs]
+        t = torch.tensor([logs[k] * nt for k in keys] + [nt], dtype=torch.float64)
         dist.all_reduce(t)
-        logs.update(train_loss=(t[0] / t[2]).item(), train_acc=(t[1] / t[2]).item(),
-                    val_loss=(t[3] / t[5]).item(), val_acc=(t[4] / t[5]).item())
+        logs.update({k: (t[i] / t[-1]).item() for i, k in enumerate(keys)})
 
 
 class Decisions(Callback):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dltool.errors import ConfigError
+from dltool.train.metrics import correct as count_correct
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +41,24 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def count_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 1:  # one logistic output for two classes
-        return ((logits[:, 0] > 0).long() == y).sum()
-    return (logits.argmax(dim=1) == y).sum()
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, C): softmax, or [1 - p, p] for a single logistic output."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
 @dataclass
 class Inference:
     loss: float | None  # mean loss, when labels and a loss were given
-    acc: float | None  # accuracy, when labels were given
+    acc: float | None  # accuracy (classification), when labels were given
     logits: torch.Tensor | None  # (N, C) float32 on the CPU, when asked for
+    targets: torch.Tensor | None = None  # (N,) or (N, K) on the CPU, when asked for
 
 
 @torch.no_grad()
 def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], device: torch.device,
-          precision: str = "32", loss_fn: Callable | None = None, keep_logits: bool = False) -> Inference:
+          precision: str = "32", loss_fn: Callable | None = None, keep_logits: bool = False,
+          keep_targets: bool = False, task: str = "classification") -> Inference:
     """Run the model over (x, y or None) batches in eval mode (dropout off, batch-norm running statistics)."""
     model.eval()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen, labelled, outs = 0, False, []
-    for x, y in batches:  # x: (B, ...), y: (B,) or None
+    seen, labelled, outs, ys = 0, False, [], []
+    for x, y in batches:  # x: (B, ...), y: (B,) or (B, K) or None
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True) if y is not None else None
         with autocast(device, precision):
@@ -77,12 +66,15 @@ def infer(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor |
             if y is not None and loss_fn is not None:
                 total_loss += loss_fn(logits, y).float() * len(y)
         if y is not None:
-            correct += count_correct(logits, y)
+            if task != "regression":
+                correct += count_correct(task, logits, y)
             labelled = True
+            if keep_targets:
+                ys.append(y.cpu())
         seen += len(x)
         if keep_logits:
             outs.append(logits.float().cpu())
     n = max(seen, 1)
     return Inference(total_loss.item() / n if labelled and loss_fn is not None else None,
-                     correct.item() / n if labelled else None,
-                     torch.cat(outs) if outs else None)
+                     correct.item() / n if labelled and task != "regression" else None,
+                     torch.cat(outs) if outs else None, torch.cat(ys) if ys else None)

@@ -7,6 +7,7 @@ zero_grad -> forward -> loss (+ penalties) -> backward -> clip -> step -> schedu
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -16,8 +17,11 @@ from torch import nn
 
 from dltool.data.splits import DataBundle, Split
 from dltool.errors import ConfigError
+from dltool.tasks import TASKS
 from dltool.train.callbacks import Callback, FitState
-from dltool.train.infer import autocast, count_correct, infer
+from dltool.train.infer import autocast, infer
+from dltool.train.metrics import correct as count_correct
+from dltool.train.metrics import logit, split_metrics
 from dltool.train.steps import BatchStream, Interval, Plan
 
 
@@ -41,6 +45,10 @@ class Setup:
     compile: bool = False  # trainer.compile: training steps go through torch.compile(model or its DDP wrapper)
     channels_last: bool = False  # trainer.channels_last: 4-D training batches in channels_last memory format
     net: nn.Module | None = None  # what training steps call (see training_net), made once
+    task: str = "classification"  # which metrics validation records (dltool.tasks)
+    threshold: float = 0.5  # binary/multilabel decision threshold on the predicted probability
+    target_norm: dict | None = None  # regression: the training targets' mean/std (metrics in original units)
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None  # DDP: concatenate a tensor over every rank
 
 
 def pick_device(name: str) -> torch.device:
@@ -68,7 +76,7 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
     net.train()
     total_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), dtype=torch.long, device=s.device)
-    seen = 0
+    seen, cut = 0, logit(s.threshold)
     s.optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):  # x: (N, ...), y: (N,)
         if s.augment is not None:
@@ -82,12 +90,14 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
         if (i + 1) % s.accumulate == 0 or i + 1 == num_batches:
             step(s, scaler)
         total_loss += data_loss.detach() * len(y)
-        correct += count_correct(logits.detach(), y)
+        correct += count_correct(s.task, logits.detach(), y, cut)
         seen += len(y)
         if on_batch is not None:
             on_batch()
-    return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
-            "examples": seen}
+    out = {"train_loss": total_loss.item() / max(seen, 1), "examples": seen}
+    if TASKS[s.task].train_acc:
+        out["train_acc"] = correct.item() / max(seen, 1)
+    return out
 
 
 def training_net(s: Setup) -> nn.Module:
@@ -119,10 +129,20 @@ def step(s: Setup, scaler: torch.amp.GradScaler) -> None:
 
 
 def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int, device: torch.device,
-             precision: str = "32") -> dict:
-    """Mean loss and accuracy over a split, in eval mode (dropout off, batch-norm running stats)."""
-    out = infer(model, split.batches(batch_size), device, precision, loss_fn)
-    return {"loss": out.loss or 0.0, "acc": out.acc or 0.0}
+             precision: str = "32", task: str = "classification", threshold: float = 0.5,
+             target_norm: dict | None = None, gather: Callable | None = None) -> dict:
+    """The task's metrics over a whole split (loss, acc, ... per dltool.tasks), in eval mode (dropout off,
+    batch-norm running stats); under DDP each rank's outputs are gathered first, so every rank gets the same
+    numbers as one process over the whole split."""
+    out = infer(model, split.batches(batch_size), device, precision, keep_logits=True, keep_targets=True, task=task)
+    if out.logits is None:  # an empty split
+        return {"loss": math.nan}
+    logits, y = out.logits, out.targets
+    if gather is not None:
+        logits, y = gather(logits), gather(y)
+    with torch.no_grad():
+        loss = float(loss_fn(logits.to(device), y.to(device)))
+    return {"loss": loss, **split_metrics(task, logits, y, threshold, target_norm)}
 
 
 def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -201,11 +221,12 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
 
 
 def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
-    """val_loss and val_acc (nothing when the data set has no validation split)."""
+    """val_loss and the task's validation metrics (nothing when the data set has no validation split)."""
     if data.val is None:
         return {}
-    val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision)
-    return {"val_loss": val["loss"], "val_acc": val["acc"]}
+    val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision, s.task, s.threshold,
+                   s.target_norm, s.gather)
+    return {f"val_{k}": v for k, v in val.items()}
 
 
 def make_plan_for_epochs(epochs: int, batches_per_epoch: int) -> Plan:

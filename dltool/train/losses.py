@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,6 +15,7 @@ from dltool.config.schema import LossConfig, RegularizationConfig
 from dltool.errors import ConfigError
 from dltool.models.params import decayed, own_params, short_name
 from dltool.registry import lookup, unknown
+from dltool.tasks import check_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -33,38 +36,139 @@ def multiclass_hinge(margin: float, power: int) -> LossFn:
     return loss
 
 
-def binary_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Logistic loss: one logit for two classes, else one-vs-all sigmoids on one-hot targets."""
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-    return F.binary_cross_entropy_with_logits(logits, _one_hot(y, logits))
+def binary_cross_entropy(pos_weight: torch.Tensor | None = None) -> LossFn:
+    """Logistic loss: (N, K) float targets (binary/multilabel: one logit per label); for class numbers (N,),
+    one logit for two classes, else one-vs-all sigmoids on one-hot targets."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = None if pos_weight is None else pos_weight.to(logits.device)
+        if y.dim() == 2:  # (N, K) 0/1 targets
+            return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=w)
+        if logits.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+        return F.binary_cross_entropy_with_logits(logits, _one_hot(y, logits))
+
+    return loss
 
 
-# Builders named in dltool.catalog.LOSSES: (LossConfig) -> loss function of (logits, y).
-def cross_entropy(c: LossConfig) -> LossFn:
-    return nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+@dataclass
+class LossContext:
+    """What a loss builder may read besides its keys: the task and the training targets (for balanced weights)."""
+
+    task: str = "classification"
+    train_y: torch.Tensor | None = None  # (N,) class numbers or (N, K) float targets of the training split
+    num_outputs: int = 0
 
 
-def hinge(c: LossConfig) -> LossFn:
+# Builders named in dltool.catalog.LOSSES: (LossConfig, LossContext) -> loss function of (logits, y).
+def cross_entropy(c: LossConfig, ctx: LossContext) -> LossFn:
+    weight = class_weights(c.class_weights, ctx)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing)
+
+
+def hinge(c: LossConfig, ctx: LossContext) -> LossFn:
     return multiclass_hinge(c.margin, 1)
 
 
-def squared_hinge(c: LossConfig) -> LossFn:
+def squared_hinge(c: LossConfig, ctx: LossContext) -> LossFn:
     return multiclass_hinge(c.margin, 2)
 
 
-def mse(c: LossConfig) -> LossFn:
+def mse(c: LossConfig, ctx: LossContext) -> LossFn:
+    if ctx.task == "regression":
+        return lambda out, y: F.mse_loss(out, y.to(out.dtype))
     return lambda logits, y: F.mse_loss(logits, _one_hot(y, logits))
 
 
-def bce(c: LossConfig) -> LossFn:
-    return binary_cross_entropy
+def l1(c: LossConfig, ctx: LossContext) -> LossFn:
+    return lambda out, y: F.l1_loss(out, y.to(out.dtype))
 
 
-def expected_initial_loss(name: str, num_classes: int, margin: float = 1.0) -> float | None:
-    """The textbook loss at initialization with small random weights (scores ~ 0)."""
+def huber(c: LossConfig, ctx: LossContext) -> LossFn:
+    positive("loss.delta", c.delta)
+    return lambda out, y: F.huber_loss(out, y.to(out.dtype), delta=c.delta)
+
+
+def smooth_l1(c: LossConfig, ctx: LossContext) -> LossFn:
+    positive("loss.beta", c.beta)
+    return lambda out, y: F.smooth_l1_loss(out, y.to(out.dtype), beta=c.beta)
+
+
+def bce(c: LossConfig, ctx: LossContext) -> LossFn:
+    return binary_cross_entropy(pos_weights(c.pos_weight, ctx))
+
+
+def positive(key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}={value} must be a positive number (e.g. 1.0).")
+
+
+def given_weights(key: str, value: object, n: int, what: str) -> torch.Tensor:
+    """A list of n positive finite weights, or one sentence."""
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value):
+        raise ConfigError(f"{key}={value} must be null, balanced, or a list of {n} positive numbers (one per {what}).")
+    return torch.tensor([float(v) for v in value])
+
+
+def class_weights(value: object, ctx: LossContext) -> torch.Tensor | None:
+    """loss.class_weights: balanced = scikit-learn's n_samples / (n_classes * count) from the training split."""
+    if value is None:
+        return None
+    if ctx.task != "classification":
+        raise ConfigError(f"loss.class_weights weighs classes of a classification task; for the task {ctx.task} "
+                          f"use loss=bce with loss.pos_weight (binary, multilabel) or leave it null.")
+    if value == "balanced":
+        counts = torch.bincount(ctx.train_y.cpu(), minlength=ctx.num_outputs).double()
+        if (counts == 0).any():
+            missing = [int(i) for i in torch.nonzero(counts == 0)[:, 0]]
+            raise ConfigError(f"loss.class_weights=balanced: classes {missing} have no training examples, so they "
+                              f"have no weight; give the weights as a list, or more data.")
+        return (counts.sum() / (len(counts) * counts)).float()
+    return given_weights("loss.class_weights", value, ctx.num_outputs, "class")
+
+
+def pos_weights(value: object, ctx: LossContext) -> torch.Tensor | None:
+    """loss.pos_weight: balanced = negatives / positives per label in the training split (scikit-learn's
+    balanced class weights, as the ratio BCE's pos_weight takes)."""
+    if value is None:
+        return None
+    if ctx.task not in ("binary", "multilabel"):
+        raise ConfigError(f"loss.pos_weight weighs the positive label of a binary or multilabel task, not of a "
+                          f"{ctx.task} task; leave it null (classification: loss.class_weights).")
+    if value == "balanced":
+        pos = ctx.train_y.cpu().double().sum(dim=0)
+        neg = len(ctx.train_y) - pos
+        if (pos == 0).any():
+            raise ConfigError("loss.pos_weight=balanced: a label has no positive training example; give the "
+                              "weights as a list.")
+        return (neg / pos).float()
+    return given_weights("loss.pos_weight", value, ctx.num_outputs, "label")
+
+
+def expected_initial_loss(name: str, num_classes: int, margin: float = 1.0, task: str = "classification",
+                          delta: float = 1.0) -> float | None:
+    """The textbook loss at initialization with small random weights (scores ~ 0); for regression, outputs ~ 0
+    against standardized targets, taken as standard normal: mse 1, l1 sqrt(2/pi), huber/smooth_l1 integrated."""
+    if task == "regression":
+        if name == "mse":
+            return 1.0
+        if name in ("huber", "smooth_l1"):
+            return gaussian_huber(delta) / (delta if name == "smooth_l1" else 1.0)
+    if task in ("binary", "multilabel"):
+        return math.log(2.0)
     entry = LOSSES.get(name)
     return entry.expected(num_classes, margin) if entry is not None and entry.expected else None
+
+
+def gaussian_huber(delta: float, steps: int = 4000) -> float:
+    """E[huber_delta(y)] for y ~ N(0, 1), by the midpoint rule on [-8, 8]."""
+    h, total = 16.0 / steps, 0.0
+    for i in range(steps):
+        y = -8.0 + (i + 0.5) * h
+        a = abs(y)
+        total += (0.5 * y * y if a < delta else delta * (a - 0.5 * delta)) * math.exp(-0.5 * y * y)
+    return total * h / math.sqrt(2 * math.pi)
 
 
 def penalized_params(model: nn.Module, cfg: RegularizationConfig) -> list[torch.Tensor]:
@@ -114,8 +218,16 @@ class Penalty:
         return total
 
 
-def check_head(loss: str, units: int, num_classes: int) -> None:
-    """The model's output units against the loss: one unit is a logistic output, which only bce reads."""
+def check_head(loss: str, units: int, num_classes: int, task: str = "classification") -> None:
+    """The model's output units against the loss and the targets: one unit is a logistic output, which only bce
+    reads; binary, multilabel and regression heads have one output per label / target."""
+    if task != "classification":
+        if units != num_classes:
+            what = {"binary": "1 logit (binary)", "multilabel": f"{num_classes} logits, one per label",
+                    "regression": f"{num_classes} output{'s' if num_classes > 1 else ''}, one per target"}[task]
+            raise ConfigError(f"the model ends in {units} output units but the {task} targets need {what}; end "
+                              f"with fc: {{units: num_classes}} (num_classes is {num_classes} here).")
+        return
     if units == num_classes and not (units == 1 and loss == "bce"):
         return
     if units == 1 and num_classes == 2 and loss == "bce":
@@ -127,7 +239,11 @@ def check_head(loss: str, units: int, num_classes: int) -> None:
                       f"fc: {{units: num_classes}}{' (or 1 unit with loss=bce)' if num_classes == 2 else ''}.")
 
 
-def build_loss(cfg: LossConfig) -> LossFn:
+def build_loss(cfg: LossConfig, ctx: LossContext | None = None) -> LossFn:
+    """The loss of loss.name for the task (one sentence when it does not fit the task)."""
+    ctx = ctx or LossContext()
     if cfg.label_smoothing and cfg.name != "cross_entropy":
         raise ConfigError(f"loss.label_smoothing={cfg.label_smoothing} only applies to loss.name=cross_entropy.")
-    return lookup(LOSSES, cfg.name, "loss.name")(cfg)
+    builder = lookup(LOSSES, cfg.name, "loss.name")
+    check_loss(ctx.task, cfg.name)
+    return builder(cfg, ctx)

@@ -26,6 +26,7 @@ from dltool.models.builder import BuiltModel, build_model
 from dltool.models.init import initialize
 from dltool.models.summary import as_text
 from dltool.registry import resolve
+from dltool.tasks import HEADLINE, check_loss, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import (
     BestCheckpoint,
@@ -41,7 +42,7 @@ from dltool.train.callbacks import (
 from dltool.train.infer import resolve_precision
 from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
 from dltool.train.loop import Setup, evaluate, fit, pick_device
-from dltool.train.losses import Penalty, build_loss, check_head
+from dltool.train.losses import LossContext, Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
@@ -86,10 +87,13 @@ def prepare(cfg: TrainConfig) -> Prepared:
     seed_everything(t.seed)
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
-    check_monitor(t.monitor, data)
+    check_loss(data.task, cfg.loss.name)
+    check_monitor(data.task, t.monitor, t.mode, data.val is not None)
+    check_threshold(t.threshold)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
     built = build_model(cfg.model, data.input_shape, data.num_classes)
-    check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes)
+    check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes,
+               data.task)
     initialize(built.model, cfg.init, built.layer_inits)
     lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
     model = built.model.to(device, memory_format=torch.channels_last) if t.channels_last else built.model.to(device)
@@ -101,18 +105,24 @@ def prepare(cfg: TrainConfig) -> Prepared:
     else:
         steps_per_epoch = -(-data.train.num_batches(t.batch_size) // t.accumulate)  # optimizer steps, not batches
         sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
-    setup = Setup(model, build_loss(cfg.loss), opt, sched, interval, penalty if penalty.active else None, device,
+    loss_fn = build_loss(cfg.loss, loss_context(data))
+    setup = Setup(model, loss_fn, opt, sched, interval, penalty if penalty.active else None, device,
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
-                  channels_last=t.channels_last)
+                  channels_last=t.channels_last, task=data.task, threshold=t.threshold,
+                  target_norm=data.target_norm)
     return Prepared(data, built, setup, device, plan)
 
 
-def check_monitor(monitor: str, data: DataBundle) -> None:
-    """Without a validation split only training metrics can be monitored."""
-    if data.val is None and not monitor.startswith("train_"):
-        raise ConfigError(f"trainer.monitor={monitor!r} needs a validation split, but data.val_fraction=0 leaves "
-                          f"none; monitor train_loss (trainer.mode=min) or train_acc (trainer.mode=max) instead.")
+def loss_context(data: DataBundle) -> LossContext:
+    """The task and the training targets, for losses weighted from the training split (class_weights=balanced)."""
+    return LossContext(data.task, getattr(data.train, "y", None), data.num_classes)
+
+
+def check_threshold(threshold: float) -> None:
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
+        raise ConfigError(f"trainer.threshold={threshold} must be a probability strictly between 0 and 1 "
+                          f"(e.g. 0.5).")
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
@@ -136,7 +146,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
-    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
+    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task)
     stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
@@ -167,6 +177,8 @@ def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dic
             "config": cfg_dict,
             "norm": data.norm,
             "class_names": list(data.class_names),
+            "task": data.task,
+            "target_norm": data.target_norm,
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
             "layout": data.layout,
@@ -271,6 +283,7 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
     best_path = run_dir / "checkpoints" / "best.pt"
     summary = {
         "name": cfg.name,
+        "task": p.data.task,
         "run_dir": str(run_dir),
         "epochs_run": state.epoch,
         "steps_run": state.step,
@@ -289,16 +302,23 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
         if cfg.trainer.restore_best_weights:  # the run ends with the best epoch's weights: test those
             p.setup.model.load_state_dict(ckpt_io.load(best_path, p.device)["model"])
         test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
-                        p.setup.precision)
-        summary.update(test_loss=test["loss"], test_acc=test["acc"],
-                       tested=f"best.pt (epoch {monitor.best_epoch})" if cfg.trainer.restore_best_weights
-                       else f"last epoch's weights (epoch {state.epoch})")
+                        p.setup.precision, p.setup.task, p.setup.threshold, p.setup.target_norm)
+        summary.update({f"test_{k}": v for k, v in test.items()})
+        summary["tested"] = (f"best.pt (epoch {monitor.best_epoch})" if cfg.trainer.restore_best_weights
+                             else f"last epoch's weights (epoch {state.epoch})")
     best_value = "none" if monitor.best is None else f"{monitor.best:.4f}"
     log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
              summary["best_epoch"],
-             f"; test_acc={summary['test_acc']:.4f} ({summary['tested']})" if "test_acc" in summary else "")
+             f"; {headline(summary)} ({summary['tested']})" if "tested" in summary else "")
     (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
     return summary
+
+
+def headline(summary: dict) -> str:
+    """The task's one test metric for one-line reports, e.g. test_acc=0.9806 or test_r2=0.4512."""
+    key = f"test_{HEADLINE[summary.get('task', 'classification')]}"
+    value = summary.get(key)
+    return f"{key}={value:.4f}" if isinstance(value, float) else f"{key}=nan"
 
 
 def finite_or_null(obj):

@@ -123,13 +123,17 @@ class Interval:
     seconds: float = 0.0
     first: dict | None = None  # the only chunk's means, used as they are (a one-chunk interval is not re-averaged)
 
+    has_acc: bool = True  # false for regression (no training accuracy)
+
     def add(self, out: dict, seconds: float) -> None:
         n = out.pop("examples")
         self.chunks, self.seen, self.seconds = self.chunks + 1, self.seen + n, self.seconds + seconds
-        self.loss, self.acc = self.loss + out["train_loss"] * n, self.acc + out["train_acc"] * n
+        self.has_acc = "train_acc" in out
+        self.loss, self.acc = self.loss + out["train_loss"] * n, self.acc + out.get("train_acc", 0.0) * n
         self.first = dict(out) if self.chunks == 1 else None
 
     def means(self) -> dict:
         if self.first is not None:
             return dict(self.first)
-        return {"train_loss": self.loss / max(self.seen, 1), "train_acc": self.acc / max(self.seen, 1)}
+        out = {"train_loss": self.loss / max(self.seen, 1)}
+        return {**out, "train_acc": self.acc / max(self.seen, 1)} if self.has_acc else out

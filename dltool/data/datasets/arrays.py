@@ -21,8 +21,10 @@ import torch
 
 from dltool.config.schema import DataConfig
 from dltool.data.normalize import apply_norm, channel_axes
-from dltool.data.splits import Batch, DataBundle, RawData, make_splits
+from dltool.data.splits import Batch, DataBundle, RawData, TensorSplit, make_splits
+from dltool.data.targets import fit_target_norm, sampler_weights, standardize_targets
 from dltool.errors import ConfigError
+from dltool.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,49 @@ def read_folder(path: Path, cap_bytes: float) -> tuple[dict[str, np.ndarray], li
     return arrays, names
 
 
+def encode_targets(ys: dict[str, np.ndarray], names: list[str] | None,
+                   task: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The targets of data.task: class numbers (classification), or float32 (N, K) for binary, multilabel and
+    regression, checked against the task (one sentence naming the array, its dtype/shape and what is valid)."""
+    spec = task_of(task)
+    if task == "classification":
+        for k, y in ys.items():
+            if y.ndim != 1:
+                raise ConfigError(f"y{SUFFIXES[k]} has shape {y.shape} but data.task=classification needs "
+                                  f"{spec.targets}; for a 0/1 matrix use data.task=multilabel, for several real "
+                                  f"targets data.task=regression.")
+        return encode_labels(ys, names)
+    out = {}
+    for k, y in ys.items():
+        name = f"y{SUFFIXES[k]}"
+        if y.dtype.kind not in "fiub":
+            raise ConfigError(f"{name} holds {y.dtype} values but data.task={task} needs {spec.targets}.")
+        y2 = np.asarray(y, dtype=np.float64).reshape(len(y), -1) if y.ndim in (1, 2) else None
+        if y2 is None or (task == "binary" and y2.shape[1] != 1):
+            raise ConfigError(f"{name} has shape {y.shape} but data.task={task} needs {spec.targets}.")
+        if not np.isfinite(y2).all():
+            row = int(np.argwhere(~np.isfinite(y2))[0][0])
+            raise ConfigError(f"{name} row {row} holds {y2[row].tolist()}: targets must be finite numbers "
+                              f"(no NaN or inf).")
+        if task != "regression" and not np.isin(y2, (0, 1)).all():
+            bad = sorted(set(np.unique(y2).tolist()) - {0.0, 1.0})[:5]
+            hint = "a real-valued target is data.task=regression" if task == "binary" else "mark each label 0 or 1"
+            raise ConfigError(f"{name} holds {bad} but data.task={task} needs {spec.targets}; {hint}.")
+        out[k] = torch.from_numpy(y2.astype(np.float32))
+    widths = {t.shape[1] for t in out.values()}
+    if len(widths) > 1:
+        raise ConfigError(f"the y arrays have {sorted(widths)} columns; every split needs the same targets.")
+    width = widths.pop()
+    default = ["positive"] if task == "binary" else [f"{'label' if task == 'multilabel' else 'target'}{i}"
+                                                    for i in range(width)]
+    names = names or default
+    if len(names) != width:
+        what = "targets" if task == "regression" else "labels"
+        raise ConfigError(f"class_names has {len(names)} names but y has {width} {what} per example; give one name "
+                          f"per column.")
+    return out, names
+
+
 def encode_labels(ys: dict[str, np.ndarray], names: list[str] | None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Integer labels 0..K-1 (or strings, sorted into class names) as int64 tensors, one per split."""
     if any(y.dtype.kind in "US" for y in ys.values()):
@@ -84,8 +129,9 @@ def encode_labels(ys: dict[str, np.ndarray], names: list[str] | None) -> tuple[d
     out = {}
     for k, y in ys.items():
         if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
-            raise ConfigError(f"y{SUFFIXES[k]} holds {y.dtype} values that are not class numbers; labels must be "
-                              f"integers 0..K-1 or strings (regression targets are not supported).")
+            raise ConfigError(f"y{SUFFIXES[k]} holds {y.dtype} values that are not class numbers but "
+                              f"data.task=classification needs integers 0..K-1 or strings; for real-valued targets "
+                              f"set data.task=regression.")
         out[k] = torch.as_tensor(np.asarray(y, dtype=np.int64))
     top = max(int(t.max()) for t in out.values() if len(t)) + 1
     low = min(int(t.min()) for t in out.values() if len(t))
@@ -101,9 +147,9 @@ def check_shapes(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], layout: s
     shape = xs["all"].shape[1:]
     for k, x in xs.items():
         name = f"x{SUFFIXES[k]}"
-        if len(x) != len(ys[k]) or ys[k].ndim != 1:
+        if len(x) != len(ys[k]) or ys[k].ndim == 0:
             raise ConfigError(f"{name} has {len(x)} examples but y{SUFFIXES[k]} has shape {ys[k].shape}; give one "
-                              f"label per example (shape ({len(x)},)).")
+                              f"target per example (shape ({len(x)},), or ({len(x)}, K) for several).")
         if x.shape[1:] != shape:
             raise ConfigError(f"{name} has examples of shape {x.shape[1:]} but x has {shape}; all splits must match.")
         if x.dtype.kind not in "fiub":
@@ -134,13 +180,13 @@ def load_arrays(cfg: DataConfig) -> RawData | DataBundle:
     xs = {k: arrays[f"x{s}"] for k, s in SUFFIXES.items() if f"x{s}" in arrays}
     ys_np = {k: arrays[f"y{s}"] for k, s in SUFFIXES.items() if f"y{s}" in arrays}
     layout = check_shapes(xs, ys_np, cfg.layout)
-    ys, names = encode_labels(ys_np, names)
+    ys, names = encode_targets(ys_np, names, cfg.task)
     main = "train" if "test" in xs else "all"
     if any(isinstance(x, np.memmap) for x in xs.values()):
         return streamed(xs, ys, names, layout, cfg)
     splits = {main if k == "all" else k: (torch.from_numpy(np.asarray(x, dtype=np.float32)), ys[k])
               for k, x in xs.items()}
-    return RawData(splits, names, layout)
+    return RawData(splits, names, layout, task=cfg.task)
 
 
 class ArraySplit:
@@ -148,6 +194,10 @@ class ArraySplit:
 
     def __init__(self, x: np.ndarray, idx: torch.Tensor, y: torch.Tensor, norm: dict | None = None) -> None:
         self.x, self.idx, self.y, self.norm = x, idx, y, norm or {"kind": "none"}
+        self.sampler: torch.Tensor | None = None  # data.sampler=balanced: (N,) drawing weights
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        return TensorSplit.order(self, generator)  # type: ignore[arg-type]  # the same draws as in memory
 
     def __len__(self) -> int:
         return len(self.y)
@@ -158,7 +208,7 @@ class ArraySplit:
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """The same batches, in the same order, as a TensorSplit of the rows (shuffled when a generator is given)."""
         n = len(self.y)
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = self.order(generator) if generator is not None else torch.arange(n)
         for i in range(0, n, batch_size):
             pick = order[i:i + batch_size]
             x = torch.from_numpy(np.asarray(self.x[self.idx[pick].numpy()], dtype=np.float32))  # (B, ...)
@@ -173,14 +223,19 @@ def streamed(xs: dict[str, np.ndarray], ys: dict[str, torch.Tensor], names: list
                           f"data.memory_cap_mb={cfg.memory_cap_mb}: use none, mean or standardize, or raise the cap.")
     main = "train" if "test" in xs else "all"
     raw = {main if k == "all" else k: (torch.arange(len(y)), y) for k, y in ys.items()}
-    s = make_splits(RawData(raw, names, layout), cfg)
+    s = make_splits(RawData(raw, names, layout, task=cfg.task), cfg)
+    target_norm = fit_target_norm(s["train"][1]) if cfg.task == "regression" else None
+    s = {k: (idx, standardize_targets(y, target_norm)) for k, (idx, y) in s.items()}
     source = {"train": xs["all"], "val": xs.get("val", xs["all"]), "test": xs.get("test", xs["all"])}
     train = ArraySplit(source["train"], *s["train"])
+    train.sampler = sampler_weights(cfg.sampler, cfg.task, s["train"][1])
     norm = streamed_norm(train, cfg.normalize, layout)
     train.norm = norm
     split = {k: ArraySplit(source[k], *s[k], norm) if k in s else None for k in ("val", "test")}
     log.info("data=arrays: x is larger than data.memory_cap_mb=%s; reading it batch by batch", cfg.memory_cap_mb)
-    return DataBundle(train, split["val"], split["test"], tuple(xs["all"].shape[1:]), len(names), names, norm, layout)
+    outputs = len(names) if cfg.task == "classification" else int(s["train"][1].shape[1])
+    return DataBundle(train, split["val"], split["test"], tuple(xs["all"].shape[1:]), outputs, names, norm, layout,
+                      task=cfg.task, target_norm=target_norm)
 
 
 def streamed_norm(train: ArraySplit, kind: str, layout: str, chunk: int = 1024) -> dict:

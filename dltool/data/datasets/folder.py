@@ -228,6 +228,10 @@ def load_imagefolder(cfg: DataConfig) -> RawData | DataBundle:
         raw = {k: (collect([files[i] for i in idx.tolist()], y.tolist(), cfg, size), y)
                for k, (idx, y) in splits.items()}
         return RawData(raw, classes, "image")
+    if cfg.sampler not in (None, "none"):
+        raise ConfigError(f"data.sampler={cfg.sampler} draws from examples held in memory, but data.on_device=false "
+                          f"streams the images from disk; set data.on_device=true or weigh the loss "
+                          f"(loss.class_weights=balanced).")
     s = make_splits(RawData(splits, classes, "image"), cfg)
     workers = workers_for(cfg, len(files))
 
