@@ -167,7 +167,8 @@ def fit_findings(run: Run) -> list[Finding]:
                 "regularize more: regularization.l2=1e-4 (or higher), model.dropout=0.5, augment=standard, more "
                 f"data; or stop earlier: trainer.patience=3 (best.pt is epoch {k + 1} already)"))
     exact_match = config_task(run.cfg.get("data") or {}) == "multilabel"  # its train_acc is all labels right
-    if not exact_match and len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] < 0.02:
+    recent = ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] if ta else 0.0
+    if not exact_match and len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - recent < 0.02:
         out.append(Finding(
             "underfitting", "underfitting",
             f"train_acc low and flat: {ta[0]:.1%} -> {ta[-1]:.1%} over {len(ta)} epochs",

@@ -13,35 +13,45 @@ from typing import Any
 
 import torch
 
+from dltool.commands.evaluate_tasks import fmt, pick_threshold, print_task_report, task_report, write_outputs
 from dltool.console import console, note, table
 from dltool.data.build import load
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import DataBundle, make_splits, relayout
+from dltool.data.targets import standardize_targets
 from dltool.errors import ConfigError
 from dltool.plots import confusion_matrix
-from dltool.train.infer import infer, probabilities, resolve_precision
-from dltool.train.losses import build_loss
+from dltool.train.infer import infer, resolve_precision
+from dltool.train.losses import LossContext, build_loss
+from dltool.train.metrics import probabilities, split_metrics, tune_threshold
 from dltool.train.restore import Restored, restore
+from dltool.train.run import finite_or_null
 
-OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None, "device": "auto"}
+OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None, "device": "auto", "threshold": None}
 
 
-def load_split(r: Restored, name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Inputs (normalized with the stored statistics) and labels of one split, plus the class names."""
+def load_split(r: Restored, name: str) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
+    """Inputs (normalized with the stored statistics) and targets of one split (regression: standardized with
+    the stored statistics, as training saw them), the class / label names and the training targets (for a loss
+    weighted from them)."""
     cfg = r.cfg.data
     loaded = load(cfg)
-    if isinstance(loaded, DataBundle):  # streamed folder data, normalized by its loader with train statistics
-        return streamed_split(loaded, name, r)
+    if isinstance(loaded, DataBundle):  # streamed data, normalized by its loader with train statistics
+        x, y, names = streamed_split(loaded, name, r)
+        return x, y, names, getattr(loaded.train, "y", None)
     raw = relayout(loaded, cfg.layout)
     splits = make_splits(raw, cfg)
     if name not in splits:
         raise ConfigError(f"split={name!r} is not available for the data set {cfg.name!r}; "
                           f"valid splits: {', '.join(k for k in ('train', 'val', 'test') if k in splits)}.")
     x, y = splits[name]
-    if len(raw.class_names) != int(r.ckpt["num_classes"]):
-        raise ConfigError(f"data.name={cfg.name!r} now has {len(raw.class_names)} classes but checkpoint {r.path} "
+    outputs = len(raw.class_names) if raw.task == "classification" else int(y.shape[1])
+    if outputs != int(r.ckpt["num_classes"]):
+        raise ConfigError(f"data.name={cfg.name!r} now has {outputs} classes/targets but checkpoint {r.path} "
                           f"was trained on {r.ckpt['num_classes']}; evaluate it on the data it was trained on.")
-    return apply_norm(x, r.ckpt["norm"]), y, list(r.ckpt.get("class_names") or raw.class_names)
+    norm_y = r.ckpt.get("target_norm")
+    return (apply_norm(x, r.ckpt["norm"]), standardize_targets(y, norm_y),
+            list(r.ckpt.get("class_names") or raw.class_names), standardize_targets(splits["train"][1], norm_y))
 
 
 def streamed_split(bundle: DataBundle, name: str, r: Restored) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -53,13 +63,19 @@ def streamed_split(bundle: DataBundle, name: str, r: Restored) -> tuple[torch.Te
     return torch.cat(xs), torch.cat(ys), list(r.ckpt.get("class_names") or bundle.class_names)
 
 
-def predict_logits(r: Restored, x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> tuple:
-    """(logits (N, C) float32 on the CPU, mean loss or None), batch by batch as the trainer evaluates."""
+def predict_logits(r: Restored, x: torch.Tensor, y: torch.Tensor | None, batch_size: int,
+                   train_y: torch.Tensor | None = None) -> tuple:
+    """(logits (N, C) float32 on the CPU, mean loss over the split or None), batch by batch as the trainer
+    evaluates (the loss over the whole split at once, as validation computes it)."""
     precision = resolve_precision(r.cfg.trainer.precision, r.device)
-    batches = ((x[i:i + batch_size], y[i:i + batch_size] if y is not None else None)
-               for i in range(0, len(x), batch_size))
-    out = infer(r.model, batches, r.device, precision, build_loss(r.cfg.loss), keep_logits=True)
-    return out.logits, out.loss
+    batches = ((x[i:i + batch_size], None) for i in range(0, len(x), batch_size))
+    task = r.ckpt.get("task", "classification")
+    logits = infer(r.model, batches, r.device, precision, keep_logits=True, task=task).logits
+    if y is None or logits is None:
+        return logits, None
+    loss_fn = build_loss(r.cfg.loss, LossContext(task, train_y, int(r.ckpt["num_classes"])))
+    with torch.no_grad():
+        return logits, float(loss_fn(logits, y))
 
 
 def per_class(cm: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -75,7 +91,7 @@ def per_class(cm: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def metrics(logits: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, Any]:
     """Accuracy, top-k accuracy, confusion matrix, per-class and averaged precision/recall/F1."""
-    probs = probabilities(logits)  # (N, C)
+    probs = probabilities("classification", logits)  # (N, C)
     c = probs.shape[1]
     pred = probs.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
     cm = torch.bincount(y * c + pred, minlength=c * c).view(c, c)
@@ -99,17 +115,25 @@ def output_names(split: str, checkpoint: Path) -> tuple[str, str]:
 
 
 def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Restore, predict the split, compute every metric, write eval*.json and the confusion matrix figure."""
+    """Restore, predict the split, compute every metric, write eval*.json and the task's figures."""
     r = restore(target, str(opts["checkpoint"]), str(opts["device"]), data)
-    x, y, names = load_split(r, str(opts["split"]))
+    task = r.ckpt.get("task", "classification")
+    if task == "classification" and opts.get("threshold") not in (None, "null"):
+        raise ConfigError(f"threshold={opts['threshold']} applies to binary and multilabel runs; this run's task is "
+                          f"classification (the class with the highest score is the prediction).")
+    x, y, names, train_y = load_split(r, str(opts["split"]))
     batch_size = int(opts["batch_size"] or r.cfg.trainer.batch_size)
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be at least 1.")
-    logits, loss = predict_logits(r, x, y, batch_size)
+    logits, loss = predict_logits(r, x, y, batch_size, train_y)
+    if task != "classification":
+        return evaluate_task(r, task, opts, logits, y, loss, names, batch_size)
     m = metrics(logits, y, int(opts["topk"]))
+    m.update({k: v for k, v in split_metrics(task, logits, y).items() if k != "acc"})
     json_name, png_name = output_names(str(opts["split"]), r.path)
     result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]),
-              "loss": loss, **m, "class_names": names, "files": [json_name, png_name], "out_dir": str(r.out_dir)}
+              "task": task, "loss": loss, **m, "class_names": names, "files": [json_name, png_name],
+              "out_dir": str(r.out_dir)}
     r.out_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix(m["confusion_matrix"], names, r.out_dir / png_name,
                      f"{r.cfg.name}: {opts['split']} split, {r.path.name} (accuracy {m['acc']:.2%})")
@@ -117,11 +141,38 @@ def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dic
     return result
 
 
+def evaluate_task(r: Restored, task: str, opts: dict[str, Any], logits: torch.Tensor, y: torch.Tensor,
+                  loss: float | None, names: list[str], batch_size: int) -> dict[str, Any]:
+    """binary / multilabel / regression: metrics at the chosen threshold, per label, predictions and figures."""
+    def tune() -> tuple[float, float]:
+        xv, yv, _, _ = load_split(r, "val")
+        return tune_threshold(task, predict_logits(r, xv, None, batch_size)[0], yv)
+
+    threshold, source = pick_threshold(opts.get("threshold"), r.cfg.trainer.threshold, task, tune) \
+        if task != "regression" else (0.5, "")
+    rep = task_report(task, logits, y, names, threshold, r.ckpt.get("target_norm"))
+    json_name, _ = output_names(str(opts["split"]), r.path)
+    suffix = json_name.removeprefix("eval").removesuffix(".json")
+    r.out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{r.cfg.name}: {opts['split']} split, {r.path.name}"
+    files = write_outputs(task, logits, y, names, r.ckpt.get("target_norm"), r.out_dir, suffix, title)
+    result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]), "task": task,
+              "examples": len(y), "loss": loss, "threshold": threshold, "threshold_source": source, **rep,
+              "class_names": names, "files": [json_name, *files], "out_dir": str(r.out_dir)}
+    (r.out_dir / json_name).write_text(json.dumps(finite_or_null(result), indent=2))
+    return result
+
+
 def print_report(res: dict[str, Any]) -> None:
     """Summary, per-class table with averages, and the confusion matrix as a table."""
+    if res.get("task", "classification") != "classification":
+        print_task_report(res)
+        note(f"wrote {', '.join(res['files'])} to {res['out_dir']}")
+        return
     head = [("checkpoint", f"{res['checkpoint']} (epoch {res['epoch']})"), ("split", res["split"]),
             ("examples", res["examples"]), ("loss", f"{res['loss']:.4f}"), ("accuracy", f"{res['acc']:.4f}"),
-            (f"top-{res['topk']} accuracy", f"{res['topk_acc']:.4f}")]
+            (f"top-{res['topk']} accuracy", f"{res['topk_acc']:.4f}"), ("macro-F1", fmt(res.get("macro_f1"))),
+            ("balanced accuracy", fmt(res.get("balanced_acc"))), ("AUROC (one-vs-rest)", fmt(res.get("auroc")))]
     console.print(table("[bold]evaluation[/]", ["", ""], head, False))
     pc, names = res["per_class"], res["class_names"]
     rows = [(n, f"{pc['precision'][i]:.4f}", f"{pc['recall'][i]:.4f}", f"{pc['f1'][i]:.4f}", int(pc["support"][i]))

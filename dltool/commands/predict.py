@@ -19,7 +19,8 @@ from dltool.console import console, note, table
 from dltool.data.datasets.table import read_feature_rows
 from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
-from dltool.train.infer import infer, probabilities, resolve_precision
+from dltool.train.infer import infer, resolve_precision
+from dltool.train.metrics import original_units, probabilities
 from dltool.train.restore import Restored, restore
 
 OPTIONS = {"topk": 3, "checkpoint": "best", "device": "auto", "invert": False, "batch_size": 256}
@@ -107,26 +108,48 @@ def read_inputs(paths: list[str], shape: tuple[int, ...], invert: bool,
     return torch.cat(xs), labels
 
 
-def classify(r: Restored, x: torch.Tensor, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-k probabilities, top-k class indices), both (N, k), for raw inputs x, under the training precision."""
+def outputs(r: Restored, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's raw outputs (N, C) for raw inputs x, normalized as in training, under the training precision."""
     precision = resolve_precision(r.cfg.trainer.precision, r.device)
     batches = ((apply_norm(x[i:i + batch_size], r.ckpt["norm"]), None) for i in range(0, len(x), batch_size))
-    p = probabilities(infer(r.model, batches, r.device, precision, keep_logits=True).logits)  # (N, C)
-    return p.topk(max(1, min(k, p.shape[1])), dim=1)
+    return infer(r.model, batches, r.device, precision, keep_logits=True).logits
 
 
 def run_predict(target: str, inputs: list[str], opts: dict[str, Any], data: dict | None = None) -> dict[str, Any]:
+    """classification: the top-k classes with probabilities; binary/multilabel: each label's probability and the
+    labels at or above the run's threshold; regression: the predicted values in the targets' original units."""
     r = restore(target, str(opts["checkpoint"]), str(opts["device"]), data)
     x, labels = read_inputs(inputs, raw_shape(r.ckpt), bool(opts["invert"]), r.ckpt.get("feature_names"))
-    values, indices = classify(r, x, int(opts["topk"]), max(1, int(opts["batch_size"])))
-    names = list(r.ckpt.get("class_names") or range(int(r.ckpt["num_classes"])))
-    top = [[(str(names[j]), float(p)) for p, j in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
-    return {"checkpoint": str(r.path), "labels": labels, "top": top}
+    out = outputs(r, x, max(1, int(opts["batch_size"])))
+    task = r.ckpt.get("task", "classification")
+    names = [str(n) for n in (r.ckpt.get("class_names") or range(int(r.ckpt["num_classes"])))]
+    res = {"checkpoint": str(r.path), "labels": labels, "task": task, "names": names}
+    if task == "regression":
+        return {**res, "values": original_units(out, r.ckpt.get("target_norm")).tolist()}
+    p = probabilities(task, out)  # (N, C) or (N, K)
+    if task != "classification":
+        t = float(r.cfg.trainer.threshold)
+        return {**res, "threshold": t, "probabilities": p.tolist(),
+                "positive": [[n for n, v in zip(names, row) if v >= t] for row in p.tolist()]}
+    values, indices = p.topk(max(1, min(int(opts["topk"]), p.shape[1])), dim=1)
+    top = [[(names[j], float(q)) for q, j in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(values, indices)]
+    return {**res, "top": top}
 
 
 def print_predictions(res: dict[str, Any]) -> None:
+    note(f"checkpoint: {res['checkpoint']}")
+    task, names = res.get("task", "classification"), res.get("names", [])
+    if task == "regression":
+        console.print(table("predictions (original units)", ["input", *names],
+                            [(label, *[f"{v:.6g}" for v in row]) for label, row in zip(res["labels"], res["values"])]))
+        return
+    if task != "classification":
+        rows = [(label, ", ".join(pos) or "(none)", *[f"{q:6.1%}" for q in row])
+                for label, pos, row in zip(res["labels"], res["positive"], res["probabilities"])]
+        console.print(table(f"predictions (labels with probability >= {res['threshold']:g}; every label's "
+                            f"probability)", ["input", "labels", *names], rows))
+        return
     k = len(res["top"][0]) if res["top"] else 0
     ordinal = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, k + 1)]
     rows = [(label, *[f"{name}  {p:6.1%}" for name, p in top]) for label, top in zip(res["labels"], res["top"])]
-    note(f"checkpoint: {res['checkpoint']}")
     console.print(table("predictions (class, probability)", ["input", *ordinal[:k]], rows))

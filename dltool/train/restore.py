@@ -53,7 +53,10 @@ def parse_options(args: list[str], defaults: dict[str, Any], command: str) -> tu
 
 
 def typed_option(key: str, value: Any, default: Any, command: str) -> Any:
-    """A counted option (topk, batch_size) is a whole number >= 1, a switch true/false, a name a string."""
+    """A counted option (topk, batch_size) is a whole number >= 1, a switch true/false, a name a string;
+    threshold stays as written (a number or `tune`, checked by evaluate)."""
+    if key == "threshold":
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"dltool {command}: {key}={value!r} is not valid; use true or false.")
