@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dltool.registry import Entry
+from dltool.tasks import gaussian_huber
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,10 @@ LOSSES: dict[str, Loss] = {
     "bce": Loss(f"{LOS}:bce", "logistic loss per output (sigmoid): binary, multilabel; pos_weight",
                 ("pos_weight",), expected=lambda c, m: math.log(2.0)),
     "l1": Loss(f"{LOS}:l1", "mean absolute error (regression)", expected=lambda c, m: math.sqrt(2 / math.pi)),
-    "huber": Loss(f"{LOS}:huber", "Huber: squared below delta, linear above (regression)", ("delta",)),
-    "smooth_l1": Loss(f"{LOS}:smooth_l1", "smooth L1 = Huber / beta (regression)", ("beta",)),
+    "huber": Loss(f"{LOS}:huber", "Huber: squared below delta, linear above (regression)", ("delta",),
+                  expected=lambda c, m: gaussian_huber(1.0)),
+    "smooth_l1": Loss(f"{LOS}:smooth_l1", "smooth L1 = Huber / beta (regression)", ("beta",),
+                      expected=lambda c, m: gaussian_huber(1.0)),
 }
 
 OPT = "dltool.train.optim"

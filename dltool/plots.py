@@ -27,14 +27,16 @@ def read_png(path: Path):
     return img[..., :3]
 
 
-def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None, monitor: str) -> None:
-    """Loss (train vs val) and accuracy (train vs val) per epoch; the best epoch and a non-finite loss marked."""
+def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None, monitor: str,
+                    metric: str = "acc", label: str = "accuracy") -> None:
+    """Loss (train vs val) and a metric (accuracy, or the task's: R², AUROC, ...; train vs val where both are
+    recorded) per epoch; the best epoch and a non-finite loss marked."""
     epochs = [h["epoch"] for h in history]
     bad = next((h["epoch"] for h in history for k in ("train_loss", "val_loss")
                 if not math.isfinite(float(h.get(k, 0.0)))), None)
     fig = Figure(figsize=(10, 4))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.91, wspace=0.22)  # by hand: no second draw
-    panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), "acc", "accuracy"))
+    panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), metric, label))
     for ax, metric, title in panels:
         for split, style in (("train", "-o"), ("val", "-s")):
             key = f"{split}_{metric}"

@@ -41,7 +41,7 @@ def test_evaluate_accuracy_equals_training_summary(trained: Path, cli) -> None:
 
 def test_metrics_agree_with_sklearn(trained: Path) -> None:
     r = restore(str(trained), "best", "cpu")
-    x, y, names = load_split(r, "test")
+    x, y, names, _ = load_split(r, "test")
     logits, _ = predict_logits(r, x, y, 64)
     m = metrics(logits, y, 3)
     pred = logits.argmax(1).numpy()

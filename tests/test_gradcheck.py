@@ -102,7 +102,7 @@ def test_losses_and_penalties_pass(overrides: tuple[str, ...]) -> None:
 
     cfg = make_config(*overrides)
     opts = GradcheckOptions(max_elements=8)
-    model, x, y, penalty = build_for_check(cfg, opts)
+    model, x, y, (penalty, _) = build_for_check(cfg, opts)
     assert (penalty is not None) == ("regularization=l2" in overrides)
     results = check_model(model, build_loss(cfg.loss), x, y, opts, lambda m: penalty)
     assert all(r.passed for r in results), [(r.name, r.max_rel_error) for r in results]

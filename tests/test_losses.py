@@ -9,16 +9,22 @@ from dltool.catalog import LOSSES
 from dltool.config.schema import ActivityConfig, LossConfig, ModelConfig, RegularizationConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.train.losses import Penalty, build_loss, expected_initial_loss
+from dltool.train.losses import LossContext, Penalty, build_loss, expected_initial_loss
 
 SCORES = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]])  # cs231n's SVM example
 LABELS = torch.tensor([0, 1, 2])
 
 
+REGRESSION = ("l1", "huber", "smooth_l1")
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_is_finite_and_differentiable(name):
     logits = torch.randn(5, 4, requires_grad=True)
-    loss = build_loss(LossConfig(name=name))(logits, torch.tensor([0, 1, 2, 3, 0]))
+    if name in REGRESSION:  # regression-only losses: real-valued targets, one per output
+        loss = build_loss(LossConfig(name=name), LossContext("regression"))(logits, torch.randn(5, 4))
+    else:
+        loss = build_loss(LossConfig(name=name))(logits, torch.tensor([0, 1, 2, 3, 0]))
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss) and logits.grad.abs().sum() > 0
 

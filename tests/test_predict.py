@@ -13,7 +13,7 @@ from dltool.catalog import DATASETS
 from dltool.commands.predict import run_predict
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import make_splits
-from dltool.train.infer import probabilities
+from dltool.train.metrics import probabilities
 from dltool.train.restore import restore
 from dltool.train.run import train
 from tests.conftest import make_config, run_cli
@@ -39,7 +39,7 @@ def raw_test() -> tuple[torch.Tensor, torch.Tensor]:
 def direct_probs(run: Path, x: torch.Tensor) -> torch.Tensor:
     r = restore(str(run), "best", "cpu")
     with torch.no_grad():
-        return probabilities(r.model(apply_norm(x, r.ckpt["norm"])))
+        return probabilities("classification", r.model(apply_norm(x, r.ckpt["norm"])))
 
 
 def test_png_files_match_the_model_on_the_test_split(run: Path, raw_test, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_onecycle_with_accumulation_plans_optimizer_steps(tmp_path):
 def test_gradcheck_passes_with_an_activity_penalty():
     cfg = make_config("model=mlp", "regularization.activity=[{layer: relu1, l1: 0.001, l2: 0.01}]")
     opts = GradcheckOptions(max_elements=8)
-    model, x, y, penalty = build_for_check(cfg, opts)
+    model, x, y, (penalty, _) = build_for_check(cfg, opts)
     assert penalty is not None
     results = check_model(model, build_loss(cfg.loss), x, y, opts, lambda m: penalty)
     assert all(r.passed for r in results), [(r.name, r.max_rel_error) for r in results]

@@ -19,6 +19,7 @@ from typing import Callable
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
+from dltool.tasks import HEADLINE, config_task
 from dltool.train.run import train
 
 FoldHook = Callable[[int, int, dict], None]
@@ -52,10 +53,15 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def test_key(task: str) -> str:
+    """The test metric a cross-validation reports per fold: test_acc, test_auroc, test_macro_f1 or test_r2."""
+    return f"test_{HEADLINE[task]}"
+
+
 def fold_row(k: int, s: dict) -> dict:
+    tk = test_key(s.get("task", "classification"))
     return {"fold": k, "run_dir": s["run_dir"], "best_value": s["best_value"], "best_epoch": s["best_epoch"],
-            "test_acc": s.get("test_acc"), "epochs_run": s["epochs_run"], "diverged": s["diverged"],
-            "seconds": s["seconds"]}
+            tk: s.get(tk), "epochs_run": s["epochs_run"], "diverged": s["diverged"], "seconds": s["seconds"]}
 
 
 def cross_validate(cfg: TrainConfig, parent: Path, on_fold: FoldHook | None = None) -> dict:
@@ -72,24 +78,25 @@ def cross_validate(cfg: TrainConfig, parent: Path, on_fold: FoldHook | None = No
 
 
 def write_results(cfg: TrainConfig, parent: Path, rows: list[dict]) -> dict:
-    t = cfg.trainer
+    t, task = cfg.trainer, config_task(dataclasses.asdict(cfg.data))
+    tk = test_key(task)
     mean, std = mean_std([r["best_value"] for r in rows])
-    test_mean, test_std = mean_std([r["test_acc"] for r in rows])
-    record = {"monitor": t.monitor, "mode": t.mode, "folds": len(rows), "mean": mean, "std": std,
-              "test_acc_mean": test_mean, "test_acc_std": test_std, "per_fold": rows,
+    test_mean, test_std = mean_std([r[tk] for r in rows])
+    record = {"monitor": t.monitor, "mode": t.mode, "task": task, "test_metric": tk, "folds": len(rows),
+              "mean": mean, "std": std, f"{tk}_mean": test_mean, f"{tk}_std": test_std, "per_fold": rows,
               "split_seed": cfg.data.split_seed, "std_kind": "sample (n - 1)"}
     parent.mkdir(parents=True, exist_ok=True)
     (parent / "cv.json").write_text(json.dumps(record, indent=2))
     with open(parent / "cv.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["fold", f"best_{t.monitor}", "best_epoch", "test_acc", "epochs_run", "run_dir"])
-        w.writerows([r["fold"], r["best_value"], r["best_epoch"], r["test_acc"], r["epochs_run"], r["run_dir"]]
+        w.writerow(["fold", f"best_{t.monitor}", "best_epoch", tk, "epochs_run", "run_dir"])
+        w.writerows([r["fold"], r["best_value"], r["best_epoch"], r[tk], r["epochs_run"], r["run_dir"]]
                     for r in rows)
         w.writerow(["mean", mean, "", test_mean, "", ""])
         w.writerow(["std", std, "", test_std, "", ""])
     diverged = any(r["diverged"] for r in rows)
     summary = {"name": cfg.name, "run_dir": str(parent), "monitor": t.monitor, "mode": t.mode, "best_value": mean,
-               "best_value_std": std, "best_epoch": None, "test_acc": test_mean, "test_acc_std": test_std,
+               "best_value_std": std, "best_epoch": None, "task": task, tk: test_mean, f"{tk}_std": test_std,
                "stop_reason": f"mean over {len(rows)} folds", "diverged": diverged, "stopped_early": False,
                "epochs_run": sum(r["epochs_run"] for r in rows), "folds": len(rows),
                "seconds": round(sum(r["seconds"] for r in rows), 2)}
@@ -99,7 +106,8 @@ def write_results(cfg: TrainConfig, parent: Path, rows: list[dict]) -> dict:
 
 def fold_line(k: int, total: int, s: dict) -> str:
     best = "none" if s["best_value"] is None else f"{s['best_value']:.4f}"
-    test = f"  test_acc={s['test_acc']:.4f}" if s.get("test_acc") is not None else ""
+    tk = test_key(s.get("task", "classification"))
+    test = f"  {tk}={s[tk]:.4f}" if isinstance(s.get(tk), float) else ""
     return (f"fold {k}/{total}: best {s['monitor']}={best} at epoch {s['best_epoch']}{test} "
             f"({s['seconds']:.1f}s) -> {s['run_dir']}")
 
@@ -108,9 +116,10 @@ def print_cv(res: dict, parent: Path) -> None:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
 
-    rows = [(r["fold"], fmt(r["best_value"]), r["best_epoch"], fmt(r["test_acc"])) for r in res["per_fold"]]
+    tk = res.get("test_metric", "test_acc")
+    rows = [(r["fold"], fmt(r["best_value"]), r["best_epoch"], fmt(r[tk])) for r in res["per_fold"]]
     rows.append(("mean +- std", f"{fmt(res['mean'])} +- {fmt(res['std'])}", "",
-                 f"{fmt(res['test_acc_mean'])} +- {fmt(res['test_acc_std'])}"))
+                 f"{fmt(res[f'{tk}_mean'])} +- {fmt(res[f'{tk}_std'])}"))
     console.print(table(f"[bold]{res['folds']}-fold cross-validation[/]",
-                        ["fold", f"best {res['monitor']}", "best epoch", "test acc (best.pt)"], rows))
+                        ["fold", f"best {res['monitor']}", "best epoch", f"{tk} (best.pt)"], rows))
     note(f"parent dir: {parent}\n  fold_1 ... fold_{res['folds']}  cv.json  cv.csv  summary.json")

@@ -31,7 +31,6 @@ from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
 from dltool.models.params import short_name
-from dltool.train.losses import build_loss
 from dltool.train.run import prepare
 
 Objective = Callable[[], torch.Tensor]
@@ -141,14 +140,14 @@ def build_for_check(cfg: TrainConfig, opts: GradcheckOptions) -> tuple[nn.Module
         raise ConfigError(f"gradcheck.examples={opts.examples} must be at least 2 (batch norm needs a batch).")
     p = prepare(cfg)
     x, y = next(iter(p.data.train.batches(opts.examples, torch.Generator().manual_seed(opts.seed))))
-    return p.setup.model, x.to(p.device), y.to(p.device), p.setup.penalty
+    return p.setup.model, x.to(p.device), y.to(p.device), (p.setup.penalty, p.setup.loss_fn)
 
 
 def run_gradcheck(cfg: TrainConfig, args: list[str]) -> int:
     """`dltool gradcheck`: 0 when every parameter tensor passes, 1 otherwise."""
     opts = load_options(GradcheckOptions, "gradcheck", args)
-    model, x, y, penalty = build_for_check(cfg, opts)
-    results = check_model(model, build_loss(cfg.loss), x, y, opts, lambda m: penalty)
+    model, x, y, (penalty, loss_fn) = build_for_check(cfg, opts)  # the run's loss, for its task and weights
+    results = check_model(model, loss_fn, x, y, opts, lambda m: penalty)
     print_results(results, cfg, opts, len(y))
     return 0 if all(r.passed for r in results) else 1
 

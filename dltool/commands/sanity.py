@@ -25,9 +25,9 @@ from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
 from dltool.models.params import short_name
 from dltool.plots import loss_curve
-from dltool.train.infer import count_correct
 from dltool.train.loop import make_scaler, step
 from dltool.train.losses import expected_initial_loss
+from dltool.train.metrics import correct as count_correct
 from dltool.train.run import finite_or_null, prepare
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
@@ -178,8 +178,11 @@ def overfit(cfg: TrainConfig, opts: SanityOptions) -> Outcome:
     with torch.no_grad():  # training mode: what the optimizer saw (batch-norm batch statistics)
         logits = s.model(x)
         final = s.loss_fn(logits, y).item()
-        acc = count_correct(logits, y).item() / len(y)
-    o = Outcome(expected_initial_loss(cfg.loss.name, num_classes, cfg.loss.margin), losses[0], losses, final, acc,
+        task = s.task
+        acc = count_correct(task, logits, y).item() / len(y) if task != "regression" else math.nan
+    expected = expected_initial_loss(cfg.loss.name, num_classes, cfg.loss.margin, task,
+                                     cfg.loss.delta if cfg.loss.name == "huber" else cfg.loss.beta)
+    o = Outcome(expected, losses[0], losses, final, acc,
                 turned_off=turned_off + dropped, examples=len(y), seconds=seconds)
     o.passed = math.isfinite(final) and final < opts.loss_threshold
     o.init_note = init_check(o, cfg, opts, num_classes)
@@ -296,7 +299,8 @@ def print_outcome(o: Outcome, cfg: TrainConfig, opts: SanityOptions, out: Path) 
     rows = [("loss at init (expected)", expected),
             ("loss at init (measured)", f"{o.init_loss:.4f}" + ("  [yellow]warning[/]" if o.init_note else "  ok")),
             ("final loss", f"{o.final_loss:.4g} (threshold {opts.loss_threshold:g})"),
-            ("training accuracy on the subset", f"{o.final_acc:.2%}"),
+            ("training accuracy on the subset",
+             f"{o.final_acc:.2%}" if o.final_acc == o.final_acc else "n/a (regression)"),
             ("steps", f"{len(o.losses)} of {opts.max_steps} ({o.seconds:.1f}s)")]
     console.print(table("results", ["", ""], rows, False))
     line = sparkline(o.losses)

@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 import dltool.plots  # noqa: F401  (selects the headless Agg backend)
 from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
+from dltool.tasks import HEADLINE
 
 EDGE = 0.1  # a best value in the outer 10% of a continuous range counts as "at the edge"
 
@@ -237,7 +238,7 @@ def row(job: Job, keys: list[str], monitor: str) -> dict[str, Any]:
     s = job.summary
     return {"job": job.name, "status": job.status, **{k: job.values.get(k) for k in keys},
             f"best_{monitor}": job.best, "best_epoch": s.get("best_epoch"), "epochs_run": s.get("epochs_run"),
-            "stop_reason": job.reason, "test_acc": s.get("test_acc"), "test_loss": s.get("test_loss"),
+            "stop_reason": job.reason, **{k: s.get(k) for k in test_keys([job])}, "test_loss": s.get("test_loss"),
             "seconds": s.get("seconds"), "run_dir": str(job.path)}
 
 
@@ -249,16 +250,22 @@ def write_csv(jobs: list[Job], keys: list[str], monitor: str, path: Path) -> Non
         w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
 
 
+def test_keys(jobs: list[Job]) -> list[str]:
+    """The task's headline test metric of the jobs (test_acc for classification, test_r2 for regression, ...)."""
+    tasks = {j.summary.get("task", "classification") for j in jobs if j.summary} or {"classification"}
+    return [f"test_{HEADLINE[t]}" for t in sorted(tasks) if t in HEADLINE]
+
+
 def print_table(jobs: list[Job], keys: list[str], monitor: str, title: str) -> None:
-    has_test = any("test_acc" in j.summary for j in jobs)
-    cols = ["job", *keys, f"best {monitor}", "epoch", *(["test acc"] if has_test else []), "time", "status",
+    tks = [k for k in test_keys(jobs) if any(k in j.summary for j in jobs)]
+    cols = ["job", *keys, f"best {monitor}", "epoch", *[k.replace("_", " ", 1) for k in tks], "time", "status",
             "reason"]
     rows = []
     for j in jobs:
         s = j.summary
         color = {"ok": "green", "pruned": "blue", "diverged": "yellow"}.get(j.status, "red")
         rows.append([j.name, *[fmt(j.values.get(k)) for k in keys], "-" if j.best is None else f"{j.best:.4f}",
-                     fmt(s.get("best_epoch")), *([fmt(s.get("test_acc"))] if has_test else []),
+                     fmt(s.get("best_epoch")), *[fmt(s.get(k)) for k in tks],
                      f"{s['seconds']:.1f}s" if "seconds" in s else "-", f"[{color}]{j.status}[/]",
                      j.reason.split(". ")[0]])
     t = table(title, cols, rows)

@@ -26,11 +26,16 @@ FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "exported": "a tor
 
 
 class WithNormalization(nn.Module):
-    """The training normalization (stored statistics) in front of the model: raw inputs in, logits out."""
+    """The training normalization (stored statistics) in front of the model: raw inputs in, logits out; for a
+    regression run also the targets' de-standardization behind it, so values come out in original units."""
 
-    def __init__(self, model: nn.Module, norm: dict, raw_ndim: int) -> None:
+    def __init__(self, model: nn.Module, norm: dict, raw_ndim: int, target_norm: dict | None = None) -> None:
         super().__init__()
         self.model, self.kind = model, norm.get("kind", "none")
+        self.targets = target_norm is not None
+        if self.targets:
+            self.register_buffer("target_mean", target_norm["mean"].float().reshape(1, -1).clone())  # (1, K)
+            self.register_buffer("target_std", target_norm["std"].float().reshape(1, -1).clone())
         if self.kind in ("mean", "standardize"):
             shape = [1] * raw_ndim  # raw_ndim counts the batch dimension
             shape[raw_ndim - 1 if norm["layout"] == "sequence" else 1] = -1
@@ -50,7 +55,8 @@ class WithNormalization(nn.Module):
             x = (x.flatten(1) - self.mean) @ self.matrix  # (N, K)
         elif self.kind == "zca":
             x = ((x.flatten(1) - self.mean) @ self.matrix).reshape(x.shape)
-        return self.model(x)
+        out = self.model(x)
+        return out * self.target_std + self.target_mean if self.targets else out
 
 
 def batch_dim() -> torch.export.Dim:

@@ -21,6 +21,7 @@ import torch
 from dltool.console import epoch_columns, epoch_header, epoch_line, progress_bar
 from dltool.errors import ConfigError
 from dltool.plots import learning_curves
+from dltool.tasks import HEADLINE, LABELS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,15 @@ class MetricsCSV(Callback):
         tmp.replace(self.path)
 
 
+def curve_metric(task: str, monitor: str) -> str:
+    """curves.png's second panel: the monitored metric when it is not a loss, else accuracy where the task has
+    one, else the task's headline metric (R² for regression)."""
+    name = monitor.split("_", 1)[1] if "_" in monitor else monitor
+    if name != "loss" and name in LABELS:
+        return name
+    return "acc" if TASKS[task].train_acc else HEADLINE[task]
+
+
 class Curves(Callback):
     """curves.png (loss and accuracy, train vs val, best epoch marked).
 
@@ -287,7 +297,9 @@ class Curves(Callback):
     def draw(self, state: FitState) -> None:
         t0 = time.monotonic()
         if state.history:
-            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor)
+            metric = curve_metric(state.task, self.m.monitor)
+            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor, metric,
+                            LABELS[metric])
         self.last = time.monotonic()
         self.cost = self.last - t0
 

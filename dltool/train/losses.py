@@ -15,7 +15,7 @@ from dltool.config.schema import LossConfig, RegularizationConfig
 from dltool.errors import ConfigError
 from dltool.models.params import decayed, own_params, short_name
 from dltool.registry import lookup, unknown
-from dltool.tasks import check_loss
+from dltool.tasks import check_loss, gaussian_huber
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,7 +41,7 @@ def binary_cross_entropy(pos_weight: torch.Tensor | None = None) -> LossFn:
     one logit for two classes, else one-vs-all sigmoids on one-hot targets."""
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        w = None if pos_weight is None else pos_weight.to(logits.device)
+        w = None if pos_weight is None else pos_weight.to(logits)
         if y.dim() == 2:  # (N, K) 0/1 targets
             return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=w)
         if logits.shape[1] == 1:
@@ -63,7 +63,9 @@ class LossContext:
 # Builders named in dltool.catalog.LOSSES: (LossConfig, LossContext) -> loss function of (logits, y).
 def cross_entropy(c: LossConfig, ctx: LossContext) -> LossFn:
     weight = class_weights(c.class_weights, ctx)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing)
+    if weight is None:
+        return nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+    return lambda logits, y: F.cross_entropy(logits, y, weight=weight.to(logits), label_smoothing=c.label_smoothing)
 
 
 def hinge(c: LossConfig, ctx: LossContext) -> LossFn:
@@ -159,16 +161,6 @@ def expected_initial_loss(name: str, num_classes: int, margin: float = 1.0, task
         return math.log(2.0)
     entry = LOSSES.get(name)
     return entry.expected(num_classes, margin) if entry is not None and entry.expected else None
-
-
-def gaussian_huber(delta: float, steps: int = 4000) -> float:
-    """E[huber_delta(y)] for y ~ N(0, 1), by the midpoint rule on [-8, 8]."""
-    h, total = 16.0 / steps, 0.0
-    for i in range(steps):
-        y = -8.0 + (i + 0.5) * h
-        a = abs(y)
-        total += (0.5 * y * y if a < delta else delta * (a - 0.5 * delta)) * math.exp(-0.5 * y * y)
-    return total * h / math.sqrt(2 * math.pi)
 
 
 def penalized_params(model: nn.Module, cfg: RegularizationConfig) -> list[torch.Tensor]:

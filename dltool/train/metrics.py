@@ -52,6 +52,8 @@ def split_metrics(task: str, out: torch.Tensor, y: torch.Tensor, threshold: floa
     (e.g. AUROC when a class is missing from the split)."""
     task_of(task)
     out, y = out.detach().float().cpu(), y.detach().cpu()
+    if not bool(torch.isfinite(out).all()):  # a diverged model: no metric is defined
+        return {m: math.nan for m in task_of(task).metrics if m != "loss"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined precision etc. are reported as 0 / NaN, not warned about
         if task == "regression":

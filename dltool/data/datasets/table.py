@@ -49,12 +49,21 @@ def numbers(path: Path, header: list[str], rows: list[list[str]], columns: list[
                     raise ValueError
                 out[i, j] = v
             except ValueError:
-                kind = "missing" if not r[c].strip() else "not a finite number"
+                kind = "missing" if not r[c].strip() else "not a number" if not finite(r[c]) else "not finite"
                 fix = "fix the cell, or leave the column out with data.features=[...]" if what == "feature" else \
                     "fix the cell"
                 raise ConfigError(f"{path} row {i + 1} (line {i + 2}), column {header[c]!r}: {r[c].strip()!r} is "
                                   f"{kind}; every {what} cell must be a finite number ({fix}).") from None
     return out  # (N, F)
+
+
+def finite(cell: str) -> bool:
+    """A cell that parses as a float (inf and nan included): 'not finite' rather than 'not a number'."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def feature_columns(header: list[str], labels: list[str], chosen: list[str] | None) -> list[str]:
