@@ -77,7 +77,23 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(i)
         Image.fromarray((torch.rand(8, 8, 3) * 255).byte().numpy()).save(root / "one_class" / "cat" / f"{i}.png")
     (root / "afile").write_text("not a folder\n")
+    task_files(root)
     return root
+
+
+def task_files(root: Path) -> None:
+    """Targets that do not fit their task: float labels, NaN targets, a 5-label matrix, a tag column with an
+    empty cell."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    np.savez(root / "float_y.npz", x=x, y=rng.normal(size=40))
+    y = rng.normal(size=40)
+    y[3] = np.nan
+    np.savez(root / "nan_y.npz", x=x, y=y)
+    np.savez(root / "five_labels.npz", x=x, y=(rng.random((40, 5)) > 0.5).astype(np.int64))
+    rows = ["a,b,tags"] + [f"{i},{-i},{'cat|dog' if i % 2 else 'dog'}" for i in range(20)]
+    rows[5] = "4,-4,"
+    (root / "tags.csv").write_text("\n".join(rows) + "\n")
 
 
 def case(args: list[str], key: str, slow: bool = False):
@@ -129,6 +145,26 @@ CASES = [
     case(["train", "trainer.mode=maximum"], "trainer.mode"),
     case(["train", "name=x/../../elsewhere"], "name", slow=True),
     case(["train", "name=.."], "name", slow=True),
+    # tasks: targets that do not fit the task, a loss or monitor the task lacks, weights and samplers
+    case(["train", "data=diabetes"], "loss.name"),
+    case(["train", "data=arrays", "data.path=float_y.npz", "model=mlp"], "data.task"),
+    case(["train", "data=arrays", "data.path=nan_y.npz", "data.task=regression", "loss=mse", "model=mlp"], "y row 3",
+         slow=True),
+    case(["train", "data=arrays", "data.path=five_labels.npz", "data.task=binary", "loss=bce", "model=mlp"],
+         "data.task", slow=True),
+    case(["train", "data=arrays", "data.path=five_labels.npz", "data.task=multilabel", "loss=bce",
+          "model=linear_softmax", "model.layers=[flatten, {fc: 3}]"], "num_classes", slow=True),
+    case(["train", "data=csv", "data.path=tags.csv", "data.label=tags", "data.task=multilabel", "loss=bce",
+          "model=mlp"], "data.label_separator", slow=True),
+    case(["train", "trainer.monitor=val_r2", "trainer.mode=max"], "trainer.monitor", slow=True),
+    case(["train", "data=diabetes", "loss=mse", "trainer.monitor=val_r2"], "trainer.mode", slow=True),
+    case(["train", "loss.class_weights=[1, 2]"], "loss.class_weights", slow=True),
+    case(["train", "data=diabetes", "loss=mse", "model=mlp", "data.sampler=balanced"], "data.sampler", slow=True),
+    case(["train", "data.sampler=uniform"], "data.sampler", slow=True),
+    case(["train", "trainer.threshold=1.5"], "trainer.threshold", slow=True),
+    case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "loss.pos_weight=[1, 2]"], "loss.pos_weight",
+         slow=True),
+    case(["evaluate", "run", "threshold=0.3"], "threshold", slow=True),
     # code from configs
     case(["train", "+hydra.callbacks.x={_target_: os.system}"], "hydra.callbacks"),
     case(["train", "+extra.x={_target_: os.system}"], "_target_"),

@@ -184,8 +184,9 @@ def print_export(res: dict) -> None:
             ("output", f"logits ({', '.join(map(str, res['output']['shape']))}): {res['output']['meaning']}")]
     rows += [(f"check, batch of {k}", f"max |diff| {d:.2e}") for k, d in check["max_abs_diff"].items()]
     verdict = "[green]passed[/]" if check["passed"] else "[red]FAILED[/]"
-    bound = check["tolerance"] * check.get("output_scale", 1.0)
-    rows.append(("verification", f"{verdict}: outputs equal PyTorch's within {bound:g}" if check["passed"]
-                 else f"{verdict}: max |diff| {check['worst']:.2e} > {bound:g}"))
+    scale = check.get("output_scale", 1.0)
+    bound = f"{check['tolerance']:g}" + (f" x {scale:.3g} (the largest |output|)" if scale > 1 else "")
+    rows.append(("verification", f"{verdict}: outputs equal PyTorch's within {bound}" if check["passed"]
+                 else f"{verdict}: max |diff| {check['worst']:.2e} > {bound}"))
     console.print(table("[bold]export[/]", ["", ""], rows, False))
     note(f"wrote {res['path']} and {Path(res['json_path']).name}")
