@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.markup import escape
 
 from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
-from dltool.config.keys import GROUPS
+from dltool.config.keys import GROUPS, OPTIONS
 from dltool.config.keyspec import Group, type_name, yaml_value
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
@@ -14,13 +14,13 @@ from dltool.registry import Entry, unknown
 # The config section whose keys each registry's entries read (layers and augmentations have their own options).
 SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
             "datasets": "data", "backbones": "model"}
-# Groups without a registry: `dltool list trainer` shows their keys.
-KEY_GROUPS = ("model", "regularization", "augment", "trainer")
+# Groups without a registry, and the check commands' options: `dltool list trainer` shows their keys.
+KEY_GROUPS = {**{g: GROUPS[g] for g in ("model", "regularization", "augment", "trainer")}, **OPTIONS}
 
 
 def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
     """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|model|
-    regularization|augment|trainer|all]`.
+    regularization|augment|trainer|sanity|gradcheck|lr_find|all]`.
 
     backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
     for by name; they come from the installed torchvision, the one table that needs it imported).
@@ -70,7 +70,7 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     """(title, columns, rows) of one registry or key group; layers get their aliases, backbones their model.* keys,
     the registries of config variants each entry's keys with type, default and doc."""
     if name in KEY_GROUPS:
-        group = GROUPS[name]
+        group = KEY_GROUPS[name]
         return (f"{name}.* ({group.doc})", ["key", "type", "default", "what"],
                 [key_row(group, k, next(iter(group.files), None)) for k in group.keys])
     if name in SECTIONS and name != "backbones":

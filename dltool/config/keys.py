@@ -10,6 +10,7 @@ a key: declare it in its group (keys_data.py or keys_train.py), name it in the v
 from __future__ import annotations
 
 from dltool.config.keys_data import DATA
+from dltool.config.keys_options import OPTIONS
 from dltool.config.keys_train import (
     ACTIVITY,
     AUGMENT,
@@ -30,7 +31,7 @@ GROUPS: dict[str, Group] = {
     "regularization": REGULARIZATION, "init": INIT, "augment": AUGMENT, "trainer": TRAINER,
 }
 RECORDS: dict[str, Group] = {"activity": ACTIVITY}  # list entries inside a group (regularization.activity)
-__all__ = ["GROUPS", "RECORDS", "TOP", "generated_files", "reads", "variant_groups"]
+__all__ = ["GROUPS", "OPTIONS", "RECORDS", "TOP", "generated_files", "reads", "variant_groups"]
 
 
 def variant_groups() -> dict[str, Group]:
@@ -46,4 +47,5 @@ def reads(group: str, variant: str) -> tuple[str, ...]:
 
 def generated_files() -> dict[str, str]:
     """{path under configs/: text} of every file the table generates."""
-    return {f"{name}/{file}.yaml": render(g, file) for name, g in GROUPS.items() for file in g.files}
+    out = {f"{name}/{file}.yaml": render(g, file) for name, g in GROUPS.items() for file in g.files}
+    return {**out, **{f"{prefix}.yaml": render(g, prefix) for prefix, g in OPTIONS.items()}}

@@ -6,8 +6,9 @@ Torch-free: `dltool list`, the generated dataclasses and scripts/make_configs.py
 from __future__ import annotations
 
 import copy
+import functools
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
 
 import yaml
@@ -117,3 +118,18 @@ def render(group: Group, file: str) -> str:
         pair = f"{key}: {yaml_value(group.value(key, file))}"
         lines.append(f"{pair:<{group.width - 2}}  # {group.doc_of(key, file)}")
     return "\n".join(lines) + "\n"
+
+
+def dataclass_of(cls_name: str, group: Group, module: str, types: Mapping[str, Any] | None = None) -> type:
+    """A dataclass with one field per key of the group: the key's type and default (lists/dicts fresh per instance);
+    `types` replaces a field's type (a list of another generated dataclass)."""
+    fields = []
+    for key, spec in group.keys.items():
+        default = spec.default
+        made = (field(default_factory=functools.partial(copy.deepcopy, default)) if isinstance(default, (list, dict))
+                else field(default=default))
+        fields.append((key, (types or {}).get(key, spec.type), made))
+    cls = make_dataclass(cls_name, fields)
+    cls.__module__ = module
+    cls.__doc__ = f"{group.doc}: generated from the key table (dltool/config/keys.py)."
+    return cls

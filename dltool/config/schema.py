@@ -8,8 +8,6 @@ dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
-import copy
-import functools
 import re
 from dataclasses import field, make_dataclass
 from typing import Any, List
@@ -21,7 +19,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from dltool.config.checks import check_values
 from dltool.config.keys import GROUPS, RECORDS, TOP
-from dltool.config.keyspec import Group
+from dltool.config.keyspec import Group, dataclass_of
 from dltool.config.safety import refuse_targets
 from dltool.config.variants import VARIANTS, check_group, foreign_key_error, prune, variant_of
 from dltool.errors import ConfigError
@@ -29,17 +27,7 @@ from dltool.registry import closest
 
 
 def _dataclass(cls_name: str, group: Group, types: dict[str, Any] | None = None) -> type:
-    """A dataclass with one field per key of the group: the key's type and default (lists/dicts fresh per instance)."""
-    fields = []
-    for key, spec in group.keys.items():
-        default = spec.default
-        made = (field(default_factory=functools.partial(copy.deepcopy, default)) if isinstance(default, (list, dict))
-                else field(default=default))
-        fields.append((key, (types or {}).get(key, spec.type), made))
-    cls = make_dataclass(cls_name, fields)
-    cls.__module__ = __name__
-    cls.__doc__ = f"{group.doc}: generated from the key table (dltool/config/keys.py)."
-    return cls
+    return dataclass_of(cls_name, group, __name__, types)
 
 
 # The typed configs, one per group, generated from the key table (dltool/config/keys.py).
