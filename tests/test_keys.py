@@ -18,7 +18,7 @@ from dltool.commands.lr_find import LrFindOptions
 from dltool.commands.sanity import SanityOptions
 from dltool.config import checks, schema
 from dltool.config.keys import GROUPS, OPTIONS, RECORDS, TOP, generated_files, reads, variant_groups
-from dltool.config.keyspec import MISSING
+from dltool.config.keyspec import MISSING, yaml_value
 from dltool.config.variants import OPTIONAL, SELECTOR, VARIANTS, config_dir, default_choices
 
 GENERATED = sorted(generated_files())
@@ -81,6 +81,7 @@ def test_the_dataclasses_are_generated_from_the_table(group):
 
 def test_variants_selectors_and_the_catalog_keys_come_from_the_table():
     assert set(VARIANTS) == set(SELECTOR) == set(variant_groups()) == set(TABLES)
+    assert list(VARIANTS) == ["optimizer", "scheduler", "loss", "init", "data"]  # checked in this order, as before
     for group, table in variant_groups().items():
         assert table.selector == SELECTOR[group] and table.optional == OPTIONAL.get(group, ())
         # the default variant's file values are the dataclass defaults (one source for Python callers too)
@@ -184,3 +185,13 @@ def test_list_a_check_commands_options(capsys):
     assert code == 0 and "lr_find.*" in out
     listed = {r[0]: yaml.safe_load(r[2]) for r in table_rows(out)}
     assert listed == yaml.safe_load((config_dir() / "lr_find.yaml").read_text())
+
+
+@pytest.mark.parametrize("value", ["|", "*x", "32", "null", "a b", "val_loss", "${model.name}_x", "cat|dog", "it's",
+                                   'a"b', "", 1e-3, 1e-10, 0.05, 0.0, 1024.0, 7, True, None, [0.9, 0.999], [],
+                                   ["csv", "tensorboard"], {"layer": "fc1", "l1": 1e-5}])
+def test_a_default_written_by_the_generator_reads_back_as_itself(value):
+    text = yaml_value(value)
+    omega = OmegaConf.to_container(OmegaConf.create(f"k: {text}"), resolve=False)["k"]  # as Hydra reads it
+    assert yaml.safe_load(f"k: {text}")["k"] == value and omega == value
+    assert "\n" not in text and type(yaml.safe_load(f"k: {text}")["k"]) is type(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import typing
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Mapping
@@ -104,10 +105,18 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {yaml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
-        special = any(c in value for c in "#:{}[],")
-        plain = value == MISSING or (value and yaml.safe_load(value) == value and not special)
-        return value if plain else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return value if value == MISSING or _plain(value) else json.dumps(value)  # a JSON string is YAML too
     return str(value)
+
+
+def _plain(text: str) -> bool:
+    """Whether a string reads back as itself without quotes (not `32`, `null`, `|`, `*x`, `a: b`, ...)."""
+    if not text or any(c in text for c in "#:{}[],\"'"):
+        return False
+    try:
+        return yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        return False
 
 
 def render(group: Group, file: str) -> str:

@@ -18,9 +18,11 @@ from dltool.config.keys import GROUPS, variant_groups
 from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
 
-# each variant's keys, in file order (its selector first), from the key table
+# each variant's keys, in file order (its selector first), from the key table; the groups in the order they are
+# checked (the first bad group names the error)
+ORDER = ("optimizer", "scheduler", "loss", "init", "data")
 VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
-    group: {name: spec.keys for name, spec in g.files.items()} for group, g in variant_groups().items()
+    group: {name: spec.keys for name, spec in variant_groups()[group].files.items()} for group in ORDER
 }
 # keys any variant of the group accepts when given (not in the variant files; left out of config.yaml when unset):
 # cross-validation folds, and the shape of the inputs for `dltool summary` without loading data
