@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from dltool import catalog
 from dltool.cli import main
 from dltool.commands.gradcheck import GradcheckOptions
+from dltool.commands.list import key_row
 from dltool.commands.lr_find import LrFindOptions
 from dltool.commands.sanity import SanityOptions
 from dltool.config import checks, schema
 from dltool.config.keys import GROUPS, OPTIONS, RECORDS, TOP, generated_files, reads, variant_groups
-from dltool.config.keyspec import MISSING, yaml_value
+from dltool.config.keyspec import MISSING, Group, Key, yaml_value
 from dltool.config.variants import OPTIONAL, SELECTOR, VARIANTS, config_dir, default_choices
 
 GENERATED = sorted(generated_files())
@@ -171,7 +172,7 @@ def test_list_trainer_and_datasets_show_types_defaults_and_choices(capsys):
     documented = yaml.safe_load((config_dir() / "trainer" / "default.yaml").read_text())
     assert {k: yaml.safe_load(v[1]) if k != "precision" else v[1] for k, v in trainer.items()} == {
         **documented, "precision": '"32"'}
-    assert trainer["max_steps"][0] == "int | null" and trainer["mode"][0] == "str (min|max)"
+    assert trainer["max_steps"][0] == "int | null" and trainer["mode"][0] == "str"  # its doc names min and max
     cifar = [r for r in table_rows(out) if len(r) == 5]
     at = [r[0] for r in cifar].index("cifar10")
     val = next(r for r in cifar[at:] if r[1] == "val_fraction")
@@ -195,3 +196,9 @@ def test_a_default_written_by_the_generator_reads_back_as_itself(value):
     omega = OmegaConf.to_container(OmegaConf.create(f"k: {text}"), resolve=False)["k"]  # as Hydra reads it
     assert yaml.safe_load(f"k: {text}")["k"] == value and omega == value
     assert "\n" not in text and type(yaml.safe_load(f"k: {text}")["k"]) is type(value)
+
+
+def test_list_names_the_choices_a_doc_does_not():
+    group = Group({"kind": Key(str, "a", "pick one", ("a", "b")), "mode": Key(str, "a", "a or b", ("a", "b"))})
+    assert key_row(group, "kind") == ("kind", "str (a|b)", "a", "pick one")
+    assert key_row(group, "mode") == ("mode", "str", "a", "a or b")

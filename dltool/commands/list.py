@@ -50,9 +50,10 @@ def options(entry: Entry) -> str:
 
 def key_row(group: Group, key: str, variant: str | None = None) -> tuple[str, str, str, str]:
     """(key, type, default, doc) of one key, with the variant's own default and doc where it has them."""
-    spec = group.keys[key]
-    kind = type_name(spec.type) + (f" ({'|'.join(spec.choices)})" if spec.choices else "")
-    return key, kind, yaml_value(group.value(key, variant)), group.doc_of(key, variant)
+    spec, doc = group.keys[key], group.doc_of(key, variant)
+    named = all(c in doc for c in spec.choices)  # the doc lists the choices already: no need to repeat them
+    kind = type_name(spec.type) + ("" if named else f" ({'|'.join(spec.choices)})")
+    return key, kind, yaml_value(group.value(key, variant)), doc
 
 
 def keyed_rows(name: str) -> list[tuple]:
