@@ -1,7 +1,8 @@
 """Every registry, declared in one torch-free module (mmengine's registry/root.py style).
 
 One literal table per kind; each entry is one small record: its builder ("module:function", resolved with
-importlib only when something is built), a one-line doc, and the option keys it reads. `dltool list` and
+importlib only when something is built), a one-line doc, and the option keys it reads (config keys: from
+the key table, dltool/config/keys.py; layers and augmentations: their own option defaults). `dltool list` and
 `--help` read these tables without importing torch. Names come only from these literals: nothing a user
 writes can name a module to import.
 """
@@ -9,9 +10,10 @@ writes can name a module to import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, TypeVar
 
+from dltool.config.keys import GROUPS, reads
 from dltool.registry import Entry
 from dltool.tasks import gaussian_huber
 
@@ -44,6 +46,15 @@ class Scheduler(Entry):
     """A learning-rate schedule: builder (optimizer, SchedulerConfig, ScheduleContext) -> torch scheduler."""
 
     interval: str = "epoch"  # when it steps: epoch | step (every optimizer step) | plateau (on the metric)
+
+
+E = TypeVar("E", bound=Entry)
+
+
+def keyed(group: str, table: dict[str, E]) -> dict[str, E]:
+    """The table with each entry's `keys` from the key table (dltool/config/keys.py): what its variant reads."""
+    return {name: replace(e, keys=reads(group, name)) if name in GROUPS[group].files else e
+            for name, e in table.items()}
 
 
 LAY, BLD = "dltool.models.layers", "dltool.models.builder"
@@ -120,73 +131,65 @@ BLOCKS: dict[str, Layer] = {
 
 # --------------------------------------------------------------------------- losses, optimizers, schedules
 LOS = "dltool.train.losses"
-LOSSES: dict[str, Loss] = {
+LOSSES: dict[str, Loss] = keyed("loss", {
     "cross_entropy": Loss(f"{LOS}:cross_entropy", "softmax + negative log-likelihood; label_smoothing, class_weights",
-                          ("label_smoothing", "class_weights"), expected=lambda c, m: math.log(c)),
-    "hinge": Loss(f"{LOS}:hinge", "multiclass SVM, sum of max(0, s_j - s_y + margin); margin (default 1)", ("margin",),
+                          expected=lambda c, m: math.log(c)),
+    "hinge": Loss(f"{LOS}:hinge", "multiclass SVM, sum of max(0, s_j - s_y + margin); margin (default 1)",
                   expected=lambda c, m: (c - 1) * m),
-    "squared_hinge": Loss(f"{LOS}:squared_hinge", "multiclass SVM with squared margins (L2-SVM); margin", ("margin",),
+    "squared_hinge": Loss(f"{LOS}:squared_hinge", "multiclass SVM with squared margins (L2-SVM); margin",
                           expected=lambda c, m: (c - 1) * m ** 2),
     "mse": Loss(f"{LOS}:mse", "mean squared error: regression targets, or class scores vs one-hot targets",
                 expected=lambda c, m: 1.0 / c),
     "bce": Loss(f"{LOS}:bce", "logistic loss per output (sigmoid): binary, multilabel; pos_weight",
-                ("pos_weight",), expected=lambda c, m: math.log(2.0)),
+                expected=lambda c, m: math.log(2.0)),
     "l1": Loss(f"{LOS}:l1", "mean absolute error (regression)", expected=lambda c, m: math.sqrt(2 / math.pi)),
-    "huber": Loss(f"{LOS}:huber", "Huber: squared below delta, linear above (regression)", ("delta",),
+    "huber": Loss(f"{LOS}:huber", "Huber: squared below delta, linear above (regression)",
                   expected=lambda c, m: gaussian_huber(1.0)),
-    "smooth_l1": Loss(f"{LOS}:smooth_l1", "smooth L1 = Huber / beta (regression)", ("beta",),
+    "smooth_l1": Loss(f"{LOS}:smooth_l1", "smooth L1 = Huber / beta (regression)",
                       expected=lambda c, m: gaussian_huber(1.0)),
-}
+})
 
 OPT = "dltool.train.optim"
-OPTIMIZERS: dict[str, Entry] = {
-    "sgd": Entry(f"{OPT}:sgd", "stochastic gradient descent; weight_decay coupled (added to the gradient)",
-                 ("lr", "momentum", "nesterov", "weight_decay")),
-    "adam": Entry(f"{OPT}:adam", "Adam; weight_decay coupled L2", ("lr", "betas", "eps", "weight_decay")),
-    "adamw": Entry(f"{OPT}:adamw", "Adam with decoupled weight decay (Loshchilov & Hutter)",
-                   ("lr", "betas", "eps", "weight_decay")),
-    "adagrad": Entry(f"{OPT}:adagrad", "Adagrad: per-parameter lr from the summed squared gradients",
-                     ("lr", "eps", "weight_decay")),
-    "rmsprop": Entry(f"{OPT}:rmsprop", "RMSprop; alpha is the decay rate of the squared-gradient average",
-                     ("lr", "alpha", "eps", "momentum", "weight_decay")),
-}
+OPTIMIZERS: dict[str, Entry] = keyed("optimizer", {
+    "sgd": Entry(f"{OPT}:sgd", "stochastic gradient descent; weight_decay coupled (added to the gradient)"),
+    "adam": Entry(f"{OPT}:adam", "Adam; weight_decay coupled L2"),
+    "adamw": Entry(f"{OPT}:adamw", "Adam with decoupled weight decay (Loshchilov & Hutter)"),
+    "adagrad": Entry(f"{OPT}:adagrad", "Adagrad: per-parameter lr from the summed squared gradients"),
+    "rmsprop": Entry(f"{OPT}:rmsprop", "RMSprop; alpha is the decay rate of the squared-gradient average"),
+})
 
-WARMUP = ("warmup_epochs", "warmup_start_factor")
-SCHEDULERS: dict[str, Scheduler] = {
-    "none": Scheduler(f"{OPT}:constant", "constant learning rate", WARMUP),
-    "step": Scheduler(f"{OPT}:step", "lr * gamma every step_size epochs", ("step_size", "gamma", *WARMUP)),
-    "multistep": Scheduler(f"{OPT}:multistep", "lr * gamma at each epoch in milestones",
-                           ("milestones", "gamma", *WARMUP)),
-    "exponential": Scheduler(f"{OPT}:exponential", "lr * gamma^epoch", ("gamma", *WARMUP)),
-    "cosine": Scheduler(f"{OPT}:cosine", "cosine annealing from lr down to min_lr over the epochs",
-                        ("min_lr", *WARMUP)),
+SCHEDULERS: dict[str, Scheduler] = keyed("scheduler", {
+    "none": Scheduler(f"{OPT}:constant", "constant learning rate"),
+    "step": Scheduler(f"{OPT}:step", "lr * gamma every step_size epochs"),
+    "multistep": Scheduler(f"{OPT}:multistep", "lr * gamma at each epoch in milestones"),
+    "exponential": Scheduler(f"{OPT}:exponential", "lr * gamma^epoch"),
+    "cosine": Scheduler(f"{OPT}:cosine", "cosine annealing from lr down to min_lr over the epochs"),
     "plateau": Scheduler(f"{OPT}:plateau",
                          "lr * factor when the monitored metric has not improved for `patience` epochs",
-                         ("factor", "patience", "min_lr"), interval="plateau"),
+                         interval="plateau"),
     "onecycle": Scheduler(f"{OPT}:onecycle",
                           "one cycle up to max_lr and down, stepped every batch (pct_start of it rising)",
-                          ("max_lr", "pct_start"), interval="step"),
-}
+                          interval="step"),
+})
 
 INI = "dltool.models.init"
-INITIALIZERS: dict[str, Entry] = {
-    "xavier_uniform": Entry(f"{INI}:xavier_uniform", "U(-a, a), a = gain*sqrt(6/(fan_in+fan_out)) (Glorot)", ("gain",)),
-    "xavier_normal": Entry(f"{INI}:xavier_normal", "N(0, gain^2 * 2/(fan_in+fan_out)) (Glorot)", ("gain",)),
+INITIALIZERS: dict[str, Entry] = keyed("init", {
+    "xavier_uniform": Entry(f"{INI}:xavier_uniform", "U(-a, a), a = gain*sqrt(6/(fan_in+fan_out)) (Glorot)"),
+    "xavier_normal": Entry(f"{INI}:xavier_normal", "N(0, gain^2 * 2/(fan_in+fan_out)) (Glorot)"),
     "kaiming_uniform": Entry(f"{INI}:kaiming_uniform", "He uniform; mode fan_in/fan_out, nonlinearity "
-                             "relu/leaky_relu/tanh/linear", ("mode", "nonlinearity")),
-    "kaiming_normal": Entry(f"{INI}:kaiming_normal", "N(0, 2/fan) for ReLU nets (He et al.)", ("mode", "nonlinearity")),
-    "normal": Entry(f"{INI}:normal", "N(0, std^2), e.g. std 0.01 (small random numbers)", ("std",)),
-    "uniform": Entry(f"{INI}:uniform", "U(-scale, scale)", ("scale",)),
-    "orthogonal": Entry(f"{INI}:orthogonal", "a (semi-)orthogonal matrix times gain", ("gain",)),
+                             "relu/leaky_relu/tanh/linear"),
+    "kaiming_normal": Entry(f"{INI}:kaiming_normal", "N(0, 2/fan) for ReLU nets (He et al.)"),
+    "normal": Entry(f"{INI}:normal", "N(0, std^2), e.g. std 0.01 (small random numbers)"),
+    "uniform": Entry(f"{INI}:uniform", "U(-scale, scale)"),
+    "orthogonal": Entry(f"{INI}:orthogonal", "a (semi-)orthogonal matrix times gain"),
     "constant": Entry(f"{INI}:constant", "every weight = value (non-zero only: zero weights never break symmetry)",
                       ("value",)),
     "default": Entry(f"{INI}:keep_default", "PyTorch's own initialization for each layer type"),
-}
+})  # constant is no variant (init.scheme=constant is refused): its key stays here
 
 # --------------------------------------------------------------------------- data
 DAT = "dltool.data.datasets"
-VISION = ("root", "download", "image_size", "grayscale")
-DATASETS: dict[str, Entry] = {
+DATASETS: dict[str, Entry] = keyed("data", {
     "digits": Entry(f"{DAT}.embedded:load_digits",
                     "scikit-learn's 8x8 handwritten digits, 1,797 images, 10 classes (embedded, offline)"),
     "diabetes": Entry(f"{DAT}.embedded:load_diabetes",
@@ -195,30 +198,23 @@ DATASETS: dict[str, Entry] = {
                            "scikit-learn's breast cancer, 569 rows, 30 features, 212 malignant; task binary"),
     "digits_rows": Entry(f"{DAT}.synthetic:load_digits_rows",
                          "the same digits read row by row: sequences of 8 steps x 8 features (layout sequence)"),
-    "spiral": Entry(f"{DAT}.synthetic:load_spiral", "K-class 2-D spiral for MLP vs linear experiments",
-                    ("points_per_class", "noise", "num_classes")),
+    "spiral": Entry(f"{DAT}.synthetic:load_spiral", "K-class 2-D spiral for MLP vs linear experiments"),
     "adding": Entry(f"{DAT}.synthetic:load_adding",
-                    "adding problem: (value, marker) steps, is the sum of the 2 marked values > 1?",
-                    ("length", "num_samples")),
+                    "adding problem: (value, marker) steps, is the sum of the 2 marked values > 1?"),
     "recall": Entry(f"{DAT}.synthetic:load_recall",
-                    "delayed recall: name the symbol seen at step 0 after length-1 distractor steps",
-                    ("length", "num_samples", "num_classes")),
+                    "delayed recall: name the symbol seen at step 0 after length-1 distractor steps"),
     "mnist": Entry(f"{DAT}.vision:load_mnist",
-                   "MNIST handwritten digits, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)", VISION),
+                   "MNIST handwritten digits, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)"),
     "fashion_mnist": Entry(f"{DAT}.vision:load_fashion_mnist",
-                           "Fashion-MNIST clothing, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)", VISION),
-    "cifar10": Entry(f"{DAT}.vision:load_cifar10", "CIFAR-10, 50,000 + 10,000 32x32 RGB, 10 classes (torchvision)",
-                     VISION),
+                           "Fashion-MNIST clothing, 60,000 + 10,000 28x28 grayscale, 10 classes (torchvision)"),
+    "cifar10": Entry(f"{DAT}.vision:load_cifar10", "CIFAR-10, 50,000 + 10,000 32x32 RGB, 10 classes (torchvision)"),
     "cifar100": Entry(f"{DAT}.vision:load_cifar100",
-                      "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision)", VISION),
-    "imagefolder": Entry(f"{DAT}.folder:load_imagefolder", "your images in root/<class>/*.png|jpg",
-                         ("root", "image_size", "grayscale", "val_dir", "test_dir", "bad_images", "cache")),
+                      "CIFAR-100, 50,000 + 10,000 32x32 RGB, 100 fine classes (torchvision)"),
+    "imagefolder": Entry(f"{DAT}.folder:load_imagefolder", "your images in root/<class>/*.png|jpg"),
     "arrays": Entry(f"{DAT}.arrays:load_arrays",
-                    "your NumPy arrays: a .npz (x, y, x_val, ...) or a folder of x.npy, y.npy (+ _val, _test)",
-                    ("path", "task", "layout", "memory_cap_mb")),
-    "csv": Entry(f"{DAT}.table:load_csv", "your table: a CSV with a header and target column(s) (data.task)",
-                 ("path", "task", "label", "label_separator", "features")),
-}
+                    "your NumPy arrays: a .npz (x, y, x_val, ...) or a folder of x.npy, y.npy (+ _val, _test)"),
+    "csv": Entry(f"{DAT}.table:load_csv", "your table: a CSV with a header and target column(s) (data.task)"),
+})
 
 AUG = "dltool.data.augment"
 AUGMENTATIONS: dict[str, Augmentation] = {

@@ -114,8 +114,10 @@ def cmd_summary(args: list[str]) -> int:
 def cmd_list(args: list[str]) -> int:
     """List the registries: layers, losses, optimizers, schedulers, initializers, datasets, augmentations, backbones.
 
-    usage: dltool list [REGISTRY ...|all]   (no argument or `all`: every registry)
-    Each row: the name to write in a config, the options or config keys it reads, and what it does.
+    usage: dltool list [REGISTRY|GROUP ...|all]   (no argument or `all`: every registry and group)
+    Each row: the name to write in a config, the options or config keys it reads, and what it does; the config
+    keys (optimizers, ..., datasets, and the groups model, regularization, augment, trainer) with their type,
+    default and doc from the key table (dltool/config/keys.py).
     """
     from dltool.commands.list import list_task
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltool.config.options import load_options
+from dltool.config.options import load_options, options_class
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
@@ -36,13 +36,7 @@ from dltool.train.run import prepare
 Objective = Callable[[], torch.Tensor]
 
 
-@dataclass
-class GradcheckOptions:
-    examples: int = 4
-    h: float = 1e-5
-    threshold: float = 1e-6
-    max_elements: int = 30
-    seed: int = 0
+GradcheckOptions = options_class("gradcheck", "GradcheckOptions", __name__)  # keys: dltool/config/keys_options.py
 
 
 @dataclass

@@ -1,28 +1,35 @@
-"""`dltool list [REGISTRY ...|all]`: every registry as a table, read from dltool.catalog (no torch import)."""
+"""`dltool list [REGISTRY|GROUP ...|all]`: every registry as a table, read from dltool.catalog, and each config
+key with its type, default and doc, read from the key table dltool/config/keys.py (no torch import)."""
 
 from __future__ import annotations
 
 from rich.markup import escape
 
 from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
+from dltool.config.keys import GROUPS, OPTIONS
+from dltool.config.keyspec import Group, type_name, yaml_value
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
 
 # The config section whose keys each registry's entries read (layers and augmentations have their own options).
 SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
             "datasets": "data", "backbones": "model"}
+# Groups without a registry, and the check commands' options: `dltool list trainer` shows their keys.
+KEY_GROUPS = {**{g: GROUPS[g] for g in ("model", "regularization", "augment", "trainer")}, **OPTIONS}
 
 
 def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|all]`.
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|model|
+    regularization|augment|trainer|sanity|gradcheck|lr_find|all]`.
 
     backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
     for by name; they come from the installed torchvision, the one table that needs it imported).
     """
-    wanted = list(REGISTRIES) if not args or "all" in args else args
+    every = [*REGISTRIES, *KEY_GROUPS]
+    wanted = every if not args or "all" in args else args
     for name in wanted:
-        if name not in REGISTRIES:
-            raise unknown("dltool list", name, [*REGISTRIES, "all"])
+        if name not in every:
+            raise unknown("dltool list", name, [*every, "all"])
     for name in wanted:
         title, cols, rows = rows_of(name)
         plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
@@ -41,8 +48,36 @@ def options(entry: Entry) -> str:
     return ", ".join(entry.keys) or "-"
 
 
+def key_row(group: Group, key: str, variant: str | None = None) -> tuple[str, str, str, str]:
+    """(key, type, default, doc) of one key, with the variant's own default and doc where it has them."""
+    spec, doc = group.keys[key], group.doc_of(key, variant)
+    named = all(c in doc for c in spec.choices)  # the doc lists the choices already: no need to repeat them
+    kind = type_name(spec.type) + ("" if named else f" ({'|'.join(spec.choices)})")
+    return key, kind, yaml_value(group.value(key, variant)), doc
+
+
+def keyed_rows(name: str) -> list[tuple]:
+    """A registry whose entries read config keys: one row per entry (its doc), then one per key it reads."""
+    group = GROUPS[SECTIONS[name]]
+    rows: list[tuple] = []
+    for entry_name, entry in REGISTRIES[name].items():
+        rows.append((entry_name, "", "", "", entry.doc))
+        variant = entry_name if entry_name in group.files else None
+        rows += [("", *key_row(group, k, variant)) for k in entry.keys]
+    return rows
+
+
 def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
-    """(title, columns, rows) of one registry; layers get their aliases, backbones their model.* keys."""
+    """(title, columns, rows) of one registry or key group; layers get their aliases, backbones their model.* keys,
+    the registries of config variants each entry's keys with type, default and doc."""
+    if name in KEY_GROUPS:
+        group = KEY_GROUPS[name]
+        return (f"{name}.* ({group.doc})", ["key", "type", "default", "what"],
+                [key_row(group, k, next(iter(group.files), None)) for k in group.keys])
+    if name in SECTIONS and name != "backbones":
+        section = SECTIONS[name]
+        return (f"{name} ({section}=NAME; keys {section}.*)", ["name", "key", "type", "default", "what"],
+                keyed_rows(name))
     entries = REGISTRIES[name]
     if name == "layers":
         aliases: dict[str, list[str]] = {}

@@ -13,13 +13,12 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional  # OmegaConf structured configs want Optional
+from typing import Iterator  # OmegaConf structured configs want Optional
 
 import torch
 
-from dltool.config.options import as_dict, load_options
+from dltool.config.options import as_dict, load_options, options_class
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
@@ -27,16 +26,7 @@ from dltool.plots import lr_range
 from dltool.train.loop import Setup, autocast, make_scaler, step
 from dltool.train.run import Prepared, prepare
 
-
-@dataclass
-class LrFindOptions:
-    start: float = 1e-7
-    end: float = 10.0
-    steps: int = 100
-    smoothing: float = 0.98
-    divergence: float = 4.0
-    divisor: float = 10.0
-    out_dir: Optional[str] = None  # noqa: UP045
+LrFindOptions = options_class("lr_find", "LrFindOptions", __name__)  # keys: dltool/config/keys_options.py
 
 
 def check_options(o: LrFindOptions) -> None:

@@ -14,12 +14,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional  # OmegaConf structured configs want Optional
+from typing import Any  # OmegaConf structured configs want Optional
 
 import torch
 from torch import nn
 
-from dltool.config.options import as_dict, load_options
+from dltool.config.options import as_dict, load_options, options_class
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
@@ -33,15 +33,7 @@ from dltool.train.run import finite_or_null, prepare
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
 
 
-@dataclass
-class SanityOptions:
-    examples: int = 20
-    max_steps: int = 500
-    loss_threshold: float = 0.01
-    batch_size: Optional[int] = None  # noqa: UP045
-    init_tolerance: float = 0.5
-    stuck_fraction: float = 0.9
-    out_dir: Optional[str] = None  # noqa: UP045
+SanityOptions = options_class("sanity", "SanityOptions", __name__)  # keys: dltool/config/keys_options.py
 
 
 @dataclass

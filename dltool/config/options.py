@@ -1,7 +1,8 @@
 """Options of the check commands (`sanity.KEY=value`, `gradcheck.KEY=value`), kept apart from the training config.
 
-Their defaults live, one comment per key, in configs/<prefix>.yaml; the dataclass types them, so a
-misspelt key or a wrong type fails with one sentence like any config mistake.
+Their keys are declared in the key table (dltool/config/keys_options.py), which generates both
+configs/<prefix>.yaml (one comment per key) and the dataclass that types them, so a misspelt key or a wrong
+type fails with one sentence like any config mistake.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dltool.config.keys import OPTIONS
+from dltool.config.keyspec import dataclass_of
 from dltool.config.variants import config_dir
 from dltool.errors import ConfigError
 from dltool.registry import check_keys
 
 T = TypeVar("T")
+
+
+def options_class(prefix: str, cls_name: str, module: str) -> type:
+    """The dataclass of a check command's options (SanityOptions, ...), generated from the key table."""
+    return dataclass_of(cls_name, OPTIONS[prefix], module)
 
 
 def split_prefixed(args: list[str], prefix: str) -> tuple[list[str], list[str]]:

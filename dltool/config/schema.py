@@ -1,5 +1,6 @@
 """Typed config schemas (dataclasses) registered in Hydra's ConfigStore.
 
+The dataclasses are generated from the key table (dltool/config/keys.py), the one place a key is declared.
 The schema is the single list of valid keys: a misspelt key or a wrong type fails at compose time
 (or in `validate`) with one sentence, never deep inside training. Below the CLI everything takes these
 dataclasses, never a DictConfig.
@@ -8,8 +9,8 @@ dataclasses, never a DictConfig.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import field, make_dataclass
+from typing import Any, List
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import OverrideParseException
@@ -17,207 +18,49 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dltool.config.checks import check_values
+from dltool.config.keys import GROUPS, RECORDS, TOP
+from dltool.config.keyspec import Group, dataclass_of
 from dltool.config.safety import refuse_targets
 from dltool.config.variants import VARIANTS, check_group, foreign_key_error, prune, variant_of
 from dltool.errors import ConfigError
 from dltool.registry import closest
 
 
-@dataclass
-class DataConfig:
-    name: str = "digits"
-    root: Optional[str] = None
-    download: bool = True
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    normalize: str = "standardize"
-    subset: Optional[int] = None
-    on_device: bool = True
-    num_workers: Optional[int] = None
-    layout: Optional[str] = None
-    # your own data (data=arrays, data=csv) and shapes without data (dltool summary)
-    path: Optional[str] = None
-    task: str = "classification"  # data=arrays/csv: classification | binary | multilabel | regression
-    label: Any = None  # csv: the target column, or a list of columns (multilabel 0/1 columns, regression targets)
-    label_separator: str = "|"  # csv multilabel: the delimiter of tags in one label column (cat|dog)
-    sampler: Optional[str] = None  # null | balanced (draw every class equally often)
-    features: Optional[List[str]] = None
-    input_shape: Optional[List[int]] = None
-    memory_cap_mb: float = 1024.0
-    cache: bool = False  # imagefolder: keep decoded images in memory after the first epoch (within memory_cap_mb)
-    # data-set specific knobs (ignored by data sets that do not use them)
-    image_size: Optional[List[int]] = None
-    grayscale: bool = False
-    val_dir: Optional[str] = None
-    test_dir: Optional[str] = None
-    bad_images: str = "error"
-    num_classes: Optional[int] = None
-    points_per_class: int = 100
-    noise: float = 0.2
-    length: int = 50
-    num_samples: int = 3000
-    pca_components: Optional[int] = None
-    whiten_eps: float = 1e-2
-    folds: Optional[int] = None  # K-fold cross-validation of train+val (dltool cross-validate)
-    fold: Optional[int] = None  # which fold (1..folds) validates this run
+def _dataclass(cls_name: str, group: Group, types: dict[str, Any] | None = None) -> type:
+    return dataclass_of(cls_name, group, __name__, types)
 
 
-@dataclass
-class ModelConfig:
-    name: str = "custom"
-    layers: List[Any] = field(default_factory=list)
-    strict_shapes: bool = True
-    backbone: Optional[str] = None
-    weights: Optional[str] = None
-    small_input: bool = False
-    init_from: Optional[str] = None
-    reinit: List[str] = field(default_factory=list)
-    freeze: Any = None  # N (first N layers with parameters) | [names] | pretrained
-    pretrained_lr_mult: float = 1.0
-    dropout: Optional[float] = None  # a knob layers can read as ${model.dropout} (so sweeps can search it)
-    sync_batchnorm: bool = False  # under trainer.devices>1: batch-norm statistics over all ranks' batches
+# The typed configs, one per group, generated from the key table (dltool/config/keys.py).
+DataConfig = _dataclass("DataConfig", GROUPS["data"])
+ModelConfig = _dataclass("ModelConfig", GROUPS["model"])
+LossConfig = _dataclass("LossConfig", GROUPS["loss"])
+OptimizerConfig = _dataclass("OptimizerConfig", GROUPS["optimizer"])
+SchedulerConfig = _dataclass("SchedulerConfig", GROUPS["scheduler"])
+ActivityConfig = _dataclass("ActivityConfig", RECORDS["activity"])
+RegularizationConfig = _dataclass("RegularizationConfig", GROUPS["regularization"],
+                                  {"activity": List[ActivityConfig]})  # type: ignore[valid-type]
+InitConfig = _dataclass("InitConfig", GROUPS["init"])
+AugmentConfig = _dataclass("AugmentConfig", GROUPS["augment"])
+TrainerConfig = _dataclass("TrainerConfig", GROUPS["trainer"])
+CLASSES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optimizer": OptimizerConfig,
+                            "scheduler": SchedulerConfig, "regularization": RegularizationConfig, "init": InitConfig,
+                            "augment": AugmentConfig, "trainer": TrainerConfig}
 
 
-@dataclass
-class LossConfig:
-    name: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    margin: float = 1.0
-    class_weights: Any = None  # cross_entropy: null | balanced | [w1, ..., wC]
-    pos_weight: Any = None  # bce: null | balanced | [w per label] (weight of the positive examples)
-    delta: float = 1.0  # huber: where the loss turns from quadratic to linear
-    beta: float = 1.0  # smooth_l1: where the loss turns from quadratic to linear
+def _root(cls_name: str, open_variants: bool) -> type:
+    """TrainConfig (every group typed) or ComposeSchema (what Hydra composes against: the variant groups stay
+    open there and get their key set in `validate`): the top-level keys around one field per group."""
+    top = [(k, s.type, field(default_factory=dict) if isinstance(s.default, dict) else field(default=s.default))
+           for k, s in TOP.keys.items()]
+    groups = [(g, Any, field(default=None)) if open_variants and GROUPS[g].selector
+              else (g, cls, field(default_factory=cls)) for g, cls in CLASSES.items()]
+    cls = make_dataclass(cls_name, top[:1] + groups + top[1:])
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    alpha: float = 0.99
-
-
-@dataclass
-class SchedulerConfig:
-    name: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.1
-    milestones: List[int] = field(default_factory=list)
-    min_lr: float = 0.0
-    factor: float = 0.1
-    patience: int = 5
-    max_lr: Optional[float] = None
-    pct_start: float = 0.3
-    warmup_epochs: int = 0
-    warmup_start_factor: float = 0.1
-
-
-@dataclass
-class ActivityConfig:
-    layer: str = "???"
-    l1: float = 0.0
-    l2: float = 0.0
-
-
-@dataclass
-class RegularizationConfig:
-    l2: float = 0.0
-    l1: float = 0.0
-    apply_to_bias: bool = False
-    apply_to_norm: bool = False
-    activity: List[ActivityConfig] = field(default_factory=list)
-    clip_grad_norm: Optional[float] = None
-    clip_grad_value: Optional[float] = None
-
-
-@dataclass
-class InitConfig:
-    scheme: str = "kaiming_normal"
-    mode: str = "fan_in"
-    nonlinearity: str = "relu"
-    std: float = 0.01
-    scale: float = 0.05
-    gain: float = 1.0
-    value: float = 0.0
-    bias: float = 0.0
-
-
-@dataclass
-class AugmentConfig:
-    ops: List[Any] = field(default_factory=list)
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 30
-    max_steps: Optional[int] = None  # train this many optimizer steps instead of trainer.epochs
-    val_every: Optional[int] = None  # validate every N epochs (N steps with max_steps); null: each epoch
-    checkpoint_every: Optional[int] = None  # last.pt every N epochs/steps; null: at each validation point
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    threads: Optional[int] = None
-    precision: str = "32"
-    compile: bool = False  # torch.compile the model for the training steps
-    channels_last: bool = False  # model and 4-D inputs in channels_last memory format
-    accumulate: int = 1
-    monitor: str = "val_loss"
-    mode: str = "min"
-    threshold: float = 0.5  # binary/multilabel: predicted probability at which a label counts as positive
-    min_delta: float = 0.0
-    patience: Optional[int] = 10
-    stopping_threshold: Optional[float] = None
-    divergence_threshold: Optional[float] = None
-    start_from_epoch: int = 0
-    baseline: Optional[float] = None
-    min_change: float = 0.0
-    min_change_epochs: Optional[int] = None
-    restore_best_weights: bool = True
-    eval_test: bool = True
-    progress: bool = True
-    diagnostics: bool = True
-    loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
-    devices: int = 1  # data-parallel ranks on this machine (DDP): GPUs, or CPU processes
-    dist_timeout: float = 300.0  # seconds a rank waits for the others before giving up
-
-
-@dataclass
-class TrainConfig:
-    name: str = "run"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    resume: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ComposeSchema:
-    """What Hydra composes against: the variant groups stay open there and get their key set in `validate`."""
-
-    name: str = "run"
-    data: Any = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: Any = None
-    optimizer: Any = None
-    scheduler: Any = None
-    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
-    init: Any = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    resume: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+TrainConfig = _root("TrainConfig", open_variants=False)
+ComposeSchema = _root("ComposeSchema", open_variants=True)
 
 
 def register_schemas() -> None:

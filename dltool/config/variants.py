@@ -2,8 +2,8 @@
 
 A config group whose entries are variants (`optimizer: sgd`, `data: spiral`, ...) holds only the keys of the
 chosen variant: anything else is refused with one sentence naming the variant and the keys it reads, and
-the printed tree, config.yaml and checkpoints hold only those keys. The values (defaults) have one source:
-configs/<group>/<variant>.yaml, which lists exactly these keys, one comment each (tests check both ways).
+the printed tree, config.yaml and checkpoints hold only those keys. Keys, defaults and docs have one source,
+the key table (dltool/config/keys.py); configs/<group>/<variant>.yaml is generated from it.
 """
 
 from __future__ import annotations
@@ -14,74 +14,20 @@ from typing import Any, Iterable
 
 import yaml
 
+from dltool.config.keys import GROUPS, variant_groups
 from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
 
-# data keys every data set reads (splits, normalization, placement)
-_DATA = ("name", "val_fraction", "split_seed", "normalize", "pca_components", "whiten_eps", "subset", "on_device",
-         "sampler")
-_VISION = _DATA + ("root", "download", "image_size", "grayscale")
-_WARMUP = ("warmup_epochs", "warmup_start_factor")
-
+# each variant's keys, in file order (its selector first), from the key table; the groups in the order they are
+# checked (the first bad group names the error)
+ORDER = ("optimizer", "scheduler", "loss", "init", "data")
 VARIANTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "optimizer": {
-        "sgd": ("name", "lr", "momentum", "nesterov", "weight_decay"),
-        "adam": ("name", "lr", "betas", "eps", "weight_decay"),
-        "adamw": ("name", "lr", "betas", "eps", "weight_decay"),
-        "adagrad": ("name", "lr", "eps", "weight_decay"),
-        "rmsprop": ("name", "lr", "alpha", "eps", "momentum", "weight_decay"),
-    },
-    "scheduler": {
-        "none": ("name",) + _WARMUP,
-        "step": ("name", "step_size", "gamma") + _WARMUP,
-        "multistep": ("name", "milestones", "gamma") + _WARMUP,
-        "exponential": ("name", "gamma") + _WARMUP,
-        "cosine": ("name", "min_lr") + _WARMUP,
-        "plateau": ("name", "factor", "patience", "min_lr"),
-        "onecycle": ("name", "max_lr", "pct_start"),
-    },
-    "loss": {
-        "cross_entropy": ("name", "label_smoothing", "class_weights"),
-        "hinge": ("name", "margin"),
-        "squared_hinge": ("name", "margin"),
-        "mse": ("name",),
-        "bce": ("name", "pos_weight"),
-        "l1": ("name",),
-        "huber": ("name", "delta"),
-        "smooth_l1": ("name", "beta"),
-    },
-    "init": {
-        "kaiming_normal": ("scheme", "mode", "nonlinearity", "bias"),
-        "kaiming_uniform": ("scheme", "mode", "nonlinearity", "bias"),
-        "xavier_uniform": ("scheme", "gain", "bias"),
-        "xavier_normal": ("scheme", "gain", "bias"),
-        "orthogonal": ("scheme", "gain", "bias"),
-        "normal": ("scheme", "std", "bias"),
-        "uniform": ("scheme", "scale", "bias"),
-        "default": ("scheme",),
-    },
-    "data": {
-        "digits": _DATA + ("test_fraction",),
-        "digits_rows": _DATA + ("test_fraction", "layout"),
-        "spiral": _DATA + ("test_fraction", "num_classes", "points_per_class", "noise"),
-        "adding": _DATA + ("test_fraction", "layout", "length", "num_samples"),
-        "recall": _DATA + ("test_fraction", "layout", "num_classes", "length", "num_samples"),
-        "mnist": _VISION,
-        "fashion_mnist": _VISION,
-        "cifar10": _VISION,
-        "cifar100": _VISION,
-        "imagefolder": _DATA + ("test_fraction", "root", "image_size", "grayscale", "val_dir", "test_dir",
-                                "bad_images", "num_workers", "cache", "memory_cap_mb"),
-        "arrays": _DATA + ("test_fraction", "path", "task", "layout", "memory_cap_mb"),
-        "csv": _DATA + ("test_fraction", "path", "task", "label", "label_separator", "features"),
-        "diabetes": _DATA + ("test_fraction",),
-        "breast_cancer": _DATA + ("test_fraction",),
-    },
+    group: {name: spec.keys for name, spec in variant_groups()[group].files.items()} for group in ORDER
 }
 # keys any variant of the group accepts when given (not in the variant files; left out of config.yaml when unset):
 # cross-validation folds, and the shape of the inputs for `dltool summary` without loading data
-OPTIONAL: dict[str, tuple[str, ...]] = {"data": ("folds", "fold", "input_shape", "num_classes")}
-SELECTOR = {"optimizer": "name", "scheduler": "name", "loss": "name", "init": "scheme", "data": "name"}
+OPTIONAL: dict[str, tuple[str, ...]] = {group: g.optional for group, g in variant_groups().items() if g.optional}
+SELECTOR: dict[str, str] = {group: str(g.selector) for group, g in variant_groups().items()}
 # choices that exist in a registry but are refused outright (with the reason)
 REFUSED = {("init", "constant"): "init.scheme=constant: constant weights of any value make every unit in a layer "
                                  "compute the same output and get the same gradient, so they never break the "
@@ -111,18 +57,9 @@ def default_choices() -> dict[str, str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _variant_file(group: str, name: str) -> dict[str, Any]:
-    path = config_dir() / group / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    raw = yaml.safe_load(path.read_text()) or {}
-    return {k: v for k, v in raw.items() if k != "defaults"}
-
-
 def variant_defaults(group: str, name: str) -> dict[str, Any]:
-    """The values configs/<group>/<name>.yaml gives each key of the variant (a fresh copy)."""
-    return yaml.safe_load(yaml.safe_dump(_variant_file(group, name)))
+    """The default of each key of the variant (what configs/<group>/<name>.yaml lists; a fresh copy)."""
+    return GROUPS[group].defaults(name) if name in GROUPS[group].files else {}
 
 
 def variant_of(group: str, node: Any) -> str:
