@@ -58,7 +58,7 @@ def config_task(data: dict) -> str:
     """The task of a run from its data config (plain dict): data.task where the data set reads it, else the
     data set's own task."""
     name = str(data.get("name", ""))
-    task = str(data.get("task") or DATASET_TASKS.get(name, "classification"))
+    task = DATASET_TASKS.get(name) or str(data.get("task") or "classification")
     task_of(task)
     return task
 

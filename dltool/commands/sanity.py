@@ -25,6 +25,7 @@ from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
 from dltool.models.params import short_name
 from dltool.plots import loss_curve
+from dltool.tasks import config_task
 from dltool.train.loop import make_scaler, step
 from dltool.train.losses import expected_initial_loss
 from dltool.train.metrics import correct as count_correct
@@ -191,8 +192,11 @@ def init_check(o: Outcome, cfg: TrainConfig, opts: SanityOptions, num_classes: i
     off = abs(o.init_loss - o.expected_init) / o.expected_init
     if off <= opts.init_tolerance:
         return ""
+    task = config_task(dataclasses.asdict(cfg.data))
+    what = {"classification": f"{num_classes} classes", "regression": "standardized targets (outputs ~ 0)"}.get(
+        task, "sigmoid outputs (ln 2 per label)")
     return (f"the loss at initialization ({o.init_loss:.4g}) is {off:.0%} off the expected {o.expected_init:.4g} "
-            f"for {cfg.loss.name} with {num_classes} classes: the initial scores are not small, so the weights "
+            f"for {cfg.loss.name} with {what}: the initial scores are not small, so the weights "
             f"(init.scheme={cfg.init.scheme}) are probably too large or a bias is far from 0.")
 
 

@@ -201,7 +201,8 @@ class TensorBoardLogger(Callback):
         best = next((h for h in state.history if h["epoch"] == self.m.best_epoch), None)
         metrics = {f"hparam/best_{self.m.monitor}": self.m.best if self.m.best is not None else math.nan}
         if best is not None:
-            metrics.update({f"hparam/{k}": float(best[k]) for k in ("val_loss", "val_acc", "train_loss") if k in best})
+            keys = ("val_loss", "train_loss", *[k for k in best if k.startswith("val_")])  # every task's val metrics
+            metrics.update({f"hparam/{k}": float(best[k]) for k in dict.fromkeys(keys) if k in best})
         w.add_hparams(hparams(self.run_dir, self.cfg), metrics, run_name=".", global_step=state.epoch)
         w.close()
         self.writer = None
