@@ -66,6 +66,22 @@ def test_ranks_above_zero_of_an_external_torchrun_write_nothing(monkeypatch):
 
 # --------------------------------------------------------------------------- 2 ranks on CPU (slow)
 @pytest.mark.slow
+def test_binary_task_with_the_balanced_sampler_under_two_ranks_equals_one_process(tmp_path):
+    """The balanced sampler draws the same global batches under DDP, and every validation metric of the task
+    (AUROC, F1, ...) comes from the outputs gathered over both ranks: the same numbers as one process."""
+    task = ("data=breast_cancer", "loss=bce", "data.sampler=balanced", "trainer.epochs=2")
+    train(tmp_path / "one", *task, "trainer.devices=1", "trainer.batch_size=64")
+    train(tmp_path / "two", *task, "trainer.devices=2", "trainer.batch_size=32", "trainer.device=cpu")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
+    for m1, m2 in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_precision", "val_recall", "val_f1",
+                    "val_auroc", "val_ap"):
+            assert float(m2[key]) == pytest.approx(float(m1[key]), rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.slow
 def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
     train(tmp_path / "one", "trainer.devices=1", "trainer.batch_size=64", "trainer.epochs=1")
     train(tmp_path / "two", "trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=1", "trainer.device=cpu")
