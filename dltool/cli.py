@@ -173,11 +173,13 @@ def wants_help(args: list[str], command: Callable) -> bool:
 
 
 def cmd_evaluate(args: list[str]) -> int:
-    """Evaluate a trained run (or checkpoint) on a split: metrics, confusion matrix, eval.json.
+    """Evaluate a trained run (or checkpoint) on a split: the task's metrics and figures, eval.json.
 
     usage: dltool evaluate RUN_DIR|CHECKPOINT [split=test] [topk=3] [checkpoint=best] [batch_size=N]
-                           [device=auto] [data.KEY=VALUE]
-    Writes eval.json + confusion_matrix.png to the run dir (eval_<split>_<checkpoint>.json otherwise).
+                           [threshold=P|tune] [device=auto] [data.KEY=VALUE]
+    Writes eval.json + confusion_matrix.png (classification), roc_pr.png + predictions.csv (binary, multilabel;
+    threshold=tune picks the best-F1 threshold on the validation split) or pred_vs_actual.png + residuals.png +
+    predictions.csv (regression) to the run dir (eval_<split>_<checkpoint>.json otherwise).
     """
     from dltool.commands.evaluate import OPTIONS, print_report, run_evaluate
     from dltool.train.restore import parse_options
@@ -221,9 +223,11 @@ def cmd_gradcheck(args: list[str]) -> int:
 
 
 def cmd_predict(args: list[str]) -> int:
-    """Classify images (PNG/JPEG) or .npy/.pt tensors with a trained run: top-k classes.
+    """Predict images (PNG/JPEG), .npy/.pt tensors or CSV rows with a trained run.
 
     usage: dltool predict RUN_DIR|CHECKPOINT INPUT... [topk=3] [invert=false] [checkpoint=best] [device=auto]
+    Prints the top-k classes (classification), each label's probability and the labels at or above the run's
+    trainer.threshold (binary, multilabel), or the values in the targets' original units (regression).
     Images are converted to the training size/channels in [0, 1] (invert=true for dark ink on white);
     tensors are raw examples (C,H,W) or batches (N,C,H,W); the stored normalization is applied.
     """
