@@ -30,7 +30,7 @@ TASKS: dict[str, Task] = {
                            targets="integer class numbers 0..K-1 or strings, shape (N,)"),
     "binary": Task("yes/no per example: one logit, sigmoid, decision at trainer.threshold", ("bce",),
                    ("loss", "acc", "precision", "recall", "f1", "auroc", "ap"),
-                   targets="0/1 (or two distinct strings/values), shape (N,)"),
+                   targets="0 or 1 (CSV also true/false), shape (N,)"),
     "multilabel": Task("any set of K labels per example: one logit per label, sigmoid each", ("bce",),
                        ("loss", "acc", "micro_f1", "macro_f1", "auroc", "ap"),
                        targets="a 0/1 matrix of shape (N, K) (CSV: several label columns, or one column of "

@@ -10,6 +10,7 @@ from dltool.config.keys import GROUPS, OPTIONS
 from dltool.config.keyspec import Group, type_name, yaml_value
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
+from dltool.tasks import DATASET_TASKS, TASKS
 
 # The config section whose keys each registry's entries read (layers and augmentations have their own options).
 SECTIONS = {"losses": "loss", "optimizers": "optimizer", "schedulers": "scheduler", "initializers": "init",
@@ -19,13 +20,13 @@ KEY_GROUPS = {**{g: GROUPS[g] for g in ("model", "regularization", "augment", "t
 
 
 def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
-    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|model|
+    """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|tasks|model|
     regularization|augment|trainer|sanity|gradcheck|lr_find|all]`.
 
     backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
     for by name; they come from the installed torchvision, the one table that needs it imported).
     """
-    every = [*REGISTRIES, *KEY_GROUPS]
+    every = [*REGISTRIES, "tasks", *KEY_GROUPS]
     wanted = every if not args or "all" in args else args
     for name in wanted:
         if name not in every:
@@ -70,6 +71,13 @@ def keyed_rows(name: str) -> list[tuple]:
 def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     """(title, columns, rows) of one registry or key group; layers get their aliases, backbones their model.* keys,
     the registries of config variants each entry's keys with type, default and doc."""
+    if name == "tasks":
+        own = {t: [d for d, task in DATASET_TASKS.items() if task == t] for t in TASKS}
+        return ("tasks (data.task of data=arrays/csv; every other data set has its own)",
+                ["task", "targets", "losses", "metrics (trainer.monitor: val_NAME, train_loss)", "data sets"],
+                [(t, spec.targets, ", ".join(spec.losses), ", ".join(spec.metrics),
+                  ", ".join(["arrays", "csv", *own[t]]) + (" and every other built-in set" if t == "classification" else ""))
+                 for t, spec in TASKS.items()])
     if name in KEY_GROUPS:
         group = KEY_GROUPS[name]
         return (f"{name}.* ({group.doc})", ["key", "type", "default", "what"],
