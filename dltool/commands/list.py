@@ -73,10 +73,11 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     the registries of config variants each entry's keys with type, default and doc."""
     if name == "tasks":
         own = {t: [d for d, task in DATASET_TASKS.items() if task == t] for t in TASKS}
+        own["classification"] = ["every other built-in set"]
         return ("tasks (data.task of data=arrays/csv; every other data set has its own)",
                 ["task", "targets", "losses", "metrics (trainer.monitor: val_NAME, train_loss)", "data sets"],
                 [(t, spec.targets, ", ".join(spec.losses), ", ".join(spec.metrics),
-                  ", ".join(["arrays", "csv", *own[t]]) + (" and every other built-in set" if t == "classification" else ""))
+                  ", ".join(["arrays", "csv", *own[t]]))
                  for t, spec in TASKS.items()])
     if name in KEY_GROUPS:
         group = KEY_GROUPS[name]
