@@ -294,12 +294,18 @@ def cmd_cross_validate(args: list[str]) -> int:
     if any(a in ("-m", "--multirun") for a in overrides):
         raise ConfigError("dltool cross-validate runs one cross-validation; for a sweep of them use "
                           "dltool train -m ... data.folds=K (each job's objective is its mean over folds).")
-    check_cv(validate(compose(name, extra_dir, overrides)))
-    if not any(a.startswith("hydra.run.dir=") for a in overrides):
+    explicit = any(a.lstrip("+").startswith("hydra.run.dir=") for a in overrides)
+    if not explicit:
         overrides = [*overrides, "hydra.run.dir=outputs/${now:%Y-%m-%d_%H-%M-%S}_${name}_cv"]
+    cfg = compose(name, extra_dir, overrides, with_hydra=True)
+    check_cv(validate(cfg))
+    from dltool.commands.rundir import reserve
     from dltool.commands.train import train_task
 
-    launch(lambda cfg: train_task(cfg, False), name, extra_dir, overrides, "cross_validate")
+    run_dir = reserve(str(cfg.hydra.run.dir), explicit)  # its own dir, atomically; an existing run is refused
+    overrides = [o for o in overrides if not o.lstrip("+").startswith("hydra.run.dir=")]
+    launch(lambda c: train_task(c, False), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
+           "cross_validate")
     return 0
 
 

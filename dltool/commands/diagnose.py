@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from dltool.commands.rundir import write_text
 from dltool.console import note
 from dltool.errors import ConfigError
 from dltool.train import checkpoint as ckpt_io
@@ -251,7 +252,7 @@ def diagnose_run(run_dir: Path) -> tuple[list[Finding], list[str]]:
     if not run.history:
         cannot.append("learning curves: no metrics.csv and no history in checkpoints/last.pt")
     record = {"findings": [asdict(f) for f in findings], "cannot_judge": cannot, "epochs": len(run.history)}
-    (Path(run_dir) / "diagnosis.json").write_text(json.dumps(record, indent=2))
+    write_text(Path(run_dir), Path(run_dir) / "diagnosis.json", json.dumps(record, indent=2))
     return findings, cannot
 
 

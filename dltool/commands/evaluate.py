@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dltool.commands.rundir import inside, write_text
 from dltool.console import console, note, table
 from dltool.data.build import load
 from dltool.data.normalize import apply_norm
@@ -110,10 +111,12 @@ def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dic
     json_name, png_name = output_names(str(opts["split"]), r.path)
     result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]),
               "loss": loss, **m, "class_names": names, "files": [json_name, png_name], "out_dir": str(r.out_dir)}
+    for name in (json_name, png_name, png_name.replace(".png", ".tmp.png")):  # plots write a .tmp.png, then rename
+        inside(r.out_dir, r.out_dir / name)
     r.out_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix(m["confusion_matrix"], names, r.out_dir / png_name,
                      f"{r.cfg.name}: {opts['split']} split, {r.path.name} (accuracy {m['acc']:.2%})")
-    (r.out_dir / json_name).write_text(json.dumps(result, indent=2))
+    write_text(r.out_dir, r.out_dir / json_name, json.dumps(result, indent=2))
     return result
 
 

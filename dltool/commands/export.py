@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from dltool.commands.evaluate import load_split
+from dltool.commands.rundir import inside, write_text
 from dltool.console import console, note, table
 from dltool.data.build import DATASETS
 from dltool.data.splits import DataBundle, make_splits, relayout
@@ -64,9 +65,12 @@ def normalized(raw: torch.Tensor, r: Restored) -> torch.Tensor:
 def out_paths(r: Restored, opts: dict) -> tuple[Path, Path]:
     """(model file, JSON file): RUN_DIR/export/model[_with_norm]<suffix> unless --out names a folder."""
     folder = Path(opts["out"]) if opts["out"] else r.out_dir / "export"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is an existing file; --out names a folder for the model and its JSON.")
     stem = "model_with_norm" if opts["with_normalization"] else "model"
     file = folder / f"{stem}{FORMATS[opts['format']]}"
-    return file, file.with_name(file.name + ".json")
+    base = folder if opts["out"] else r.out_dir
+    return inside(base, file), inside(base, file.with_name(file.name + ".json"))
 
 
 def verify(fmt: str, path: Path, model: torch.nn.Module, x: torch.Tensor, tolerance: float) -> dict:
@@ -146,10 +150,10 @@ def run_export(target: str, opts: dict[str, Any]) -> dict:
     data = convert(model, x[:2], opts["format"], int(opts["opset"]))  # batch 2: 1 would fix the batch size
     path, json_path = out_paths(r, opts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_text(path.parent, path, data)
     check = verify(opts["format"], path, model, x, float(opts["tolerance"]))
     info = describe(r, opts, path, x, check)
-    json_path.write_text(json.dumps(info, indent=2))
+    write_text(path.parent, json_path, json.dumps(info, indent=2))
     return {**info, "path": str(path), "json_path": str(json_path), "bytes": len(data)}
 
 

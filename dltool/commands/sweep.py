@@ -27,7 +27,7 @@ import optuna
 import yaml
 from omegaconf import OmegaConf
 
-from dltool.commands.rundir import free_name, os_reason
+from dltool.commands.rundir import free_name, fresh_dir, os_reason
 from dltool.commands.train import JOB_THREADS
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
@@ -88,16 +88,22 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     optuna_sweep = is_optuna(hc.sweeper)
     if optuna_sweep:
         plan_optuna(cfg, overrides, p, len(earlier))  # its job dirs are trial numbers: unique in a continued study
-    elif earlier and given(overrides, "hydra.sweep.subdir") is None:
-        p.overrides.append(f"hydra.sweep.subdir=r{len(earlier)}_${{hydra.job.num}}")
+    # Hydra numbers a grid's jobs, and an in-memory study its trials, from 0 on every invocation
+    numbered_from_0 = not optuna_sweep or hc.sweeper.get("storage") is None
+    prefix = f"r{len(earlier)}_" if earlier and numbered_from_0 else ""
+    if prefix and given(overrides, "hydra.sweep.subdir") is None:
+        p.overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
     split_threads(hc, optuna_sweep)
     try:
+        if given(overrides, "hydra.sweep.dir") is None:  # atomically: a sweep started at the same time takes _2
+            p.sweep_dir = sweep_dir = fresh_dir(sweep_dir)
+            p.overrides = [f"hydra.sweep.dir='{sweep_dir}'" if o.startswith("hydra.sweep.dir=") else o
+                           for o in p.overrides]
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if p.storage_file is not None:
             p.storage_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
         raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
-    prefix = f"r{len(earlier)}_" if earlier and not optuna_sweep else ""
     write_invocation(sweep_dir, earlier, overrides, prefix)
     return p
 

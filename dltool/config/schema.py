@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dltool.config.checks import check_values
-from dltool.config.safety import refuse_targets
+from dltool.config.safety import refuse_interpolations, refuse_targets
 from dltool.config.variants import VARIANTS, check_group, foreign_key_error, prune, variant_of
 from dltool.errors import ConfigError
 from dltool.registry import closest
@@ -277,6 +277,8 @@ def validate(cfg: DictConfig | dict, stored: bool = False) -> TrainConfig:
     raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
     raw.pop("hydra", None)
     refuse_targets(raw, "a stored run config" if stored else "the config")
+    if stored:  # data: ${oc.env:VAR} and other resolvers are never resolved from a run dir or checkpoint
+        refuse_interpolations(raw, "the stored run config")
     for group in VARIANTS:
         raw[group] = check_group(group, raw.get(group), stored)
     try:

@@ -39,6 +39,7 @@ from dltool.config.schema import TrainConfig
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import Batch, DataBundle, Split, TensorSplit
 from dltool.errors import ConfigError
+from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import Callback, EpochReporter, FitState
 from dltool.train.run import Prepared, prepare, train
 
@@ -329,11 +330,24 @@ class ReduceLogs(Callback):
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         nt, nv = float(self.w.train_seen), float(self.w.val_seen)
+        has_val = "val_loss" in logs  # data.val_fraction=0: no validation split, train metrics only
         t = torch.tensor([logs["train_loss"] * nt, logs["train_acc"] * nt, nt,
-                          logs["val_loss"] * nv, logs["val_acc"] * nv, nv], dtype=torch.float64)
+                          logs.get("val_loss", 0.0) * nv, logs.get("val_acc", 0.0) * nv, nv], dtype=torch.float64)
         dist.all_reduce(t)
-        logs.update(train_loss=(t[0] / t[2]).item(), train_acc=(t[1] / t[2]).item(),
-                    val_loss=(t[3] / t[5]).item(), val_acc=(t[4] / t[5]).item())
+        logs.update(train_loss=(t[0] / t[2]).item(), train_acc=(t[1] / t[2]).item())
+        if has_val:
+            logs.update(val_loss=(t[3] / t[5]).item(), val_acc=(t[4] / t[5]).item())
+        self.gather_rng(state)
+
+    def on_checkpoint(self, state: FitState) -> None:
+        self.gather_rng(state)
+
+    @staticmethod
+    def gather_rng(state: FitState) -> None:
+        """Every rank's own generators, for the checkpoints rank 0 writes next (a resume restores each rank's)."""
+        states: list = [None] * dist.get_world_size()
+        dist.all_gather_object(states, ckpt_io.local_rng_state())
+        state.rank_rng = states
 
 
 class Decisions(Callback):
