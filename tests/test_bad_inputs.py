@@ -77,7 +77,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(i)
         Image.fromarray((torch.rand(8, 8, 3) * 255).byte().numpy()).save(root / "one_class" / "cat" / f"{i}.png")
     (root / "afile").write_text("not a folder\n")
+    add_issue19_world(root)
     return root
+
+
+def add_issue19_world(root: Path) -> None:
+    """Issue 19's routes: sweeper params in a config file, a stored ${oc.env:...}, links planted in a run dir."""
+    head = "defaults:\n  - train\n  - _self_\nhydra:\n  sweeper:\n    params:\n"
+    (root / "sweep_env.yaml").write_text(head + "      +hydra.job.env_set.PYTHONPATH: /tmp/evil\n")
+    (root / "sweep_log.yaml").write_text(head + "      +hydra.job_logging.handlers.f.class: logging.FileHandler\n")
+    (root / "subdir.yaml").write_text("defaults:\n  - train\n  - _self_\nhydra:\n  sweep:\n    subdir: ../run\n")
+    shutil.copytree(root / "run", root / "env_run")
+    cfg = (root / "env_run" / "config.yaml").read_text()
+    (root / "env_run" / "config.yaml").write_text(cfg.replace("name: mlp_digits", "name: ${oc.env:HOME}", 1))
+    assert "${oc.env:HOME}" in (root / "env_run" / "config.yaml").read_text()
+    shutil.copytree(root / "run", root / "link_run")
+    (root / "outside.txt").write_text("must stay as it is\n")
+    (root / "outside_dir").mkdir()
+    (root / "link_run" / "diagnosis.json").unlink()
+    os.symlink(root / "outside.txt", root / "link_run" / "diagnosis.json")
+    os.symlink(root / "outside.txt", root / "link_run" / "eval.json")
+    os.symlink(root / "outside_dir", root / "link_run" / "export")
 
 
 def case(args: list[str], key: str, slow: bool = False):
@@ -204,6 +224,31 @@ CASES = [
     case(["cross-validate", "data.folds=1"], "data.folds"),
     case(["cross-validate", "data.folds=3", "data.fold=4"], "data.fold"),
     case(["cross-validate"], "data.folds", slow=True),
+    # issue 19: code from any config route (config files' sweeper params, hydra keys outside the allowed set)
+    case(["train", "sweep_env.yaml"], "hydra.job.env_set.PYTHONPATH"),
+    case(["train", "hydra.searchpath=[file:///tmp]"], "hydra.searchpath"),
+    case(["train", "sweep_env.yaml", "-m"], "hydra.job.env_set.PYTHONPATH", slow=True),
+    case(["train", "sweep_log.yaml"], "hydra.job_logging.handlers", slow=True),
+    case(["train", "+hydra.job.env_copy=[HOME]"], "hydra.job.env_copy", slow=True),
+    case(["train", "hydra/hydra_logging=disabled"], "hydra/hydra_logging", slow=True),
+    case(["train", "+hydra.job.config.override_dirname.kv_sep=x"], "hydra.job.config", slow=True),
+    # issue 19: a stored ${oc.env:...} is never resolved (resume, evaluate, export, predict)
+    case(["train", "resume=env_run", "trainer.epochs=3"], "oc.env:HOME"),
+    case(["evaluate", "env_run"], "oc.env:HOME", slow=True),
+    case(["export", "env_run"], "oc.env:HOME", slow=True),
+    case(["predict", "env_run", "ok.npy"], "oc.env:HOME", slow=True),
+    # issue 19: output paths that would land in another run, through a link, or on a file
+    case(["cross-validate", "data.folds=2", "hydra.run.dir=run"], "hydra.run.dir=run"),
+    case(["train", "-m", "optimizer.lr=0.1,0.2", "hydra.sweep.subdir=."], "hydra.sweep.subdir"),
+    case(["train", "-m", "optimizer.lr=0.1,0.2", "hydra.sweep.subdir=../run"], "hydra.sweep.subdir", slow=True),
+    case(["train", "subdir.yaml", "-m", "optimizer.lr=0.1,0.2"], "hydra.sweep.subdir", slow=True),
+    case(["train", "hydra.output_subdir=../../run/.hydra"], "hydra.output_subdir", slow=True),
+    case(["train", "hydra.job.name=../../x"], "hydra.job.name", slow=True),
+    case(["train", "hydra.run.dir=run"], "hydra.run.dir=run", slow=True),
+    case(["diagnose", "link_run"], "symbolic link"),
+    case(["evaluate", "link_run"], "symbolic link", slow=True),
+    case(["export", "link_run"], "symbolic link", slow=True),
+    case(["export", "run", "--out", "afile"], "afile", slow=True),
     # diagnose
     case(["diagnose", "nowhere"], "nowhere"),
     case(["diagnose"], "diagnose"),
