@@ -98,6 +98,45 @@ def add_issue19_world(root: Path) -> None:
     os.symlink(root / "outside.txt", root / "link_run" / "diagnosis.json")
     os.symlink(root / "outside.txt", root / "link_run" / "eval.json")
     os.symlink(root / "outside_dir", root / "link_run" / "export")
+    add_bad_data(root)
+
+
+def add_bad_data(root: Path) -> None:
+    """Corrupt or odd data for issue 19's reader checks (each must be refused before a run dir is written)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)).astype(np.float32), np.arange(40) % 2
+    np.savez(root / "good.npz", x=x, y=y)
+    raw = (root / "good.npz").read_bytes()
+    (root / "trunc.npz").write_bytes(raw[: len(raw) // 2])
+    (root / "corrupt.npz").write_bytes(b"PK\x03\x04" + bytes(rng.integers(0, 256, 300, dtype=np.uint8)))
+    np.savez(root / "scalar.npz", x=np.float32(3.0), y=np.array([0]))
+    np.savez(root / "empty_x.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+    np.savez(root / "huge_label.npz", x=x, y=np.where(y == 1, 10 ** 9, 0))
+    np.savez(root / "one_label.npz", x=x, y=np.zeros(40, np.int64))
+    nan_x = x.copy()
+    nan_x[7, 2] = np.nan
+    np.savez(root / "nan_x.npz", x=nan_x, y=y)
+    (root / "zero_npy").mkdir()
+    (root / "zero_npy" / "x.npy").write_bytes(b"")
+    np.save(root / "zero_npy" / "y.npy", y)
+    (root / "latin_names").mkdir()
+    np.save(root / "latin_names" / "x.npy", x)
+    np.save(root / "latin_names" / "y.npy", y)
+    (root / "latin_names" / "class_names.txt").write_bytes("caf\xe9\nna\xefve\n".encode("latin-1"))
+    rows = "".join(f"{a:.3f},{b:.3f},{c}\n" for (a, b), c in zip(x[:, :2].tolist(), ["cat", "dog"] * 20))
+    (root / "latin.csv").write_bytes(("f1,f2,label\n" + rows + "1,2,caf\xe9\n").encode("latin-1"))
+    (root / "longfield.csv").write_text("f1,f2,label\n" + rows + '1,"' + "9" * 200_000 + '",cat\n')
+    (root / "inf.csv").write_text("f1,f2,label\n1,2,cat\n3,4,dog\ninf,5,cat\n" + rows)
+    (root / "one.csv").write_text("f1,f2,label\n" + "".join(f"{a},{b},cat\n" for a, b in x[:, :2].tolist()))
+    Image.new("1", (10_000, 10_000)).save(root / "bomb.png")  # 10^8 pixels, a few KiB on disk
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "whole.jpg", quality=95)
+    jpg = (root / "whole.jpg").read_bytes()
+    (root / "trunc.jpg").write_bytes(jpg[: len(jpg) // 2])
+    for c in ("cat", "dog"):
+        (root / "jpgs" / c).mkdir(parents=True)
+        for i in range(3):
+            (root / "jpgs" / c / f"{i}.jpg").write_bytes(jpg)
+    (root / "jpgs" / "dog" / "3.jpg").write_bytes(jpg[: len(jpg) // 2])
 
 
 def case(args: list[str], key: str, slow: bool = False):
@@ -174,6 +213,23 @@ CASES = [
     # data
     case(["train", "data=imagefolder", "data.root=one_class"], "data.root"),
     case(["train", "data=imagefolder", "data.root=afile"], "data.root"),
+    # issue 19: corrupt or odd data, refused by the readers before a run dir is written
+    case(["train", "model=mlp", "data=arrays", "data.path=trunc.npz"], "trunc.npz"),
+    case(["train", "model=mlp", "data=arrays", "data.path=nan_x.npz"], "x holds nan at example 7"),
+    case(["train", "model=mlp", "data=arrays", "data.path=corrupt.npz"], "corrupt.npz", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=zero_npy"], "empty (0 bytes)", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=scalar.npz"], "x is a scalar", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=empty_x.npz"], "holds no values", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=huge_label.npz"], "1000000000", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=one_label.npz"], "two classes", slow=True),
+    case(["train", "model=mlp", "data=arrays", "data.path=latin_names"], "not UTF-8", slow=True),
+    case(["train", "model=mlp", "data=csv", "data.path=latin.csv", "data.label=label"], "not UTF-8", slow=True),
+    case(["train", "model=mlp", "data=csv", "data.path=longfield.csv", "data.label=label"], "line", slow=True),
+    case(["train", "model=mlp", "data=csv", "data.path=inf.csv", "data.label=label"], "row 3 (line 4), column 'f1': inf", slow=True),
+    case(["train", "model=mlp", "data=csv", "data.path=one.csv", "data.label=label"], "two classes", slow=True),
+    case(["train", "model=mlp", "data=imagefolder", "data.root=jpgs"], "3.jpg", slow=True),
+    case(["predict", "run", "bomb.png"], "bomb.png"),
+    case(["predict", "run", "trunc.jpg"], "trunc.jpg", slow=True),
     # evaluate
     case(["evaluate", "run", "topk=abc"], "topk"),
     case(["evaluate", "run", "topk=0"], "topk"),

@@ -105,6 +105,7 @@ class OptunaSweeperImpl:
         self.running: dict[int, Trial] = {}
         self.finished = self.failures = 0
         self.first_error: Optional[BaseException] = None
+        self.hydra_context: Optional[HydraContext] = None  # set by setup(); None: no Hydra (the sweeper's unit tests)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -214,6 +215,8 @@ class OptunaSweeperImpl:
         a directory that exists already (another search's job in the same hydra.sweep.dir) fails the trial.
         """
         gate(overrides, f"the job of trial {number}", job=True)
+        if self.hydra_context is None:
+            return
         job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         check_hydra(job.hydra)
         with open_dict(job):

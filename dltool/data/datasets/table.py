@@ -7,7 +7,6 @@ number: an empty or non-numeric cell stops with its row and column.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
@@ -15,16 +14,14 @@ import torch
 from dltool.config.schema import DataConfig
 from dltool.data.datasets.arrays import data_path
 from dltool.data.splits import RawData
+from dltool.data.validate import check_finite_table, check_two_classes, read_csv_rows
 from dltool.errors import ConfigError
 from dltool.registry import unknown
 
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of a CSV file; every row as long as the header."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        rows = [r for r in reader if any(c.strip() for c in r)]
+    header, rows = read_csv_rows(path)
     if not header or not rows:
         raise ConfigError(f"{path} has no header row and data rows; expected a CSV with column names on line 1.")
     for i, r in enumerate(rows, start=1):
@@ -46,6 +43,7 @@ def numbers(path: Path, header: list[str], rows: list[list[str]], columns: list[
                                   f"{'missing' if not r[c].strip() else 'not a number'}; every feature cell must be "
                                   f"a number (fix the cell, or leave the column out with data.features=[...]).") \
                     from None
+    check_finite_table(path, out, [header[c] for c in where])
     return out  # (N, F)
 
 
@@ -86,6 +84,7 @@ def load_csv(cfg: DataConfig) -> RawData:
         raise ConfigError(f"{path} has no feature columns besides data.label={cfg.label!r}.")
     x = numbers(path, header, rows, columns)
     y, names = class_labels(path, rows, header.index(cfg.label), cfg.label)
+    check_two_classes(f"{path} column data.label={cfg.label!r}", [y], names)
     if cfg.layout not in (None, "features"):
         raise ConfigError(f"data.layout={cfg.layout!r} does not fit a table; valid: features (or null).")
     return RawData({"all": (x, y)}, names, "features", columns)
