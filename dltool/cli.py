@@ -135,7 +135,10 @@ def cmd_preview_augment(args: list[str]) -> int:
 
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
     from dltool.commands.preview import preview_augment, report
+    from dltool.commands.rundir import inside
     from dltool.config.compose import train_config
+
+    inside(Path(opts["out"]).parent, Path(opts["out"]), "--out file")  # not a directory, not through a link
 
     grid = preview_augment(train_config(args), Path(opts["out"]), opts["rows"],
                            opts["variants"])
@@ -152,7 +155,10 @@ def cmd_show_data(args: list[str]) -> int:
 
     args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
     from dltool.commands.preview import report, show_data
+    from dltool.commands.rundir import inside
     from dltool.config.compose import train_config
+
+    inside(Path(opts["out"]).parent, Path(opts["out"]), "--out file")  # not a directory, not through a link
 
     grid = show_data(train_config(args), Path(opts["out"]), opts["per_class"],
                      opts["classes"])

@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +108,31 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tmp_path, monke
     with pytest.raises(SystemExit) as again:  # now finished: a resume without more epochs is refused
         main(["train", f"resume={tmp_path / 'run'}"])
     assert again.value.code == 2
+
+
+@pytest.mark.slow
+def test_two_ranks_without_validation_and_with_memory_mapped_arrays_equal_one_process(tmp_path, monkeypatch):
+    """Valid input that used to fail under DDP: val_fraction=0 with a train monitor (KeyError) and arrays larger
+    than data.memory_cap_mb (AttributeError). Each now equals one process on the global batch; no torchelastic_*
+    folder is left in the temp directory."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    (tmp_path / "arr").mkdir()
+    np.save(tmp_path / "arr" / "x.npy", rng.normal(size=(300, 6)).astype(np.float32))
+    np.save(tmp_path / "arr" / "y.npy", rng.integers(0, 3, 300))
+    common = ["model=mlp", "scheduler=none", "trainer.eval_test=false", "trainer.epochs=2", "trainer.diagnostics=false",
+              "trainer.loggers=[csv]", "data=arrays", f"data.path={tmp_path / 'arr'}", "data.memory_cap_mb=0",
+              "data.val_fraction=0", "trainer.monitor=train_loss"]
+    private = tmp_path / "tmp"  # this test's own temp directory: other processes' folders do not count
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    train(tmp_path / "one", *common, "trainer.batch_size=64")
+    train(tmp_path / "two", *common, "trainer.batch_size=32", "trainer.devices=2", "trainer.device=cpu")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
+    m1, m2 = [(tmp_path / r / "metrics.csv").read_text().splitlines() for r in ("one", "two")]
+    assert m1[0] == m2[0] and "val_loss" not in m1[0]
+    assert "data=arrays: x is larger than data.memory_cap_mb" in (tmp_path / "two" / "train.log").read_text()
+    assert [p.name for p in private.iterdir() if p.name.startswith(("torchelastic_", "dltool_ranks_"))] == []

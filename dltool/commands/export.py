@@ -8,6 +8,7 @@ PyTorch's within the tolerance. A JSON file beside it says what goes in and what
 from __future__ import annotations
 
 import json
+import math
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +22,7 @@ from dltool.console import console, note, table
 from dltool.data.build import DATASETS
 from dltool.data.splits import DataBundle, make_splits, relayout
 from dltool.errors import ConfigError
-from dltool.models.export import FORMATS, WithNormalization, convert, load_runner
+from dltool.models.export import FORMATS, ONNX_OPSETS, WithNormalization, convert, load_runner
 from dltool.registry import lookup
 from dltool.train.restore import Restored, restore
 
@@ -136,12 +137,24 @@ def describe(r: Restored, opts: dict, path: Path, x: torch.Tensor, check: dict) 
     }
 
 
+def check_export_options(opts: dict[str, Any]) -> None:
+    """--tolerance a finite number >= 0; --opset one torch's ONNX exporter really writes (it is recorded as used)."""
+    tol = float(opts["tolerance"])
+    if not math.isfinite(tol) or tol < 0:
+        raise ConfigError(f"--tolerance {opts['tolerance']} is not valid; use a finite number >= 0, e.g. 1e-5.")
+    low, high = ONNX_OPSETS
+    if opts["format"] == "onnx" and not low <= int(opts["opset"]) <= high:
+        raise ConfigError(f"--opset {opts['opset']} is not one torch's ONNX exporter writes; use {low} to {high} "
+                          f"(the default is 18).")
+
+
 def run_export(target: str, opts: dict[str, Any]) -> dict:
     """Restore best.pt, convert, write the file and its JSON, verify the written file; returns the JSON."""
     if opts["format"] not in FORMATS:
         raise ConfigError(f"--format {opts['format']!r} is not known; valid: {', '.join(FORMATS)}.")
     if int(opts["examples"]) < 2:
         raise ConfigError(f"--examples {opts['examples']} must be at least 2 (real inputs to check the export on).")
+    check_export_options(opts)
     r = restore(target, str(opts["checkpoint"]), "cpu")
     x_norm, x_raw = real_inputs(r, int(opts["examples"]))
     model, x = r.model, x_norm
