@@ -190,6 +190,9 @@ def check_sweeper(sw: Any) -> None:
     if local is not None and (not local.strip() or Path(local).is_dir()):
         raise ConfigError(f"hydra.sweeper.storage={url!r} names {'no file' if not local.strip() else 'a directory'}; "
                           f"give the path of a file, e.g. sqlite:///${{hydra.sweep.dir}}/optuna.db.")
+    blocked = next((a for a in Path(local or ".").parents if a.exists() and not a.is_dir()), None) if local else None
+    if blocked is not None:
+        raise ConfigError(f"hydra.sweeper.storage={url!r} cannot be created: {blocked} is a file, not a folder.")
 
 
 def check_space(sw: Any, overrides: list[str]) -> None:
