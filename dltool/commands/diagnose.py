@@ -17,9 +17,10 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-import yaml
-
+from dltool.commands.rundir import write_text
+from dltool.config.compose import read_yaml
 from dltool.console import note
 from dltool.errors import ConfigError
 from dltool.tasks import config_task
@@ -62,20 +63,43 @@ def _floats(row: dict) -> dict:
 
 
 def load_run(run_dir: Path) -> Run:
+    """config.yaml, metrics.csv (or last.pt's history) and signals.csv of a run dir; a damaged or half-written
+    run dir is one sentence, never a traceback or a clean bill of health."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or not (run_dir / "config.yaml").exists():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml in it); pass the directory "
                           f"`dltool train` printed, e.g. outputs/2024-01-01_12-00-00_cnn_digits.")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    cfg = read_yaml(run_dir / "config.yaml", "the run's config")
     ck_path = run_dir / "checkpoints" / "last.pt"
     ck = ckpt_io.load(ck_path) if ck_path.exists() else None
     if (run_dir / "metrics.csv").exists():
-        with open(run_dir / "metrics.csv", newline="") as f:
-            history = [_floats(r) for r in csv.DictReader(f)]
+        history = read_table(run_dir / "metrics.csv", read_metrics)
+        bad = next(((i, k, v) for i, r in enumerate(history, start=2) for k, v in r.items()
+                    if k is None or v is None or (isinstance(v, str) and v.strip())), None)
+        if bad is not None:
+            raise ConfigError(f"{run_dir / 'metrics.csv'} line {bad[0]}, column {bad[1]!r}: {bad[2]!r} is not a "
+                              f"number; the file is damaged (dltool writes one number per cell).")
     else:
         history = [_floats(r) for r in (ck or {}).get("history", [])]
-    signals = read_signals(run_dir / "signals.csv") if (run_dir / "signals.csv").exists() else None
+    signals = read_table(run_dir / "signals.csv", read_signals) if (run_dir / "signals.csv").exists() else None
+    if not history and not signals:
+        raise ConfigError(f"{run_dir} holds no finished epoch yet (no metrics.csv rows, no checkpoints/last.pt, no "
+                          f"signals.csv), so there is nothing to diagnose; run it again once an epoch has ended.")
     return Run(history, signals, cfg, int(ck["num_classes"]) if ck and "num_classes" in ck else None)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [_floats(r) for r in csv.DictReader(f)]
+
+
+def read_table(path: Path, read: Callable[[Path], Any]) -> Any:
+    """read(path) or one sentence for a damaged CSV (bad bytes, a missing or non-numeric cell)."""
+    try:
+        return read(path)
+    except (csv.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as ex:
+        raise ConfigError(f"{path} cannot be read: it is damaged or was not written by dltool "
+                          f"({type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}).") from None
 
 
 def series(history: list[dict], key: str) -> list[float]:
@@ -260,7 +284,7 @@ def diagnose_run(run_dir: Path) -> tuple[list[Finding], list[str]]:
     if not run.history:
         cannot.append("learning curves: no metrics.csv and no history in checkpoints/last.pt")
     record = {"findings": [asdict(f) for f in findings], "cannot_judge": cannot, "epochs": len(run.history)}
-    (Path(run_dir) / "diagnosis.json").write_text(json.dumps(record, indent=2))
+    write_text(Path(run_dir), Path(run_dir) / "diagnosis.json", json.dumps(record, indent=2))
     return findings, cannot
 
 

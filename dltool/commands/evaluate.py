@@ -13,7 +13,15 @@ from typing import Any
 
 import torch
 
-from dltool.commands.evaluate_tasks import fmt, pick_threshold, print_task_report, task_report, write_outputs
+from dltool.commands.evaluate_tasks import (
+    fmt,
+    output_files,
+    pick_threshold,
+    print_task_report,
+    task_report,
+    write_outputs,
+)
+from dltool.commands.rundir import inside, write_text
 from dltool.console import console, note, table
 from dltool.data.build import load
 from dltool.data.normalize import apply_norm
@@ -134,10 +142,12 @@ def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dic
     result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]),
               "task": task, "loss": loss, **m, "class_names": names, "files": [json_name, png_name],
               "out_dir": str(r.out_dir)}
+    for name in (json_name, png_name, png_name.replace(".png", ".tmp.png")):  # plots write a .tmp.png, then rename
+        inside(r.out_dir, r.out_dir / name)
     r.out_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix(m["confusion_matrix"], names, r.out_dir / png_name,
                      f"{r.cfg.name}: {opts['split']} split, {r.path.name} (accuracy {m['acc']:.2%})")
-    (r.out_dir / json_name).write_text(json.dumps(result, indent=2))
+    write_text(r.out_dir, r.out_dir / json_name, json.dumps(result, indent=2))
     return result
 
 
@@ -155,11 +165,14 @@ def evaluate_task(r: Restored, task: str, opts: dict[str, Any], logits: torch.Te
     suffix = json_name.removeprefix("eval").removesuffix(".json")
     r.out_dir.mkdir(parents=True, exist_ok=True)
     title = f"{r.cfg.name}: {opts['split']} split, {r.path.name}"
+    for name in (json_name, *output_files(task, suffix)):  # no write through a link planted in the run dir
+        inside(r.out_dir, r.out_dir / name)
+        inside(r.out_dir, r.out_dir / name.replace(".png", ".tmp.png"))
     files = write_outputs(task, logits, y, names, r.ckpt.get("target_norm"), r.out_dir, suffix, title)
     result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]), "task": task,
               "examples": len(y), "loss": loss, "threshold": threshold, "threshold_source": source, **rep,
               "class_names": names, "files": [json_name, *files], "out_dir": str(r.out_dir)}
-    (r.out_dir / json_name).write_text(json.dumps(finite_or_null(result), indent=2))
+    write_text(r.out_dir, r.out_dir / json_name, json.dumps(finite_or_null(result), indent=2))
     return result
 
 

@@ -41,6 +41,12 @@ def task_report(task: str, logits: torch.Tensor, y: torch.Tensor, names: list[st
             "per_label": per_label(task, logits, y, names, threshold, target_norm)}
 
 
+def output_files(task: str, suffix: str) -> list[str]:
+    """The files `evaluate` writes for a binary / multilabel / regression run (besides eval*.json)."""
+    figures = ["pred_vs_actual", "residuals"] if task == "regression" else ["roc_pr"]
+    return [f"predictions{suffix}.csv", *[f"{f}{suffix}.png" for f in figures]]
+
+
 def write_outputs(task: str, logits: torch.Tensor, y: torch.Tensor, names: list[str], target_norm: dict | None,
                   out_dir: Path, suffix: str, title: str) -> list[str]:
     """predictions{suffix}.csv (targets and predictions / probabilities per row) and the task's figures."""
@@ -49,14 +55,14 @@ def write_outputs(task: str, logits: torch.Tensor, y: torch.Tensor, names: list[
         true = original_units(y.float(), target_norm).numpy()
         cols = [f"{kind}_{n}" for n in names for kind in ("actual", "predicted")]
         rows = [[v for k in range(len(names)) for v in (true[i, k], pred[i, k])] for i in range(len(true))]
-        files = [f"pred_vs_actual{suffix}.png", f"residuals{suffix}.png"]
+        files = output_files(task, suffix)[1:]
         predicted_vs_actual(pred, true, names, out_dir / files[0], title)
         residuals(pred, true, names, out_dir / files[1], title)
     else:
         p, t = probabilities(task, logits.float()).numpy(), y.numpy().astype(int)
         cols = [f"{kind}_{n}" for n in names for kind in ("true", "prob")]
         rows = [[v for k in range(len(names)) for v in (t[i, k], p[i, k])] for i in range(len(t))]
-        files = [f"roc_pr{suffix}.png"]
+        files = output_files(task, suffix)[1:]
         roc_pr(p, t, names, out_dir / files[0], title)
     with open(out_dir / f"predictions{suffix}.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -8,6 +8,7 @@ PyTorch's within the tolerance. A JSON file beside it says what goes in and what
 from __future__ import annotations
 
 import json
+import math
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any
 import torch
 
 from dltool.commands.evaluate import load_split
+from dltool.commands.rundir import inside, write_text
 from dltool.console import console, note, table
 from dltool.data.build import DATASETS
 from dltool.data.splits import DataBundle, make_splits, relayout
 from dltool.errors import ConfigError
-from dltool.models.export import FORMATS, WithNormalization, convert, load_runner
+from dltool.models.export import FORMATS, ONNX_OPSETS, WithNormalization, convert, load_runner
 from dltool.registry import lookup
 from dltool.train.restore import Restored, restore
 
@@ -64,9 +66,12 @@ def normalized(raw: torch.Tensor, r: Restored) -> torch.Tensor:
 def out_paths(r: Restored, opts: dict) -> tuple[Path, Path]:
     """(model file, JSON file): RUN_DIR/export/model[_with_norm]<suffix> unless --out names a folder."""
     folder = Path(opts["out"]) if opts["out"] else r.out_dir / "export"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is an existing file; --out names a folder for the model and its JSON.")
     stem = "model_with_norm" if opts["with_normalization"] else "model"
     file = folder / f"{stem}{FORMATS[opts['format']]}"
-    return file, file.with_name(file.name + ".json")
+    base = folder if opts["out"] else r.out_dir
+    return inside(base, file), inside(base, file.with_name(file.name + ".json"))
 
 
 def verify(fmt: str, path: Path, model: torch.nn.Module, x: torch.Tensor, tolerance: float) -> dict:
@@ -155,12 +160,24 @@ def describe(r: Restored, opts: dict, path: Path, x: torch.Tensor, check: dict) 
     }
 
 
+def check_export_options(opts: dict[str, Any]) -> None:
+    """--tolerance a finite number >= 0; --opset one torch's ONNX exporter really writes (it is recorded as used)."""
+    tol = float(opts["tolerance"])
+    if not math.isfinite(tol) or tol < 0:
+        raise ConfigError(f"--tolerance {opts['tolerance']} is not valid; use a finite number >= 0, e.g. 1e-5.")
+    low, high = ONNX_OPSETS
+    if opts["format"] == "onnx" and not low <= int(opts["opset"]) <= high:
+        raise ConfigError(f"--opset {opts['opset']} is not one torch's ONNX exporter writes; use {low} to {high} "
+                          f"(the default is 18).")
+
+
 def run_export(target: str, opts: dict[str, Any]) -> dict:
     """Restore best.pt, convert, write the file and its JSON, verify the written file; returns the JSON."""
     if opts["format"] not in FORMATS:
         raise ConfigError(f"--format {opts['format']!r} is not known; valid: {', '.join(FORMATS)}.")
     if int(opts["examples"]) < 2:
         raise ConfigError(f"--examples {opts['examples']} must be at least 2 (real inputs to check the export on).")
+    check_export_options(opts)
     r = restore(target, str(opts["checkpoint"]), "cpu")
     x_norm, x_raw = real_inputs(r, int(opts["examples"]))
     model, x = r.model, x_norm
@@ -169,10 +186,10 @@ def run_export(target: str, opts: dict[str, Any]) -> dict:
     data = convert(model, x[:2], opts["format"], int(opts["opset"]))  # batch 2: 1 would fix the batch size
     path, json_path = out_paths(r, opts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_text(path.parent, path, data)
     check = verify(opts["format"], path, model, x, float(opts["tolerance"]))
     info = describe(r, opts, path, x, check)
-    json_path.write_text(json.dumps(info, indent=2))
+    write_text(path.parent, json_path, json.dumps(info, indent=2))
     return {**info, "path": str(path), "json_path": str(json_path), "bytes": len(data)}
 
 

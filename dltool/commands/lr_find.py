@@ -18,6 +18,7 @@ from typing import Iterator  # OmegaConf structured configs want Optional
 
 import torch
 
+from dltool.commands.rundir import fresh_dir, out_folder
 from dltool.config.options import as_dict, load_options, options_class
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
@@ -109,6 +110,7 @@ def override_for(cfg: TrainConfig, lr: float) -> str:
 def write_outputs(cfg: TrainConfig, o: LrFindOptions, curve: dict, best: dict) -> Path:
     out = Path(o.out_dir) if o.out_dir else Path("outputs") / "lr_find" / \
         f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{cfg.name}"
+    out = out_folder(out) if o.out_dir else fresh_dir(out)  # its own dir, atomically
     out.mkdir(parents=True, exist_ok=True)
     lr_range(curve["lrs"], curve["smoothed"], best["suggested_lr"], best["min_loss_lr"], out / "lr_find.png",
              f"lr range test: {cfg.name}, {cfg.optimizer.name}, batch {cfg.trainer.batch_size}")

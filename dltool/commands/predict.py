@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dltool.console import console, note, table
 from dltool.data.datasets.table import read_feature_rows
 from dltool.data.normalize import apply_norm
+from dltool.data.validate import open_image
 from dltool.errors import ConfigError
 from dltool.train.infer import infer, resolve_precision
 from dltool.train.metrics import original_units, probabilities
@@ -40,14 +41,10 @@ def read_image(path: Path, shape: tuple[int, ...], invert: bool) -> torch.Tensor
         raise ConfigError(f"{path}: image files need a model trained on 1- or 3-channel images; this run's "
                           f"inputs are {'x'.join(map(str, shape))} (give a .npy or .pt tensor instead).")
     c, h, w = shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
-    except (UnidentifiedImageError, OSError) as ex:
-        raise ConfigError(f"cannot read image {path} ({str(ex).splitlines()[0]}).") from None
+    img = open_image(path, "L" if c == 1 else "RGB")  # decoded in full; truncated files and bombs refused
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
     x = torch.from_numpy(arr.copy())
     x = x[None] if c == 1 else x.permute(2, 0, 1)  # (C, H, W)
     return (1.0 - x if invert else x)[None]

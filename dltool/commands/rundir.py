@@ -8,6 +8,8 @@ suffix when the name is taken. An explicit `hydra.run.dir` must be new or empty:
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
 from pathlib import Path
 
 from dltool.errors import ConfigError
@@ -18,8 +20,24 @@ def os_reason(ex: OSError) -> str:
     return ex.strerror or errno.errorcode.get(ex.errno or 0, type(ex).__name__)
 
 
+CLAIM = ".hydra"  # made with mkdir (atomic) in every reserved dir: the one process that made it owns the dir
+
+
+def claim(path: Path) -> bool:
+    """Take `path` for this process: True when this process created its CLAIM subdirectory first."""
+    try:
+        (path / CLAIM).mkdir()
+        return True
+    except FileExistsError:
+        return False
+
+
 def reserve(path: str | Path, explicit: bool, what: str = "run directory") -> Path:
-    """Create a fresh directory for a new run (or sweep) and return it (one sentence when it cannot be)."""
+    """Create a fresh directory for a new run (or sweep) and return it (one sentence when it cannot be).
+
+    The directory is claimed with two atomic mkdirs (the dir, then its .hydra/), so of two processes started
+    at once with the same hydra.run.dir exactly one gets it; the other is refused (explicit) or takes `_2`.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,18 +48,50 @@ def reserve(path: str | Path, explicit: bool, what: str = "run directory") -> Pa
         candidate = path if i == 1 else path.with_name(f"{path.name}_{i}")
         try:
             candidate.mkdir()
-            return candidate
+            if claim(candidate):
+                return candidate
         except FileExistsError:
-            if candidate.is_dir() and explicit and not any(candidate.iterdir()):
-                return candidate  # an empty directory the user named: nothing to clobber
-            if explicit:
-                raise ConfigError(f"hydra.run.dir={path} already exists and is not empty; a new run never writes "
-                                  f"into an existing run directory: name another one, or continue that run with "
-                                  f"`dltool train resume={path}`.") from None
+            if candidate.is_dir() and explicit and not any(candidate.iterdir()) and claim(candidate):
+                return candidate  # an empty directory the user named: nothing to clobber, and now it is ours
         except OSError as ex:
             raise ConfigError(f"cannot create the {what} {candidate}: {os_reason(ex)}.") from None
+        if explicit:
+            raise ConfigError(f"hydra.run.dir={path} already exists and is not empty (or another run just took "
+                              f"it); a new run never writes into an existing run directory: name another one, or "
+                              f"continue that run with `dltool train resume={path}`.") from None
     raise ConfigError(f"cannot find a free {what} name next to {path} (999 taken).")
 
+
+def inside(base: Path, path: Path, what: str = "output") -> Path:
+    """path, after checking that nothing from base down to it is a symlink (a planted link is never followed)
+    and that it does not name a directory; one sentence otherwise."""
+    base, path = Path(base), Path(path)
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        rel = None
+    parts = [base] + ([base.joinpath(*rel.parts[:i + 1]) for i in range(len(rel.parts))] if rel else [path])
+    for p in parts:
+        if p.is_symlink():
+            raise ConfigError(f"{p} is a symbolic link; dltool never writes through a link (the {what} would land "
+                              f"outside {base}): remove the link and run the command again.")
+    if path.is_dir():
+        raise ConfigError(f"the {what} {path} is a directory; remove it or write elsewhere.")
+    return path
+
+
+def write_text(base: Path, path: Path, text: str | bytes) -> None:
+    """Write text (or bytes) to path inside base: no link followed, atomically (temp file + rename)."""
+    path = inside(base, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # O_EXCL: a new file
+    try:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+            f.write(text)
+        os.replace(tmp, path)  # replaces the name itself, never a link's target
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def free_name(path: Path) -> Path:
@@ -51,3 +101,24 @@ def free_name(path: Path) -> Path:
     while candidate.exists():
         candidate, i = path.with_name(f"{path.name}_{i}"), i + 1
     return candidate
+
+
+def fresh_dir(path: Path) -> Path:
+    """Create path, or the first of path_2, path_3, ... that this process creates itself (mkdir is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        candidate = path if i == 1 else path.with_name(f"{path.name}_{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot find a free directory name next to {path} (999 taken).")
+
+
+def out_folder(path: Path) -> Path:
+    """An output folder the user named: refused when it is an existing file (one sentence, nothing written)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"the output folder {path} is an existing file; name a folder (new or existing).")
+    return path

@@ -19,6 +19,7 @@ from typing import Any  # OmegaConf structured configs want Optional
 import torch
 from torch import nn
 
+from dltool.commands.rundir import fresh_dir, out_folder
 from dltool.config.options import as_dict, load_options, options_class
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table, warning
@@ -270,6 +271,7 @@ def sparkline(values: list[float], width: int = 60) -> str:
 def write_outputs(o: Outcome, cfg: TrainConfig, opts: SanityOptions) -> Path:
     out = Path(opts.out_dir) if opts.out_dir else Path("outputs") / "sanity" / \
         f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{cfg.name}"
+    out = out_folder(out) if opts.out_dir else fresh_dir(out)  # its own dir, atomically
     out.mkdir(parents=True, exist_ok=True)
     loss_curve(o.losses, out / "loss_curve.png", opts.loss_threshold, o.expected_init,
                f"overfit sanity check: {cfg.name}, {opts.examples} examples")

@@ -25,9 +25,11 @@ from typing import Any
 
 import optuna
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
-from dltool.commands.rundir import free_name, os_reason
+from dltool.commands.rundir import free_name, fresh_dir, os_reason
 from dltool.commands.train import JOB_THREADS
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
@@ -88,16 +90,27 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
     optuna_sweep = is_optuna(hc.sweeper)
     if optuna_sweep:
         plan_optuna(cfg, overrides, p, len(earlier))  # its job dirs are trial numbers: unique in a continued study
-    elif earlier and given(overrides, "hydra.sweep.subdir") is None:
-        p.overrides.append(f"hydra.sweep.subdir=r{len(earlier)}_${{hydra.job.num}}")
+    # Hydra numbers a grid's jobs, and an in-memory study its trials, from 0 on every invocation
+    numbered_from_0 = not optuna_sweep or hc.sweeper.get("storage") is None
+    prefix = f"r{len(earlier)}_" if earlier and numbered_from_0 else ""
+    if prefix and given(overrides, "hydra.sweep.subdir") is None:
+        p.overrides.append(f"hydra.sweep.subdir={prefix}${{hydra.job.num}}")
     split_threads(hc, optuna_sweep)
     try:
+        if given(overrides, "hydra.sweep.dir") is None:  # atomically: a sweep started at the same time takes _2
+            p.sweep_dir = sweep_dir = fresh_dir(sweep_dir)
+            p.overrides = [f"hydra.sweep.dir='{sweep_dir}'" if o.startswith("hydra.sweep.dir=") else o
+                           for o in p.overrides]
         sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
+    try:
         if p.storage_file is not None:
             p.storage_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
-        raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
-    prefix = f"r{len(earlier)}_" if earlier and not optuna_sweep else ""
+        discard_if_empty(p)
+        raise ConfigError(f"hydra.sweeper.storage: cannot create the folder {p.storage_file.parent} of "
+                          f"{p.storage_file}: {os_reason(ex)} (is a part of it a file?).") from None
     write_invocation(sweep_dir, earlier, overrides, prefix)
     return p
 
@@ -135,6 +148,8 @@ def plan_optuna(cfg: Any, overrides: list[str], p: Plan, n_earlier: int) -> None
         raise ConfigError(f"hydra.sweeper.direction={user} contradicts trainer.mode={mode} (monitor {monitor}); "
                           f"leave the direction out and dltool sets it to {want}.")
     p.overrides.append(f"hydra.sweeper.direction={want}")
+    check_sweeper(sw)
+    check_space(sw, overrides)
     storage = None if sw.storage is None else str(sw.storage)
     pruner = str(sw.pruner.get("name", "none"))
     if pruner != "none" and storage is None:
@@ -151,6 +166,59 @@ def plan_optuna(cfg: Any, overrides: list[str], p: Plan, n_earlier: int) -> None
         p.notes.append(f"study '{sw.study_name}' already has jobs in {p.sweep_dir} ({n_earlier} earlier "
                        f"invocation(s)): joining it while it runs, continuing it once it is finished")
     check_dropout(cfg, overrides, p)
+
+
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+", "journal:")
+
+
+def check_sweeper(sw: Any) -> None:
+    """n_trials, n_jobs, max_failure_rate and the storage URL, each in one sentence before the study opens."""
+    for key, low in (("n_trials", 1), ("n_jobs", 1)):
+        value = sw.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"hydra.sweeper.{key}={value} is not valid; use a whole number >= {low}.")
+    rate = sw.get("max_failure_rate")
+    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:  # NaN fails both comparisons
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={rate} is not valid; use a share of trials from 0 "
+                          f"(stop at the first failure) to 1 (never stop).")
+    url = None if sw.get("storage") is None else str(sw.storage)
+    if url is not None and not is_journal(url) and not url.startswith(STORAGE_SCHEMES):
+        raise ConfigError(f"hydra.sweeper.storage={url!r} is not a storage dltool can open; use sqlite:///PATH.db, "
+                          f"postgresql://HOST/DB, mysql://HOST/DB or journal:PATH.")
+    local = url[len("sqlite:///"):] if url and url.startswith("sqlite:///") else journal_path(url) if url and \
+        is_journal(url) else None
+    if local is not None and (not local.strip() or Path(local).is_dir()):
+        raise ConfigError(f"hydra.sweeper.storage={url!r} names {'no file' if not local.strip() else 'a directory'}; "
+                          f"give the path of a file, e.g. sqlite:///${{hydra.sweep.dir}}/optuna.db.")
+    blocked = next((a for a in Path(local or ".").parents if a.exists() and not a.is_dir()), None) if local else None
+    if blocked is not None:
+        raise ConfigError(f"hydra.sweeper.storage={url!r} cannot be created: {blocked} is a file, not a folder.")
+
+
+def check_space(sw: Any, overrides: list[str]) -> None:
+    """The search space (hydra.sweeper.params and -m sweeps): bounds in order, known tags, grid-able for grid."""
+    params = [f"{k}={v}" for k, v in (OmegaConf.to_container(sw.get("params") or {}, resolve=False) or {}).items()]
+    params += [o for o in overrides if not o.startswith(("-", "hydra", "+hydra")) and "=" in o]
+    grid = str(sw.sampler.get("name")) == "grid"
+    for o in OverridesParser.create().parse_overrides(params):
+        if not o.is_sweep_override():
+            continue
+        key, v = o.get_key_element(), o.value()
+        text = o.input_line or f"{key}={o.get_value_element_as_str()}"
+        if isinstance(v, IntervalSweep):
+            bad_tags = sorted(set(v.tags or ()) - {"log"})
+            if bad_tags:
+                raise ConfigError(f"{text}: tag {bad_tags[0]!r} is not known; the Optuna sweeper reads tag(log, ...).")
+            if not v.start < v.end:
+                raise ConfigError(f"{text}: interval({v.start}, {v.end}) needs low < high; write "
+                                  f"interval({min(v.start, v.end)}, {max(v.start, v.end)}).")
+            if "log" in (v.tags or ()) and v.start <= 0:
+                raise ConfigError(f"{text}: a log scale needs low > 0 (got {v.start}).")
+            if grid:
+                raise ConfigError(f"{text}: hydra/sweeper/sampler=grid tries every value of choice(...) or "
+                                  f"range(...); an interval has no list of values (use another sampler or a choice).")
+        elif o.is_discrete_sweep() and not list(o.sweep_string_iterator()):
+            raise ConfigError(f"{text} holds no values; a range(start, stop) needs start < stop.")
 
 
 def check_dropout(cfg: Any, overrides: list[str], p: Plan) -> None:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 import dltool.plots  # noqa: F401  (selects the headless Agg backend)
+from dltool.commands.rundir import inside
 from dltool.console import console, note, table, warning
 from dltool.errors import ConfigError
 from dltool.tasks import HEADLINE
@@ -118,7 +119,22 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     if not dirs:
         raise ConfigError(f"sweep-report: {sweep_dir} holds no sweep jobs (no subdirectory with "
                           f".hydra/overrides.yaml); pass the sweep dir `dltool train -m` printed.")
-    return [load_job(d) for d in dirs]
+    return [readable(f"job dir {d}", load_job, d) for d in dirs]
+
+
+DAMAGED = (json.JSONDecodeError, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError, UnicodeDecodeError,
+           OSError, csv.Error)
+
+
+def readable(what: str, read: Any, *args: Any) -> Any:
+    """read(*args), or one sentence when a file of the sweep is damaged or was not written by dltool."""
+    try:
+        return read(*args)
+    except DAMAGED as ex:
+        detail = str(ex).splitlines()[0][:120] if str(ex) else ""
+        raise ConfigError(f"sweep-report: {what} is damaged or was not written by dltool ({type(ex).__name__}"
+                          f"{': ' + detail if detail else ''}); pass the sweep dir `dltool train -m` printed.") \
+            from None
 
 
 def sweep_strings(sweep_dir: Path, jobs: list[Job]) -> list[str]:
@@ -330,7 +346,9 @@ def report(sweep_dir: Path) -> dict:
     jobs = load_jobs(sweep_dir)
     first = next((j.summary for j in jobs if "monitor" in j.summary), {"monitor": "value", "mode": "min"})
     monitor, mode = first["monitor"], first["mode"]
-    spaces = swept_spaces(sweep_dir, jobs)
+    spaces = readable(f"the sweep's records in {sweep_dir}", swept_spaces, sweep_dir, jobs)
+    for name in ("sweep.csv", "sweep.png"):
+        inside(sweep_dir, sweep_dir / name)  # never written through a link planted in the sweep dir
     ranked = rank(jobs, mode)
     keys = list(spaces)
     print_table(ranked, keys, monitor, f"sweep {sweep_dir} ({len(jobs)} jobs, best {monitor} "

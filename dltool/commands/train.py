@@ -19,6 +19,7 @@ from dltool.commands.cross_validate import cross_validate, fold_line, print_cv, 
 from dltool.commands.diagnose import diagnose_run, print_findings
 from dltool.commands.rundir import os_reason
 from dltool.config.compose import resume_config
+from dltool.config.safety import check_hydra, gate
 from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.console import TerminalLog, config_tree, console, error, note, table
 from dltool.errors import ConfigError
@@ -62,7 +63,13 @@ def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) ->
             return None
         return trial_hook, OmegaConf.to_container(hc.sweeper, resolve=True), int(hc.job.num), tc.trainer.monitor
 
-    return run_task(lambda: validate(cfg), run_dir, multirun, mode, hook_of=hook_of)
+    def make_config() -> TrainConfig:
+        if multirun and not external():  # the gate once more on the job a sweeper or launcher built
+            gate(list(hc.overrides.task), f"job {hc.job.num}", job=True)
+            check_hydra(hc)
+        return validate(cfg)
+
+    return run_task(make_config, run_dir, multirun, mode, hook_of=hook_of)
 
 
 def resume_run(target: str, overrides: list[str]) -> int:

@@ -82,6 +82,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.num_samples": (at_least(2), "a number of sequences >= 2"),
     "data.image_size": (optional(pair(at_least(1))), "null or [height, width] in pixels, e.g. [32, 32]"),
     "data.num_workers": (optional(at_least(0)), "null or a number of worker processes >= 0"),
+    "data.memory_cap_mb": (at_least(0), "a finite number of MiB >= 0 (data larger than it is streamed from disk)"),
     "data.whiten_eps": (above(0), "a small positive number, e.g. 0.01"),
     "data.pca_components": (optional(at_least(1)), "null or a positive number of components"),
     "trainer.epochs": (at_least(1), "a whole number >= 1"),

@@ -209,7 +209,9 @@ def resume_config(target: str, overrides: list[str]) -> Any:
 def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrides: list[str], job: str) -> None:
     """Run `task` under @hydra.main (run dir, logging, -m sweeps) with these arguments."""
     register_schemas()
-    argv = [f"dltool-{job}"] + (["--config-dir", extra_dir, *DLTOOL_LOGGING] if extra_dir else []) + overrides
+    flags = [o for o in overrides if o in ("-m", "--multirun")]  # before the overrides: argparse wants them there
+    overrides = [o for o in overrides if o not in flags]
+    argv = [f"dltool-{job}", *flags] + (["--config-dir", extra_dir, *DLTOOL_LOGGING] if extra_dir else []) + overrides
     if not any(a.startswith("hydra.job.name=") for a in overrides):
         argv.append(f"hydra.job.name={job}")
     app = hydra.main(version_base=None, config_path=str(config_dir()), config_name=name)(task)

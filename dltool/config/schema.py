@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dltool.config.checks import check_values
 from dltool.config.keys import GROUPS, RECORDS, TOP
 from dltool.config.keyspec import Group, dataclass_of
-from dltool.config.safety import refuse_targets
+from dltool.config.safety import refuse_interpolations, refuse_targets
 from dltool.config.variants import VARIANTS, check_group, foreign_key_error, prune, variant_of
 from dltool.errors import ConfigError
 from dltool.registry import closest
@@ -128,6 +128,8 @@ def validate(cfg: DictConfig | dict, stored: bool = False) -> TrainConfig:
     raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
     raw.pop("hydra", None)
     refuse_targets(raw, "a stored run config" if stored else "the config")
+    if stored:  # data: ${oc.env:VAR} and other resolvers are never resolved from a run dir or checkpoint
+        refuse_interpolations(raw, "the stored run config")
     for group in VARIANTS:
         raw[group] = check_group(group, raw.get(group), stored)
     try:

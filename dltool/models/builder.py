@@ -126,15 +126,15 @@ class Builder:
             module, expected = entry(params, shape, ctx)
         except ConfigError:
             raise  # the layer's own sentence (the shape arithmetic), as it is
-        except (ValueError, TypeError, RuntimeError) as ex:  # e.g. filters: abc, kernel: [1, 2, 3]
-            given = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            reason = str(ex).splitlines()[0].rstrip(".") if str(ex) else type(ex).__name__
-            raise ConfigError(f"{ctx.where}: an option has a value of the wrong kind ({given}): {reason}.") from None
-        x = torch.zeros(2, *shape)
+        except Exception as ex:  # noqa: BLE001 - torch raises several types; sorted into two sentences below
+            raise layer_error(ctx.where, params, ex) from None
         module.eval()
         try:
+            x = torch.zeros(2, *shape)
             y, macs = count_macs(module, x)
-        except RuntimeError as ex:
+        except (MemoryError, RuntimeError) as ex:
+            if too_big(ex):
+                raise layer_error(ctx.where, params, ex) from None
             raise ConfigError(f"{ctx.where}: cannot run on this input: {str(ex).splitlines()[0]}") from None
         got = tuple(y.shape[1:])
         assert got == tuple(expected), f"{name}: shape formula {expected} disagrees with torch {got}"
@@ -250,3 +250,19 @@ def build_model(spec: ModelConfig, input_shape: Shape, num_classes: int) -> Buil
                           f"has {num_classes} classes; end with `fc: {{units: num_classes}}`.")
     model = Net(layers)
     return BuiltModel(model, tuple(input_shape), b.trace, b.inits)
+
+
+def too_big(ex: BaseException) -> bool:
+    return isinstance(ex, MemoryError) or "allocate" in str(ex)
+
+
+def layer_error(where: str, params: dict, ex: BaseException) -> ConfigError:
+    """A layer that cannot be built: too large for this machine's memory, or an option of the wrong kind."""
+    given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    if too_big(ex):
+        return ConfigError(f"{where}: the layer ({given}) or its input needs more memory than this machine can "
+                           f"allocate; make the layer or the input (data.image_size) smaller.")
+    if not isinstance(ex, (ValueError, TypeError, RuntimeError)):
+        raise ex
+    reason = str(ex).splitlines()[0].rstrip(".") if str(ex) else type(ex).__name__
+    return ConfigError(f"{where}: an option has a value of the wrong kind ({given}): {reason}.")

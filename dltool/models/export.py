@@ -59,6 +59,8 @@ class WithNormalization(nn.Module):
         return out * self.target_std + self.target_mean if self.targets else out
 
 
+ONNX_OPSETS = (18, 23)  # torch.onnx.export(dynamo=True) writes opset 18 and newer (older ones are not written)
+
 def batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=1 << 20)
 

@@ -44,6 +44,7 @@ class FitState:
     progress: dict = field(default_factory=dict)  # where a resumed run continues (see train/loop.py fit)
     checkpoint_due: bool = True  # this validation point is also a last.pt point (trainer.checkpoint_every)
     task: str = "classification"  # which metrics the logs hold (dltool.tasks)
+    rank_rng: list | None = None  # under DDP: every rank's own generators at this point (dropout differs by rank)
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dltool.errors import ConfigError
@@ -65,15 +67,38 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return ckpt
 
 
-def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+def local_rng_state() -> dict[str, Any]:
+    """This process's own generators: torch CPU (dropout, augmentation), CUDA, numpy and python's `random`.
+
+    Plain data only (weights_only=True loads it): numpy's key as a tensor, python's state as nested tuples.
+    """
+    np_state = np.random.get_state(legacy=False)
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                       "gauss": float(np_state["gauss"])}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+def set_local_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:  # checkpoints of an older dltool hold torch's state only
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state({"bit_generator": "MT19937", "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+                             "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})
+
+
+def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
+    return {**local_rng_state(), "shuffle": shuffle.get_state()}
+
+
+def set_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    set_local_rng_state(state)
+    shuffle.set_state(state["shuffle"])

@@ -22,24 +22,30 @@ import datetime
 import functools
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dltool.config.schema import TrainConfig
+from dltool.data.datasets.arrays import ArraySplit
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import Batch, DataBundle, Split, TensorSplit
 from dltool.errors import ConfigError
+from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import Callback, EpochReporter, FitState
 from dltool.train.run import Prepared, prepare, train
 
@@ -120,15 +126,18 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
     """Start trainer.devices ranks on this machine, wait for them, return rank 0's summary."""
     n = cfg.trainer.devices
     backend_and_devices(cfg, n)
+    logs = tempfile.mkdtemp(prefix="dltool_ranks_")  # the launcher's per-rank error files, removed afterwards
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.2, start_method="spawn")
+                          monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs))
     for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # RankFailed says it in one sentence
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show)
     except ChildFailedError as ex:
         raise RankFailed(death_sentence(ex, run_dir, n)) from None
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)  # no torchelastic_* folder left in the temp directory
     out = results[0]
     if isinstance(out, dict) and "config_error" in out:
         raise ConfigError(out["config_error"])
@@ -257,12 +266,13 @@ def gather_all(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def shard_data(data: DataBundle, r: Rank, weights: Weights, seed: int) -> DataBundle:
-    if isinstance(data.train, TensorSplit):
+    rows = (TensorSplit, ArraySplit)  # in memory, or memory-mapped rows: every N-th example of a global batch
+    if isinstance(data.train, rows):
         train: Split = ShardedTensors(data.train, r, weights)
     else:
         train = ShardedFolder(data.train, r, weights, seed)
     return replace(data, train=train, val=ShardedTensors(data.val, r, weights, val=True)
-                   if isinstance(data.val, TensorSplit) else data.val)
+                   if isinstance(data.val, rows) else data.val)
 
 
 def synced(generator: torch.Generator) -> torch.Generator:
@@ -276,9 +286,9 @@ def synced(generator: torch.Generator) -> torch.Generator:
 class ShardedTensors:
     """This rank's share of an in-memory split: global batch i is order[i*B*W:(i+1)*B*W], rank r takes [r::W]."""
 
-    def __init__(self, inner: TensorSplit, r: Rank, weights: Weights, val: bool = False) -> None:
+    def __init__(self, inner: TensorSplit | ArraySplit, r: Rank, weights: Weights, val: bool = False) -> None:
         self.inner, self.r, self.weights, self.val = inner, r, weights, val
-        self.x, self.y = inner.x, inner.y
+        self.x, self.y = (inner.x if isinstance(inner, TensorSplit) else ArrayRows(inner)), inner.y
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -304,6 +314,19 @@ class ShardedTensors:
                 mine, self.weights.step = idx[:1], 0.0
             self.weights.train_seen += len(mine)
             yield self.x[mine], self.y[mine]
+
+
+class ArrayRows:
+    """`x[idx]` of a memory-mapped ArraySplit (data larger than data.memory_cap_mb): the rows read from the file
+    and normalized, so ShardedTensors shards it exactly as an in-memory split."""
+
+    def __init__(self, split: ArraySplit) -> None:
+        self.split = split
+
+    def __getitem__(self, pick: torch.Tensor) -> torch.Tensor:
+        s = self.split
+        x = torch.from_numpy(np.asarray(s.x[s.idx[pick.cpu()].numpy()], dtype=np.float32))  # (B, ...)
+        return apply_norm(x, s.norm)
 
 
 class ShardedFolder:
@@ -344,12 +367,24 @@ class ReduceLogs(Callback):
         self.w = weights
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        """Training sums are reduced here; validation metrics were computed on the gathered outputs already."""
+        """Training sums are reduced here; validation metrics were computed on the gathered outputs already
+        (data.val_fraction=0: no validation split, train metrics only)."""
         nt = float(self.w.train_seen)
         keys = [k for k in ("train_loss", "train_acc") if k in logs]
         t = torch.tensor([logs[k] * nt for k in keys] + [nt], dtype=torch.float64)
         dist.all_reduce(t)
         logs.update({k: (t[i] / t[-1]).item() for i, k in enumerate(keys)})
+        self.gather_rng(state)
+
+    def on_checkpoint(self, state: FitState) -> None:
+        self.gather_rng(state)
+
+    @staticmethod
+    def gather_rng(state: FitState) -> None:
+        """Every rank's own generators, for the checkpoints rank 0 writes next (a resume restores each rank's)."""
+        states: list = [None] * dist.get_world_size()
+        dist.all_gather_object(states, ckpt_io.local_rng_state())
+        state.rank_rng = states
 
 
 class Decisions(Callback):

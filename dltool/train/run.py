@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import yaml
 
 from dltool.config.schema import TrainConfig, to_dict
@@ -151,7 +152,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
-        check_resume_length(state, p.plan)
+        check_resume_length(state, p.plan, cfg.resume)
     if writer:
         if on_start is not None:
             on_start()
@@ -186,6 +187,7 @@ def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dic
             "monitor": {"name": monitor.monitor, "mode": monitor.mode, "best": monitor.best,
                         "best_epoch": monitor.best_epoch},
             "rng": ckpt_io.rng_state(generator),
+            "rank_rng": state.rank_rng,  # DDP: each rank's generators (rank 0's are "rng", taken right now)
             "progress": state.progress,
         }
 
@@ -223,8 +225,13 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
 
-def check_resume_length(state: FitState, plan: Plan) -> None:
+def check_resume_length(state: FitState, plan: Plan, resume: str) -> None:
+    """A finished run cannot be resumed without more epochs; one killed after its last step but before the final
+    test (no summary.json yet) resumes to its end: no training, the test of best.pt and summary.json."""
     done = int(state.progress.get("done", state.epoch))
+    if done >= plan.total and not (Path(resume) / "summary.json").is_file() and Path(resume).is_dir():
+        log.info("resume: all %d %ss were trained before the run was stopped; finishing it", done, plan.unit)
+        return
     if done >= plan.total:
         key = "max_steps" if plan.unit == "step" else "epochs"
         raise ConfigError(f"resume: the run already trained {done} {plan.unit}s and trainer.{key}={plan.total}; "
@@ -275,6 +282,10 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     for k, cb in stateful.items():
         cb.load_state_dict(ck["callbacks"][k])
     ckpt_io.set_rng_state(ck["rng"], generator)
+    ranks = ck.get("rank_rng")
+    if ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() == len(ranks) \
+            and dist.get_rank() > 0:  # with the same number of ranks each continues its own dropout stream
+        ckpt_io.set_local_rng_state(ranks[dist.get_rank()])
     return int(ck["epoch"])
 
 

@@ -24,9 +24,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import Trial, TrialState
 
+from dltool.config.safety import check_hydra, gate
+from dltool.errors import ConfigError
 from dltool.train.search import PRUNED_ATTR, build_pruner, build_sampler, open_storage
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class OptunaSweeperImpl:
         self.running: dict[int, Trial] = {}
         self.finished = self.failures = 0
         self.first_error: Optional[BaseException] = None
+        self.hydra_context: Optional[HydraContext] = None  # set by setup(); None: no Hydra (the sweeper's unit tests)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -197,14 +200,41 @@ class OptunaSweeperImpl:
                 overrides += [f"{k}={v}" for k, v in fixed.items()]
                 self.running[trial.number] = trial
             log.info("\t#%d : %s", trial.number, " ".join(o for o in overrides if o.split("=")[0] in space))
+            try:
+                self.check_job(trial.number, overrides)
+            except ConfigError as ex:
+                self.tell(study, trial, None, ex)
+                continue
             ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
             self.tell(study, trial, ret)
 
-    def tell(self, study: optuna.Study, trial: Trial, ret: Any) -> None:
-        """COMPLETE with the job's value, PRUNED when its pruner stopped it, FAIL when it raised."""
-        error = None
+    def check_job(self, number: int, overrides: list[str]) -> None:
+        """The gate on the job this trial builds, then its directory reserved (mkdir: atomic, never shared).
+
+        Its overrides may set no hydra key; its composed `hydra` node passes the same check as the sweep's;
+        a directory that exists already (another search's job in the same hydra.sweep.dir) fails the trial.
+        """
+        gate(overrides, f"the job of trial {number}", job=True)
+        if self.hydra_context is None:
+            return
+        job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        check_hydra(job.hydra)
+        with open_dict(job):
+            job.hydra.job.num = job.hydra.job.id = number
+        sweep_dir = Path(str(job.hydra.sweep.dir))
+        job_dir = sweep_dir / str(job.hydra.sweep.subdir)
+        if sweep_dir.resolve() not in job_dir.resolve().parents:
+            raise ConfigError(f"the job dir {job_dir} of trial {number} is not inside hydra.sweep.dir={sweep_dir}.")
         try:
-            value = float(ret.return_value)  # re-raises the job's exception
+            job_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise ConfigError(f"trial {number}: its job dir {job_dir} already exists (a job of another search in the "
+                              f"same hydra.sweep.dir); nothing was written into it.") from None
+
+    def tell(self, study: optuna.Study, trial: Trial, ret: Any, error: Optional[BaseException] = None) -> None:
+        """COMPLETE with the job's value, PRUNED when its pruner stopped it, FAIL when it raised or was refused."""
+        try:
+            value = float(ret.return_value) if error is None else 0.0  # re-raises the job's exception
         except Exception as ex:  # noqa: BLE001 - a failed job is recorded, the search goes on
             error = ex
         with self.lock:

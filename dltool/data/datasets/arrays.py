@@ -23,6 +23,15 @@ from dltool.config.schema import DataConfig
 from dltool.data.normalize import apply_norm, channel_axes
 from dltool.data.splits import Batch, DataBundle, RawData, TensorSplit, make_splits
 from dltool.data.targets import fit_target_norm, sampler_weights, standardize_targets
+from dltool.data.validate import (
+    check_examples,
+    check_finite,
+    check_label_range,
+    check_two_classes,
+    load_npy,
+    load_npz,
+    read_text_lines,
+)
 from dltool.errors import ConfigError
 from dltool.tasks import task_of
 
@@ -43,12 +52,7 @@ def data_path(cfg: DataConfig, what: str) -> Path:
 
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str] | None]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as ex:
-        raise ConfigError(f"data.path={str(path)!r} cannot be read as a .npz file "
-                          f"({str(ex).splitlines()[0]}).") from None
+    arrays = load_npz(path)
     extra = sorted(set(arrays) - set(NPZ_KEYS))
     if extra:
         raise ConfigError(f"data.path={str(path)!r} holds arrays {extra} that data=arrays does not read; "
@@ -65,12 +69,9 @@ def read_folder(path: Path, cap_bytes: float) -> tuple[dict[str, np.ndarray], li
             f = path / f"{kind}{suffix}.npy"
             if f.is_file():
                 big = kind == "x" and f.stat().st_size > cap_bytes
-                try:
-                    arrays[f"{kind}{suffix}"] = np.load(f, mmap_mode="r" if big else None, allow_pickle=False)
-                except (OSError, ValueError) as ex:
-                    raise ConfigError(f"{f} cannot be read as a .npy array ({str(ex).splitlines()[0]}).") from None
+                arrays[f"{kind}{suffix}"] = load_npy(f, mmap=big)
     names_file = path / "class_names.txt"
-    names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()] if names_file.is_file() else None
+    names = read_text_lines(names_file, "data.path's class names") if names_file.is_file() else None
     return arrays, names
 
 
@@ -133,6 +134,8 @@ def encode_labels(ys: dict[str, np.ndarray], names: list[str] | None) -> tuple[d
                               f"data.task=classification needs integers 0..K-1 or strings; for real-valued targets "
                               f"set data.task=regression.")
         out[k] = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    for k, t in out.items():  # before K names are made: a label of 10**9 is not 10**9 classes
+        check_label_range(f"y{SUFFIXES[k]}", t, names)
     top = max(int(t.max()) for t in out.values() if len(t)) + 1
     low = min(int(t.min()) for t in out.values() if len(t))
     names = names or [str(i) for i in range(top)]
@@ -179,8 +182,14 @@ def load_arrays(cfg: DataConfig) -> RawData | DataBundle:
                           f".npy files).")
     xs = {k: arrays[f"x{s}"] for k, s in SUFFIXES.items() if f"x{s}" in arrays}
     ys_np = {k: arrays[f"y{s}"] for k, s in SUFFIXES.items() if f"y{s}" in arrays}
+    for k, x in xs.items():
+        check_examples(f"x{SUFFIXES[k]}", x)
     layout = check_shapes(xs, ys_np, cfg.layout)
+    for k, x in xs.items():
+        check_finite(f"x{SUFFIXES[k]}", x)
     ys, names = encode_targets(ys_np, names, cfg.task)
+    if cfg.task == "classification":  # real-valued and 0/1 label targets were checked by encode_targets
+        check_two_classes(f"data.path={cfg.path!r}", list(ys.values()), names)
     main = "train" if "test" in xs else "all"
     if any(isinstance(x, np.memmap) for x in xs.values()):
         return streamed(xs, ys, names, layout, cfg)

@@ -31,6 +31,7 @@ from dltool.config.schema import DataConfig
 from dltool.data.datasets.images import image_size
 from dltool.data.normalize import apply_norm
 from dltool.data.splits import DataBundle, RawData, make_splits
+from dltool.data.validate import open_image
 from dltool.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,12 @@ def check_images(files: list[Path], labels: list[int], policy: str) -> tuple[lis
         try:
             with Image.open(f) as im:
                 im.verify()
+            if f.suffix.lower() in (".jpg", ".jpeg"):  # verify does not decode JPEG data: a truncated file passes it
+                open_image(f, "RGB")
         except Exception as ex:  # noqa: BLE001 - PIL raises many types for broken files
             if policy == "error":
-                raise ConfigError(f"{f} is not a readable image ({type(ex).__name__}); fix or delete it, or set "
+                why = "truncated or corrupt JPEG data" if isinstance(ex, ConfigError) else type(ex).__name__
+                raise ConfigError(f"{f} is not a readable image ({why}); fix or delete it, or set "
                                   f"data.bad_images=skip to leave such files out.") from None
             bad.append(f)
             continue

@@ -7,7 +7,6 @@ number: an empty or non-numeric cell stops with its row and column.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from dltool.config.schema import DataConfig
 from dltool.data.datasets.arrays import data_path
 from dltool.data.splits import RawData
+from dltool.data.validate import check_two_classes, read_csv_rows
 from dltool.errors import ConfigError
 from dltool.registry import unknown
 from dltool.tasks import task_of
@@ -23,10 +23,7 @@ from dltool.tasks import task_of
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of a CSV file; every row as long as the header."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        rows = [r for r in reader if any(c.strip() for c in r)]
+    header, rows = read_csv_rows(path)
     if not header or not rows:
         raise ConfigError(f"{path} has no header row and data rows; expected a CSV with column names on line 1.")
     for i, r in enumerate(rows, start=1):
@@ -163,6 +160,8 @@ def load_csv(cfg: DataConfig) -> RawData:
         raise ConfigError(f"{path} has no feature columns besides data.label={cfg.label!r}.")
     x = numbers(path, header, rows, columns)
     y, names = targets(path, header, rows, cfg, labels)
+    if cfg.task == "classification":
+        check_two_classes(f"{path} column data.label={labels[0]!r}", [y], names)
     if cfg.layout not in (None, "features"):
         raise ConfigError(f"data.layout={cfg.layout!r} does not fit a table; valid: features (or null).")
     return RawData({"all": (x, y)}, names, "features", columns, cfg.task)
