@@ -294,31 +294,13 @@ def cmd_cross_validate(args: list[str]) -> int:
 
     usage: dltool cross-validate [CONFIG.yaml] data.folds=K [key=value ...]
     Trains fold_1 ... fold_K in one parent dir (outputs/<time>_<name>_cv); the test split is never in a fold.
-    Prints and writes cv.json and cv.csv: the best monitored value and the best checkpoint's test accuracy
-    per fold, with mean +- std. In a sweep, `dltool train -m ... data.folds=K` makes each job a
+    Prints and writes cv.json and cv.csv: the best monitored value and the best checkpoint's test metric
+    (accuracy; AUROC, macro-F1 or R² for the other tasks) per fold, with mean +- std. In a sweep, `dltool train -m ... data.folds=K` makes each job a
     cross-validation whose objective is the mean over its folds.
     """
-    from dltool.commands.cross_validate import check_cv
-    from dltool.config.compose import compose, launch, split_args
-    from dltool.config.schema import validate
+    from dltool.commands.cv_launch import launch_cross_validate
 
-    name, extra_dir, overrides = split_args(args, "train")
-    if any(a in ("-m", "--multirun") for a in overrides):
-        raise ConfigError("dltool cross-validate runs one cross-validation; for a sweep of them use "
-                          "dltool train -m ... data.folds=K (each job's objective is its mean over folds).")
-    explicit = any(a.lstrip("+").startswith("hydra.run.dir=") for a in overrides)
-    if not explicit:
-        overrides = [*overrides, "hydra.run.dir=outputs/${now:%Y-%m-%d_%H-%M-%S}_${name}_cv"]
-    cfg = compose(name, extra_dir, overrides, with_hydra=True)
-    check_cv(validate(cfg))
-    from dltool.commands.rundir import reserve
-    from dltool.commands.train import train_task
-
-    run_dir = reserve(str(cfg.hydra.run.dir), explicit)  # its own dir, atomically; an existing run is refused
-    overrides = [o for o in overrides if not o.lstrip("+").startswith("hydra.run.dir=")]
-    launch(lambda c: train_task(c, False), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
-           "cross_validate")
-    return 0
+    return launch_cross_validate(args)
 
 
 def cmd_diagnose(args: list[str]) -> int:
