@@ -295,8 +295,8 @@ def cmd_cross_validate(args: list[str]) -> int:
     usage: dltool cross-validate [CONFIG.yaml] data.folds=K [key=value ...]
     Trains fold_1 ... fold_K in one parent dir (outputs/<time>_<name>_cv); the test split is never in a fold.
     Prints and writes cv.json and cv.csv: the best monitored value and the best checkpoint's test metric
-    (accuracy; AUROC, macro-F1 or R² for the other tasks) per fold, with mean +- std. In a sweep, `dltool train -m ... data.folds=K` makes each job a
-    cross-validation whose objective is the mean over its folds.
+    (accuracy; AUROC, macro-F1 or R² for the other tasks) per fold, with mean +- std. In a sweep,
+    `dltool train -m ... data.folds=K` makes each job a cross-validation whose objective is the mean over its folds.
     """
     from dltool.commands.cv_launch import launch_cross_validate
 
