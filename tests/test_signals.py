@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dltool.cli import main
-from dltool.commands.diagnose import Run, diagnose_run, fit_findings, gradient_findings, lr_findings
+from dltool.commands.diagnose import Run, diagnose_run, fit_findings, lr_findings
+from dltool.commands.diagnose_layers import gradient_findings
 from dltool.train.loggers import hparams, read_signals
 from dltool.train.run import train
 from tests.conftest import make_config
@@ -194,3 +195,14 @@ def test_dead_relu_finding_in_default_tier(tmp_path):
     findings, _ = diagnose_run(tmp_path)
     dead = next(f for f in findings if f.code == "dead_relu")
     assert "relu1 100% dead" in dead.evidence and "leaky_relu" in dead.advice
+
+
+def test_a_converged_fine_tuning_runs_wiggles_are_not_oscillation():
+    """train_loss of experiment=finetune (100 examples, 100% train accuracy): ups of 0.003-0.01 at ln 10 = 2.3
+    are noise (the rule needs 2% of ln C); the same shape at the loss's own scale still counts."""
+    loss = [0.0325, 0.0076, 0.0105, 0.0145, 0.0122, 0.0227, 0.0211, 0.0209, 0.0174, 0.0091, 0.0095, 0.0060, 0.0093]
+    cfg = {"optimizer": {"lr": 1e-3}, "loss": {"name": "cross_entropy"}}
+    run = Run(hist(loss, [0.052] * 13, [1.0] * 13, [0.98] * 13), None, cfg, 10)
+    assert lr_findings(run) == []
+    scaled = Run(hist([v * 100 for v in loss], [2] * 13, [0.5] * 13, [0.5] * 13), None, cfg, 10)
+    assert [f.code for f in lr_findings(scaled)] == ["lr_too_high"]
