@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 from dltool.commands.advice import Finding, Step, clip_step, get, lr_step, smaller_init_step
-from dltool.train.losses import expected_initial_loss
+from dltool.train.losses import INIT_TOLERANCE, expected_initial_loss
 
 DEAD, SATURATED = 0.5, 0.5
 GRAD_SPREAD = 1e3  # weight-gradient norms across layers differing by three orders of magnitude
-INIT_OFF = 1.0  # loss at init more than 100% off the expected value
 
 
 def bias_step(cfg: dict, value: float) -> list[Step]:
@@ -47,10 +46,10 @@ def layer_findings(signals: list[dict], cfg: dict, num_classes: int | None) -> l
     loss = cfg.get("loss", {})
     expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0)) \
         if num_classes else None
-    if init is not None and expected and math.isfinite(init) and abs(init - expected) / expected > INIT_OFF:
+    if init is not None and expected and math.isfinite(init) and abs(init - expected) / expected > INIT_TOLERANCE:
         out.append(Finding("init_loss", "loss at initialization far from the expected value",
                            f"loss at init {init:.4g}, expected {expected:.4g} for {loss.get('name')} with "
-                           f"{num_classes} classes (tolerance: within {INIT_OFF:.0%} of it)",
+                           f"{num_classes} classes (tolerance: within {INIT_TOLERANCE:.0%} of it)",
                            [Step("the initial scores are not small")] + smaller_init_step(cfg) + bias_step(cfg, 0.0)))
     elif init is not None and not math.isfinite(init):
         out.append(Finding("init_loss", "loss at initialization is not finite", f"loss at init {init}",

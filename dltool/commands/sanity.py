@@ -27,7 +27,7 @@ from dltool.models.params import short_name
 from dltool.plots import loss_curve
 from dltool.train.infer import count_correct
 from dltool.train.loop import make_scaler, step
-from dltool.train.losses import expected_initial_loss
+from dltool.train.losses import INIT_TOLERANCE, expected_initial_loss
 from dltool.train.run import finite_or_null, prepare
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
@@ -39,7 +39,7 @@ class SanityOptions:
     max_steps: int = 500
     loss_threshold: float = 0.01
     batch_size: Optional[int] = None  # noqa: UP045
-    init_tolerance: float = 0.5
+    init_tolerance: float = INIT_TOLERANCE
     stuck_fraction: float = 0.9
     out_dir: Optional[str] = None  # noqa: UP045
 
