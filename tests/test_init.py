@@ -80,7 +80,8 @@ def test_batchnorm_scale_is_left_at_one():
 # the input each shipped model is meant for (its header comment): (C, H, W) images, (T, F) sequences, (C, L) signals
 SHAPES = {"lstm": (8, 8), "gru": (8, 8), "wavenet_small": (1, 64), "lenet": (1, 28, 28), "cnn_digits": (1, 8, 8),
           "linear_softmax": (64,), "linear_svm": (64,), "mlp": (1, 8, 8)}
-HEAVY = {"alexnet_small", "inception_small", "resnet18", "torchvision", "vgg11", "mobilenet_v3_small"}  # > 1.3 s to build and run
+# > 1.3 s to build and run
+HEAVY = {"alexnet_small", "inception_small", "resnet18", "torchvision", "vgg11", "mobilenet_v3_small"}
 MODELS = sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "model").glob("*.yaml"))
 
 
