@@ -207,7 +207,8 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
                             t.baseline, t.min_change, t.min_change_epochs)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
     callbacks: list[Callback] = [best, stopper, last,
-                                 Curves(run_dir / "curves.png", monitor), EpochLog()]
+                                 Curves(run_dir / "curves.png", monitor,
+                                        unit="step" if t.max_steps is not None else "epoch"), EpochLog()]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
 
