@@ -99,3 +99,4 @@ def test_edge_warning_only_at_a_grids_ends_and_never_for_choice(tmp_path):
                                                              "best_value": 0.1, "seconds": 1.0,
                                                              "stop_reason": "finished all 3 epochs"}))
     assert [w.split(" at the ")[1][:9] for w in report(tmp_path)["warnings"]] == ["high edge"]  # l2=1e-2: the end
+

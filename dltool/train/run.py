@@ -87,7 +87,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
     check_monitor(t.monitor, data)
+    check_sizes(cfg, data)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
+    check_warmup(cfg, plan)
     built = build_model(cfg.model, data.input_shape, data.num_classes)
     check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes)
     initialize(built.model, cfg.init, built.layer_inits)
@@ -106,6 +108,24 @@ def prepare(cfg: TrainConfig) -> Prepared:
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last)
     return Prepared(data, built, setup, device, plan)
+
+
+def check_sizes(cfg: TrainConfig, data: DataBundle) -> None:
+    """A training subset smaller than the number of classes leaves some classes without one example."""
+    subset = cfg.data.subset
+    if subset is not None and subset < data.num_classes:
+        raise ConfigError(f"data.subset={subset} keeps fewer training examples than the {data.num_classes} classes, "
+                          f"so some classes have none; use data.subset >= {data.num_classes} (at least one each).")
+
+
+def check_warmup(cfg: TrainConfig, plan: Plan) -> None:
+    """A warm-up as long as the run never reaches optimizer.lr."""
+    warmup = getattr(cfg.scheduler, "warmup_epochs", 0) or 0
+    if warmup >= plan.total:
+        key = "max_steps" if plan.unit == "step" else "epochs"
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is as long as the whole run (trainer.{key}="
+                          f"{plan.total}), so the learning rate never reaches optimizer.lr; use a warm-up shorter "
+                          f"than the run, e.g. scheduler.warmup_epochs={max(1, plan.total // 10)}.")
 
 
 def check_monitor(monitor: str, data: DataBundle) -> None:
