@@ -26,8 +26,8 @@ def cmd_train(args: list[str]) -> int:
     experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
     name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
     """
-    from dltool.config.compose import compose, launch, resume_target, split_args
-    from dltool.config.schema import validate
+    from dltool.config.compose import compose, launch, refuse_sweep, resume_target, split_args
+    from dltool.config.schema import check_dropout_key, validate
 
     target = resume_target(args)
     if target is not None:  # the stored config is data: no Hydra app, nothing written before the resume is accepted
@@ -36,8 +36,11 @@ def cmd_train(args: list[str]) -> int:
         return resume_run(target, [a for a in args if not a.startswith("resume=")])
     name, extra_dir, overrides = split_args(args, "train")
     multirun = any(a in ("-m", "--multirun") for a in overrides)
+    if not multirun:
+        refuse_sweep(overrides)  # before Hydra: its own error would leave an empty run dir behind
     cfg = compose(name, extra_dir, overrides, with_hydra=True)
     validate(cfg)
+    check_dropout_key(cfg)
     from dltool.commands.train import train_task
     from dltool.train.distributed import rank_overrides
 

@@ -27,34 +27,57 @@ def read_png(path: Path):
     return img[..., :3]
 
 
+# a loss panel whose positive values span more than this ratio gets a log axis (one huge epoch would flatten
+# every other one against the x axis)
+LOG_SPAN = 100.0
+
+
+def spans_decades(values: Sequence[float]) -> bool:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > LOG_SPAN
+
+
 def learning_curves(history: Sequence[dict], path: Path, best_epoch: int | None, monitor: str,
-                    metric: str = "acc", label: str = "accuracy") -> None:
+                    unit: str = "epoch", metric: str = "acc", label: str = "accuracy") -> None:
+    """curves.png: see curves_figure."""
+    _save(curves_figure(history, best_epoch, monitor, unit, metric, label), path, tight=False)
+
+
+def curves_figure(history: Sequence[dict], best_epoch: int | None, monitor: str, unit: str = "epoch",
+                  metric: str = "acc", label: str = "accuracy") -> Figure:
     """Loss (train vs val) and a metric (accuracy, or the task's: R², AUROC, ...; train vs val where both are
-    recorded) per epoch; the best epoch and a non-finite loss marked."""
-    epochs = [h["epoch"] for h in history]
+    recorded) per epoch, or per optimizer step (unit="step", x = the rows' step); the best point and a
+    non-finite loss marked; the loss on a log axis when it spans decades."""
+    at = {h["epoch"]: (h.get("step", h["epoch"]) if unit == "step" else h["epoch"]) for h in history}
+    xs = [at[h["epoch"]] for h in history]
     bad = next((h["epoch"] for h in history for k in ("train_loss", "val_loss")
                 if not math.isfinite(float(h.get(k, 0.0)))), None)
     fig = Figure(figsize=(10, 4))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.91, wspace=0.22)  # by hand: no second draw
     panels = ((fig.add_subplot(1, 2, 1), "loss", "loss"), (fig.add_subplot(1, 2, 2), metric, label))
     for ax, metric, title in panels:
+        every = []
         for split, style in (("train", "-o"), ("val", "-s")):
-            key = f"{split}_{metric}"
-            ys = [h.get(key, float("nan")) for h in history]
-            ax.plot(epochs, ys, style, markersize=3, label=split)
-        if best_epoch:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
-                       label=f"best ({monitor}) epoch {best_epoch}")
+            ys = [h.get(f"{split}_{metric}", float("nan")) for h in history]
+            every += ys
+            ax.plot(xs, ys, style, markersize=3, label=split)
+        if best_epoch and best_epoch in at:
+            ax.axvline(at[best_epoch], color="grey", linestyle="--", linewidth=1,
+                       label=f"best ({monitor}) {unit} {at[best_epoch]}")
         if bad is not None:
-            ax.axvline(bad, color="red", linewidth=2, label=f"loss non-finite at epoch {bad}")
+            ax.axvline(at[bad], color="red", linewidth=2, label=f"loss non-finite at {unit} {at[bad]}")
+        log = metric == "loss" and spans_decades(every)
+        if log:
+            ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(title)
+        pad = 0.5 if unit == "epoch" else 0.02 * max(1, max(xs) - min(xs))
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_xlabel(unit if unit == "epoch" else "step (optimizer steps)")
+        ax.set_ylabel(f"{title} (log scale)" if log else title)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path, tight=False)
+    return fig
 
 
 def confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str) -> None:

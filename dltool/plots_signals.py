@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -12,7 +13,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from dltool.plots import _save
 
+log = logging.getLogger(__name__)
 GUIDE = 1e-3  # the textbook update/weight ratio
+MAX_TILES = 64  # filters drawn in filters.png (the title says when there are more)
 
 
 def update_ratios(rows: Sequence[dict], path: Path) -> bool:
@@ -25,6 +28,8 @@ def update_ratios(rows: Sequence[dict], path: Path) -> bool:
             xs.append(int(r["epoch"]))
             ys.append(float(v))
     if not series:
+        nothing(path, "update / weight ratio per layer", "no weight changed in any recorded epoch: every gradient was "
+                "0 or non-finite\n(a dead net, or every layer frozen); see `dltool diagnose RUN_DIR`")
         return False
     fig = Figure(figsize=(8.5, 4))
     fig.subplots_adjust(left=0.1, right=0.7, bottom=0.13, top=0.9)  # by hand: bbox_inches="tight" draws twice
@@ -45,6 +50,18 @@ def update_ratios(rows: Sequence[dict], path: Path) -> bool:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: no search for a free corner
     _save(fig, path, tight=False)
     return True
+
+
+def nothing(path: Path, title: str, why: str) -> Figure:
+    """A figure that says why there is nothing to draw (a missing file would say nothing); logged too."""
+    log.warning("%s: %s", path.name, why.replace("\n", " "))
+    fig = Figure(figsize=(8.5, 2.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    _save(fig, path, tight=False)
+    return fig
 
 
 def _ridge(ax, row: int, first: np.ndarray | None, last: np.ndarray | None, labels: tuple[str, str]) -> None:
@@ -115,7 +132,7 @@ def filter_grid(weight: np.ndarray, input_shape: Sequence[int]) -> np.ndarray | 
         tiles = w.reshape(w.shape[0], *input_shape)
     else:
         return None
-    tiles = tiles[:64]
+    tiles = tiles[:MAX_TILES]
     f, c, h, wd = tiles.shape
     if c not in (1, 3):
         tiles = tiles[:, :1]  # show the first input channel of each filter
@@ -134,10 +151,11 @@ def filter_grid(weight: np.ndarray, input_shape: Sequence[int]) -> np.ndarray | 
     return grid
 
 
-def filters(grid: np.ndarray, title: str, path: Path) -> None:
+def filters(grid: np.ndarray, title: str, path: Path) -> Figure:
     fig = Figure(figsize=(5, 5 * grid.shape[0] / max(grid.shape[1], 1) + 0.4))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     _save(fig, path)
+    return fig

@@ -176,6 +176,13 @@ def case(args: list[str], key: str, slow: bool = False):
 
 # Per family and command, the first two cases run in the default tier and the rest are marked slow (CI runs all).
 CASES = [
+    # settings that would run but change nothing or destroy the run (issue 21), refused before anything is written
+    case(["train", "optimizer.lr=1e-3,1e-2"], "add -m"),
+    case(["train", "model=mlp", "model.dropout=0.5"], "model.dropout=0.5"),
+    case(["train", "trainer.devices=0"], "trainer.devices", slow=True),
+    case(["train", "scheduler.warmup_epochs=40", "trainer.epochs=5"], "scheduler.warmup_epochs=40", slow=True),
+    case(["train", "data.subset=5"], "data.subset=5", slow=True),
+    case(["train", "augment=strong"], "translate pad=4", slow=True),
     # non-finite / out-of-range numbers
     case(["train", "optimizer.lr=nan"], "optimizer.lr"),
     case(["train", "optimizer.lr=inf"], "optimizer.lr"),

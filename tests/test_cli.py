@@ -126,7 +126,22 @@ def test_library_warnings_have_the_console_style_and_reach_train_log(cli, tmp_pa
     proc = cli("train", "model=mlp", "trainer.epochs=1", "trainer.precision=16", "trainer.device=cpu")
     assert proc.returncode == 0, proc.stderr
     expected = "trainer.precision=16 needs a CUDA device; using bf16 autocast on cpu instead"
-    assert proc.stderr.strip() == f"warning: {expected}"  # one line, dltool's style, not logging's "WARNING name:"
+    lines = proc.stderr.strip().splitlines()  # one line, dltool's style, not logging's "WARNING name:" ...
+    assert lines[0] == f"warning: {expected}"  # ... plus, on a CPU without bf16 instructions, the bf16 one
+    assert all(ln.startswith("warning: trainer.precision=bf16 on a CPU without bf16") for ln in lines[1:])
     assert expected not in proc.stdout
     log = (run_dir_of(tmp_path) / "train.log").read_text()
     assert f"[dltool.train.infer][WARNING] {expected}" in log and "[INFO] epoch 1/1 " in log
+
+
+@pytest.mark.slow
+def test_train_log_states_the_thread_count_the_run_uses(cli, tmp_path):
+    """trainer.threads is applied before train.log says how many threads torch uses (it said the old count)."""
+    try:
+        proc = cli("train", "model=mlp", "trainer.epochs=1", "data.subset=100", "trainer.threads=2",
+                   "trainer.diagnostics=false", "trainer.loggers=[]")
+        assert proc.returncode == 0, proc.stderr
+        log = (run_dir_of(tmp_path) / "train.log").read_text()
+        assert "torch threads: 2" in log and "torch threads: 1" not in log
+    finally:
+        torch.set_num_threads(1)  # the tests' own setting (conftest)

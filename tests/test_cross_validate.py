@@ -69,6 +69,8 @@ def test_cross_validate_end_to_end(tmp_path: Path, capsys) -> None:
         stored = yaml.safe_load((fold_dir / "config.yaml").read_text())["data"]
         assert (stored["folds"], stored["fold"]) == (3, r["fold"])
         assert (fold_dir / "checkpoints" / "best.pt").is_file()
+        log = (fold_dir / "train.log").read_text()  # each fold is a run dir with its own train.log
+        assert f"in {fold_dir}:" in log and f"best val_loss={s['best_value']:.4f} at epoch {s['best_epoch']}" in log
     values = [r["best_value"] for r in cv["per_fold"]]
     assert len(set(values)) == 3  # different folds, different validation sets
     assert cv["mean"] == pytest.approx(statistics.fmean(values))

@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dltool.commands.diagnose import Run, load_run, lr_findings, series, weight_ratios
-from dltool.train.run import train
+from dltool.config.schema import to_dict
+from dltool.train.run import prepare, train
 from tests.conftest import call_main, make_config
 
 QUIET = ("trainer.patience=null", "trainer.loggers=[csv]", "trainer.eval_test=false")
@@ -45,6 +47,13 @@ CASES = {
                   "trainer.epochs=1"),
     # an lr a thousand times too small: updates ~1e-6 of the weights
     "tiny_lr": ("model=mlp", "optimizer=sgd", "optimizer.lr=1e-6", "data.subset=200", "trainer.epochs=2"),
+    # cs231n's spiral MLP monitors train_loss: best.pt is the best train_loss epoch, not the best val_loss one
+    "spiral": ("experiment=spiral_mlp",),
+    "spiral_steps": ("experiment=spiral_mlp", "trainer.max_steps=600", "trainer.val_every=10"),
+    # sgd at lr=3: the loss explodes and the net ends at chance level (lr_too_high, underfitting, chance level)
+    "sgd_lr3": ("model=mlp", "optimizer=sgd", "optimizer.lr=3", "data.subset=300", "trainer.epochs=6"),
+    # a GRU on the delayed-recall task after 3 epochs: at chance (25% for 4 classes), everything else healthy
+    "chance": ("model=gru", "data=recall", "data.num_samples=1000", "trainer.epochs=3", "model.layers.0.gru.hidden=32"),
 }
 
 
@@ -149,7 +158,8 @@ def test_loss_at_init_far_from_ln_c(provoked, capsys):
     init = float(ev.split("loss at init ")[1].split(",")[0])
     assert init > 2 * 2.303 and init == pytest.approx(next(r["mean"] for r in load_run(run_dir).signals
                                                            if r["kind"] == "loss"), rel=1e-3)
-    assert "init.std" in found["init_loss"]["advice"]
+    advice = found["init_loss"]["advice"]  # xavier_normal reads init.gain (10 here), not init.std
+    assert "init.gain=1" in advice and "init.std" not in advice
 
 
 @pytest.mark.slow
@@ -177,3 +187,99 @@ def test_update_ratio_rule_reads_the_epochs_after_the_first():
     high = found([0.08, 0.03, 0.02, 0.05])
     assert high[0].code == "lr_too_high" and "0.03 over epochs 2-4" in high[0].evidence
     assert "over epoch 1 (" in found([0.05])[0].evidence  # a one-epoch run has only epoch 1 to judge
+
+
+def with_overrides(base: tuple[str, ...], group: list[str]) -> list[str]:
+    """The run's overrides with a suggestion applied as a user would: a key given again replaces the old value."""
+    keys = {o.split("=", 1)[0] for o in group}
+    return [o for o in base if o.split("=", 1)[0] not in keys] + list(group)
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def dropouts(model: torch.nn.Module) -> list[float]:
+    return [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_suggested_override_is_accepted_and_changes_the_run(provoked, capsys, case):
+    """Each override group of each finding: dltool accepts it on top of the run's own overrides, it changes the
+    config at its key (a group choice: the group's keys), the run builds (data, model, init, augmentation,
+    optimizer), and model.dropout changes the built model's dropout layers. No key is advised twice."""
+    code, _, found = diagnose(provoked(case), capsys)
+    assert code == 1 and found, case  # every case provokes at least one finding
+    groups = [g for f in found.values() for g in f["overrides"]]
+    keys = [k for f in found.values() for k in {o.split("=", 1)[0] for g in f["overrides"] for o in g}]
+    assert len(keys) == len(set(keys)), keys  # one finding wins each key (alternatives within one are fine)
+    base = (*QUIET, *CASES[case])
+    before = flat(to_dict(make_config(*base)))
+    base_model = None
+    for group in groups:
+        cfg = make_config(*with_overrides(base, group))
+        after = flat(to_dict(cfg))
+        for o in group:
+            key = o.split("=", 1)[0]
+            assert any(after[k] != before.get(k) for k in after if k == key or k.startswith(key + ".")), o
+        built = prepare(cfg)
+        if "model.dropout" in keys and any(o.startswith("model.dropout=") for o in group):
+            base_model = base_model or prepare(make_config(*base)).built.model
+            assert dropouts(built.built.model) != dropouts(base_model)
+
+
+def test_advice_names_only_what_the_run_reads(provoked, capsys):
+    """mlp on 8x8 digits: no model.dropout (no layer reads it), no augment=standard (pad 4 on 8 pixels); the
+    1-pixel digits augmentation instead. The spiral: input noise, the only augmentation for 2-D points."""
+    _, _, found = diagnose(provoked("overfit"), capsys)
+    advice = found["overfitting"]["advice"]
+    assert "model.dropout=" not in advice and "augment=standard" not in advice and "augment=digits" in advice
+    assert "no layer reading model.dropout" in advice
+
+
+@pytest.mark.slow
+def test_spiral_advice_cites_the_real_best_pt(provoked, capsys):
+    run_dir = provoked("spiral")
+    _, _, found = diagnose(run_dir, capsys)
+    hist = load_run(run_dir).history
+    loss = series(hist, "train_loss")
+    best = int(hist[loss.index(min(loss))]["epoch"])  # the monitor is train_loss (mode min)
+    assert best == json.loads((run_dir / "summary.json").read_text())["best_epoch"]
+    advice = found["overfitting"]["advice"]
+    assert f"best.pt is epoch {best}, the best train_loss" in advice, advice
+    assert "trainer.monitor=val_loss" in advice and "augment=noise" in advice and "augment=standard" not in advice
+    vl = series(hist, "val_loss")
+    assert f"val_loss was lowest at epoch {int(hist[vl.index(min(vl))]['epoch'])}" in advice
+
+
+@pytest.mark.slow
+def test_step_mode_advice_cites_best_pt_by_step(provoked, capsys):
+    run_dir = provoked("spiral_steps")
+    _, _, found = diagnose(run_dir, capsys)
+    hist = load_run(run_dir).history
+    loss = series(hist, "train_loss")
+    step = int(hist[loss.index(min(loss))]["step"])
+    assert f"best.pt is step {step}, the best train_loss" in found["overfitting"]["advice"]
+    assert "since step " in found["overfitting"]["evidence"]
+
+
+@pytest.mark.slow
+def test_exploding_sgd_gets_one_direction_for_the_lr(provoked, capsys):
+    _, out, found = diagnose(provoked("sgd_lr3"), capsys)
+    assert "optimizer.lr=0.3" in found["lr_too_high"]["advice"]
+    assert out.count("optimizer.lr=") == 1 and "higher learning rate:" not in out
+
+
+@pytest.mark.slow
+def test_a_run_at_chance_level_is_never_no_problems(provoked, capsys):
+    run_dir = provoked("chance")
+    code, out, found = diagnose(run_dir, capsys)
+    hist = load_run(run_dir).history
+    best = max(series(hist, "train_acc") + series(hist, "val_acc"))
+    assert best < 0.25 + 0.1 * 0.75  # the provoked run really is at chance for 4 classes
+    assert code == 1 and "no problems" not in out
+    assert f"best accuracy {best:.1%} over 3 epochs, chance is 25.0% for 4 classes" in found["chance_level"]["evidence"]

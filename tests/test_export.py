@@ -62,6 +62,7 @@ def test_export_matches_pytorch_at_batch_1_and_7(run_dir: Path, capsys, fmt: str
     check = info["verification"]
     assert check["passed"] and check["batch_sizes"] == [1, 7, 64] and check["worst"] <= 1e-5
     assert "passed: outputs equal PyTorch's within 1e-05" in out and "batch of 7" in out
+    assert ("torch deprecates TorchScript" in err) == (fmt == "torchscript")  # said, not filtered away
     r = restore(str(run_dir))
     x, _ = real_inputs(r, 20)
     for n in (1, 7, 20):

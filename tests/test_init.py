@@ -1,6 +1,7 @@
 """Initializers: every scheme runs, has the textbook statistics, spares biases; zeros are refused."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,9 @@ from dltool.catalog import INITIALIZERS
 from dltool.config.schema import InitConfig, ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
-from dltool.models.init import initialize
+from dltool.models.init import OUTPUT_GAIN, initialize
+from dltool.train.losses import INIT_TOLERANCE, build_loss, expected_initial_loss
+from tests.conftest import make_config
 
 
 def big_mlp():
@@ -72,3 +75,56 @@ def test_batchnorm_scale_is_left_at_one():
     built = build_model(ModelConfig(layers=[{"fc": 20}, "batchnorm", {"fc": 10}]), (8,), 10)
     initialize(built.model, InitConfig(scheme="normal", std=0.3, bias=0.1))
     assert torch.all(built.model.layers.bn1.weight == 1) and torch.all(built.model.layers.bn1.bias == 0)
+
+
+# the input each shipped model is meant for (its header comment): (C, H, W) images, (T, F) sequences, (C, L) signals
+SHAPES = {"lstm": (8, 8), "gru": (8, 8), "wavenet_small": (1, 64), "lenet": (1, 28, 28), "cnn_digits": (1, 8, 8),
+          "linear_softmax": (64,), "linear_svm": (64,), "mlp": (1, 8, 8)}
+# > 1.3 s to build and run
+HEAVY = {"alexnet_small", "inception_small", "resnet18", "torchvision", "vgg11", "mobilenet_v3_small"}
+MODELS = sorted(p.stem for p in (Path(__file__).parent.parent / "configs" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in HEAVY else m for m in MODELS])
+def test_every_shipped_model_starts_near_the_textbook_loss(model):
+    """The default init (kaiming_normal, small output layer) on standardized inputs and random labels: the loss at
+    init within INIT_TOLERANCE of ln 10, in training mode as the first step sees it; the scores' std <= 0.15."""
+    cfg = make_config(f"model={model}")
+    shape = SHAPES.get(model, (3, 32, 32))
+    torch.manual_seed(0)
+    built = build_model(cfg.model, shape, 10)
+    initialize(built.model, cfg.init, built.layer_inits)
+    x, y = torch.randn(64, *shape), torch.randint(0, 10, (64,))
+    with torch.no_grad():
+        scores = built.model.train()(x)
+    ce = torch.nn.functional.cross_entropy(scores, y).item()
+    assert abs(ce - math.log(10)) / math.log(10) <= INIT_TOLERANCE and abs(ce - math.log(10)) < 0.05, ce
+    assert scores.std().item() <= 0.15
+
+
+@pytest.mark.parametrize("loss", ["mse", "squared_hinge", "hinge", "cross_entropy"])
+def test_default_init_passes_the_init_check_for_every_loss(loss):
+    """The MLP's scores ~ 0: each loss starts at its textbook value (1/C, (C-1) m^2, (C-1) m, ln C) within 5%."""
+    cfg = make_config("model=mlp", f"loss={loss}")
+    torch.manual_seed(0)
+    built = build_model(cfg.model, (1, 8, 8), 10)
+    initialize(built.model, cfg.init, built.layer_inits)
+    x, y = torch.randn(256, 1, 8, 8), torch.randint(0, 10, (256,))
+    with torch.no_grad():
+        got = build_loss(cfg.loss)(built.model(x), y).item()
+    expected = expected_initial_loss(loss, 10, 1.0)
+    assert expected == {"mse": 0.1, "squared_hinge": 9.0, "hinge": 9.0, "cross_entropy": math.log(10)}[loss]
+    assert abs(got - expected) / expected < 0.05, (got, expected)
+
+
+def test_output_layer_is_small_only_under_kaiming_and_without_its_own_init():
+    built = big_mlp()
+    initialize(built.model, InitConfig(scheme="kaiming_normal"))
+    assert built.model.layers.fc2.weight.std().item() == pytest.approx(OUTPUT_GAIN / math.sqrt(400), rel=0.05)
+    initialize(built.model, InitConfig(scheme="xavier_normal", gain=1.0))  # the user's gain, on every layer
+    assert built.model.layers.fc2.weight.std().item() == pytest.approx(math.sqrt(2 / 410), rel=0.05)
+    built = build_model(ModelConfig(layers=[{"fc": 400}, "relu", {"fc": {"units": 10, "init": {"scheme": "normal",
+                                                                                               "std": 0.5}}}]),
+                        (800,), 10)
+    initialize(built.model, InitConfig(scheme="kaiming_normal"), built.layer_inits)
+    assert built.model.layers.fc2.weight.std().item() == pytest.approx(0.5, rel=0.05)

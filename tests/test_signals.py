@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dltool.cli import main
-from dltool.commands.diagnose import Run, diagnose_run, fit_findings, gradient_findings, lr_findings
+from dltool.commands.diagnose import Run, diagnose_run, fit_findings, lr_findings
+from dltool.commands.diagnose_layers import gradient_findings
 from dltool.train.loggers import hparams, read_signals
 from dltool.train.run import train
 from tests.conftest import make_config
@@ -42,8 +43,11 @@ def test_signals_csv_has_every_tensor_and_activation_layer_each_epoch(healthy):
     assert set(acts) == {"relu1", "relu2", "relu3", "relu4"}
     assert all(0 <= a["dead"] < 0.5 and a["mean"] > 0 for a in acts.values())
     for r in ep1:
-        if r["kind"] == "weight":  # adam lr=1e-3 on these weights: around the 1e-3 rule of thumb
-            assert 1e-4 < r["update_ratio"] < 1e-2 and r["grad_norm"] > 0 and r["weight_norm"] > 0
+        # adam lr=1e-3 on these weights: around the 1e-3 rule of thumb; the output layer starts near 0
+        # (dltool.models.init.OUTPUT_GAIN), so its first epoch's steps are large relative to it
+        if r["kind"] == "weight":
+            high = 1.0 if r["name"] == "fc2.weight" else 1e-2
+            assert 1e-4 < r["update_ratio"] < high and r["grad_norm"] > 0 and r["weight_norm"] > 0
     init = next(r for r in rows if r["kind"] == "loss")
     assert init["epoch"] == 0 and 1.5 < init["mean"] < 5  # ln(10) = 2.30 expected
 
@@ -55,7 +59,9 @@ def test_update_ratio_is_the_measured_step_size(tmp_path):
                       "scheduler=none", "trainer.loggers=[csv]")
     train(cfg, tmp_path)  # 1221 training examples: 2 steps per epoch
     for r in read_signals(tmp_path / "signals.csv"):
-        if r["kind"] == "weight":
+        # the output layer (fc3) starts near 0 (OUTPUT_GAIN) and its norm changes several-fold within the epoch,
+        # so the per-step identity does not carry over to the epoch's ratio there
+        if r["kind"] == "weight" and r["name"] != "fc3.weight":
             assert r["update_ratio"] == pytest.approx(0.01 * r["grad_norm"] / r["weight_norm"], rel=0.05)
 
 
@@ -194,3 +200,14 @@ def test_dead_relu_finding_in_default_tier(tmp_path):
     findings, _ = diagnose_run(tmp_path)
     dead = next(f for f in findings if f.code == "dead_relu")
     assert "relu1 100% dead" in dead.evidence and "leaky_relu" in dead.advice
+
+
+def test_a_converged_fine_tuning_runs_wiggles_are_not_oscillation():
+    """train_loss of experiment=finetune (100 examples, 100% train accuracy): ups of 0.003-0.01 at ln 10 = 2.3
+    are noise (the rule needs 2% of ln C); the same shape at the loss's own scale still counts."""
+    loss = [0.0325, 0.0076, 0.0105, 0.0145, 0.0122, 0.0227, 0.0211, 0.0209, 0.0174, 0.0091, 0.0095, 0.0060, 0.0093]
+    cfg = {"optimizer": {"lr": 1e-3}, "loss": {"name": "cross_entropy"}}
+    run = Run(hist(loss, [0.052] * 13, [1.0] * 13, [0.98] * 13), None, cfg, 10)
+    assert lr_findings(run) == []
+    scaled = Run(hist([v * 100 for v in loss], [2] * 13, [0.5] * 13, [0.5] * 13), None, cfg, 10)
+    assert [f.code for f in lr_findings(scaled)] == ["lr_too_high"]

@@ -254,3 +254,18 @@ def test_an_optuna_study_can_be_continued(tmp_path):
     assert [n for n, s, _ in trials(sweep / "optuna.db")] == [0, 1, 2, 3]
     first = {x["optimizer.lr"] for x in rows if x["job"] in ("0", "1")}
     assert first.isdisjoint(x["optimizer.lr"] for x in rows if x["job"] in ("2", "3"))  # no repeated trials
+
+
+@pytest.mark.slow
+def test_cmaes_sampler_runs_several_trials(tmp_path):
+    """CMA-ES needs the `cmaes` package (a dependency in pyproject.toml): Optuna imports it at the second trial,
+    the first one the strategy (not the random start) samples."""
+    sweep = tmp_path / "cma"
+    r = run_cli("train", "-m", "hparams_search=lr_random", "hydra/sweeper/sampler=cmaes", "model=mlp",
+                "trainer.epochs=1", "data.subset=200", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = read_csv(sweep / "sweep.csv")
+    assert len(rows) == 3 and all(x["status"] == "ok" for x in rows)
+    assert len({x["optimizer.lr"] for x in rows}) == 3  # three different points of the search space
+    assert len(trials(sweep / "optuna.db")) == 3

@@ -90,8 +90,9 @@ def test_sanity_reports_the_step_after_which_the_loss_was_nan(tmp_path):
 def test_each_parameter_group_lr_is_logged():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     opt = build_optimizer(model, make_config().optimizer, lr_mults={"0": 0.1})
-    # weight_decay=0: one group per lr multiple (layer 0 at x0.1, layer 1 at x1); one column per distinct lr
-    assert group_lrs(opt) == {"lr": pytest.approx(1e-4), "lr_group1": pytest.approx(1e-3)}
+    # weight_decay=0: one group per lr multiple (layer 0 at x0.1, layer 1 at x1); one column per distinct lr; `lr`
+    # is optimizer.lr (1e-3), not the first group's 0.1x
+    assert group_lrs(opt) == {"lr": pytest.approx(1e-3), "lr_group0": pytest.approx(1e-4)}
     assert group_lrs(build_optimizer(model, make_config().optimizer)) == {"lr": pytest.approx(1e-3)}
 
 

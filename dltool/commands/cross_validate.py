@@ -8,13 +8,15 @@ which is what a sweep job (`dltool train -m ... data.folds=K`) reports as its ob
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
+import logging
 import math
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
@@ -70,11 +72,33 @@ def cross_validate(cfg: TrainConfig, parent: Path, on_fold: FoldHook | None = No
     k_total, parent = cfg.data.folds, Path(parent)
     rows = []
     for k in range(1, k_total + 1):
-        s = train(fold_config(cfg, k), parent / f"fold_{k}")
+        with fold_log(parent / f"fold_{k}"):
+            s = train(fold_config(cfg, k), parent / f"fold_{k}")
         rows.append(fold_row(k, s))
         if on_fold is not None:
             on_fold(k, k_total, s)
     return write_results(cfg, parent, rows)
+
+
+@contextlib.contextmanager
+def fold_log(fold_dir: Path) -> Iterator[None]:
+    """The fold's own train.log (what dltool logs while it trains), like every run dir has; the parent's train.log
+    keeps getting everything too."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(fold_dir / "train.log")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logger = logging.getLogger("dltool")
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
 
 
 def write_results(cfg: TrainConfig, parent: Path, rows: list[dict]) -> dict:

@@ -15,10 +15,22 @@ import csv
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dltool.commands.advice import (
+    Finding,
+    Step,
+    clip_step,
+    get,
+    longer_step,
+    lr_step,
+    regularize_steps,
+    settle,
+    stop_steps,
+)
+from dltool.commands.diagnose_layers import layer_findings
 from dltool.commands.rundir import write_text
 from dltool.config.compose import read_yaml
 from dltool.console import note
@@ -29,17 +41,9 @@ from dltool.train.loggers import read_signals
 from dltool.train.losses import expected_initial_loss
 
 RATIO_HIGH, RATIO_LOW = 1e-2, 1e-5
-DEAD, SATURATED = 0.5, 0.5
-GRAD_SPREAD = 1e3  # weight-gradient norms across layers differing by three orders of magnitude
-INIT_OFF = 1.0  # loss at init more than 100% off the expected value
-
-
-@dataclass
-class Finding:
-    code: str  # lr_too_high, lr_too_low, lr_decay, overfitting, underfitting, dead_relu, saturated, ...
-    title: str
-    evidence: str
-    advice: str  # what to change, naming the config keys
+RISE = 0.05  # an epoch's train_loss 5% above the previous one ...
+NOISE_FLOOR = 0.02  # ... and by more than 2% of the loss's scale (ln C for softmax): smaller wiggles are noise
+CHANCE_MARGIN = 0.1  # accuracy below 1/C + 10% of the way from chance to 100% is guessing
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Run:
     signals: list[dict] | None
     cfg: dict
     num_classes: int | None
+    meta: dict = field(default_factory=dict)  # input_shape, layout (last.pt); best_epoch (summary.json or last.pt)
 
 
 def _floats(row: dict) -> dict:
@@ -85,7 +90,21 @@ def load_run(run_dir: Path) -> Run:
     if not history and not signals:
         raise ConfigError(f"{run_dir} holds no finished epoch yet (no metrics.csv rows, no checkpoints/last.pt, no "
                           f"signals.csv), so there is nothing to diagnose; run it again once an epoch has ended.")
-    return Run(history, signals, cfg, int(ck["num_classes"]) if ck and "num_classes" in ck else None)
+    meta = {k: (ck or {}).get(k) for k in ("input_shape", "layout")}
+    meta["best_epoch"] = ((ck or {}).get("monitor") or {}).get("best_epoch")
+    if (run_dir / "summary.json").exists():  # written at the end of the run: the final word on best.pt
+        meta["best_epoch"] = json.loads((run_dir / "summary.json").read_text()).get("best_epoch", meta["best_epoch"])
+    return Run(history, signals, cfg, int(ck["num_classes"]) if ck and "num_classes" in ck else None, meta)
+
+
+def point(run: Run, epoch: int | None) -> str | None:
+    """How the run names history row `epoch`: "epoch 7", or "step 700" when it counts trainer.max_steps."""
+    if not epoch:
+        return None
+    row = next((h for h in run.history if int(h.get("epoch", 0)) == int(epoch)), None)
+    if get(run.cfg, "trainer.max_steps") is not None and row is not None and row.get("step") not in (None, ""):
+        return f"step {int(row['step'])}"
+    return f"epoch {int(epoch)}"
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -129,9 +148,33 @@ def steady_ratio(ratios: dict[int, float]) -> tuple[float | None, str]:
     return statistics.median(later.values()), f"epoch {first}" if first == last else f"epochs {first}-{last}"
 
 
+def reference_loss(run: Run, first: float) -> float:
+    """The loss's scale: the textbook loss of a guessing model (ln C for softmax), else the first epoch's."""
+    loss = run.cfg.get("loss", {})
+    expected = expected_initial_loss(loss.get("name", ""), run.num_classes, loss.get("margin", 1.0)) \
+        if run.num_classes else None
+    return expected or abs(first) or 1.0
+
+
+def loss_rises(run: Run, finite: list[float]) -> tuple[list[str], list[int]]:
+    """(evidence of an exploding loss, epochs where it went up). A rise counts when it is both RISE of the loss's
+    level and NOISE_FLOOR of its scale: a converged fine-tuning run's wiggles (0.008 -> 0.015 at ln 10 = 2.3)
+    are noise, not oscillation."""
+    if len(finite) < 2:
+        return [], []
+    floor = NOISE_FLOOR * reference_loss(run, finite[0])
+    out = []
+    top = max(finite[1:])
+    if top > 2 * finite[0] and top - finite[0] > floor:
+        k = finite.index(top)
+        out.append(f"train_loss rose from {finite[0]:.4g} (epoch 1) to {finite[k]:.4g} (epoch {k + 1})")
+    ups = [i + 2 for i in range(len(finite) - 1)
+           if finite[i + 1] > (1 + RISE) * finite[i] and finite[i + 1] - finite[i] > floor]
+    return out, ups
+
+
 def lr_findings(run: Run) -> list[Finding]:
     """Too high (loss non-finite, explodes or oscillates; ratios > 1e-2) or too low (ratios < 1e-5, flat loss)."""
-    lr = run.cfg.get("optimizer", {}).get("lr")
     loss = series(run.history, "train_loss")
     ratios = weight_ratios(run.signals or [])
     high = []
@@ -139,10 +182,8 @@ def lr_findings(run: Run) -> list[Finding]:
     if bad:
         high.append(f"train_loss became {loss[bad - 1]} at epoch {bad}")
     finite = [v for v in loss if math.isfinite(v)]
-    if len(finite) >= 2 and max(finite[1:]) > 2 * finite[0]:
-        k = finite.index(max(finite[1:]))
-        high.append(f"train_loss rose from {finite[0]:.4g} (epoch 1) to {finite[k]:.4g} (epoch {k + 1})")
-    ups = [i + 2 for i in range(len(finite) - 1) if finite[i + 1] > 1.05 * finite[i]]
+    rose, ups = loss_rises(run, finite)
+    high += rose
     if len(finite) >= 4 and len(ups) >= max(2, 0.3 * (len(finite) - 1)):
         high.append(f"train_loss went up in epochs {', '.join(map(str, ups))} (oscillating)")
     steady, span = steady_ratio(ratios)
@@ -150,8 +191,7 @@ def lr_findings(run: Run) -> list[Finding]:
         high.append(f"median update/weight ratio {steady:.2g} over {span} (> {RATIO_HIGH:g})")
     if high:
         return [Finding("lr_too_high", "learning rate too high", "; ".join(high),
-                        f"lower optimizer.lr (now {lr}) about 10x, e.g. optimizer.lr={_g(lr, 0.1)}, or clip "
-                        f"gradients with regularization.clip_grad_norm=1.0")]
+                        lr_step(run.cfg, 0.1, "lower the learning rate about 10x") + clip_step(run.cfg))]
     low = []
     acc = series(run.history, "train_acc")  # none for regression: a flat loss alone decides there
     flat = len(finite) >= 3 and finite[0] > 0 and (finite[0] - finite[-1]) / finite[0] < 0.01 \
@@ -163,41 +203,50 @@ def lr_findings(run: Run) -> list[Finding]:
         low.append(f"train_loss almost flat: {finite[0]:.4g} -> {finite[-1]:.4g} over {len(finite)} epochs")
     if low:
         return [Finding("lr_too_low", "learning rate too low", "; ".join(low),
-                        f"raise optimizer.lr (now {lr}) about 10x, e.g. optimizer.lr={_g(lr, 10)}")]
+                        lr_step(run.cfg, 10, "raise the learning rate about 10x"))]
     return []
 
 
-def _g(v, f: float) -> str:
-    return f"{v * f:g}" if isinstance(v, (int, float)) else "?"
+def overfitting(run: Run) -> list[Finding]:
+    """val_loss rising for 2+ points since its minimum while the train/val accuracy gap grows (the val - train
+    loss gap where the task records no accuracy: regression)."""
+    vl, tl = series(run.history, "val_loss"), series(run.history, "train_loss")
+    ta, va = series(run.history, "train_acc"), series(run.history, "val_acc")
+    n = len(vl)
+    accuracy = len(ta) == n and len(va) == n
+    if n < 3 or not all(math.isfinite(v) for v in vl) or (not accuracy and len(tl) != n):
+        return []
+    k = vl.index(min(vl))
+    gap_k, gap_end = (ta[k] - va[k], ta[-1] - va[-1]) if accuracy else (vl[k] - tl[k], vl[-1] - tl[-1])
+    widened = gap_end > 0.05 if accuracy else gap_end > 0.1 * vl[k]
+    if not (n - 1 - k >= 2 and vl[-1] > 1.1 * vl[k] and widened and gap_end > gap_k):
+        return []
+    since = point(run, int(run.history[k].get("epoch", k + 1))) or f"epoch {k + 1}"
+    steps = regularize_steps(run.cfg, run.meta) + [Step("more training data")]
+    steps += stop_steps(run.cfg, point(run, run.meta.get("best_epoch")), since)
+    return [Finding("overfitting", "overfitting",
+                    f"val_loss rising since {since} ({vl[k]:.4g} -> {vl[-1]:.4g}); "
+                    + (f"train/val accuracy gap {gap_k:.1%} -> {gap_end:.1%}" if accuracy else
+                       f"val - train loss gap {gap_k:.4g} -> {gap_end:.4g}"), steps)]
 
 
 def fit_findings(run: Run) -> list[Finding]:
     """Overfitting (val loss rising since epoch k, gap growing), underfitting, lr decay needed."""
-    out = []
+    out = overfitting(run)
     vl, tl = series(run.history, "val_loss"), series(run.history, "train_loss")
-    ta, va = series(run.history, "train_acc"), series(run.history, "val_acc")
+    ta = series(run.history, "train_acc")
     n = len(vl)
-    accuracy = len(ta) == n and len(va) == n  # regression has no accuracy: the train/val loss gap decides
-    if n >= 3 and all(math.isfinite(v) for v in vl):
-        k = vl.index(min(vl))
-        gap_k, gap_end = (ta[k] - va[k], ta[-1] - va[-1]) if accuracy else (vl[k] - tl[k], vl[-1] - tl[-1])
-        widened = gap_end > 0.05 if accuracy else gap_end > 0.1 * vl[k]
-        if n - 1 - k >= 2 and vl[-1] > 1.1 * vl[k] and widened and gap_end > gap_k:
-            gap = f"train/val accuracy gap {gap_k:.1%} -> {gap_end:.1%}" if accuracy else \
-                f"val - train loss gap {gap_k:.4g} -> {gap_end:.4g}"
-            out.append(Finding(
-                "overfitting", "overfitting",
-                f"val_loss rising since epoch {k + 1} ({vl[k]:.4g} -> {vl[-1]:.4g}); {gap}",
-                "regularize more: regularization.l2=1e-4 (or higher), model.dropout=0.5, augment=standard, more "
-                f"data; or stop earlier: trainer.patience=3 (best.pt is epoch {k + 1} already)"))
     exact_match = config_task(run.cfg.get("data") or {}) == "multilabel"  # its train_acc is all labels right
     recent = ta[max(0, len(ta) - 1 - max(2, len(ta) // 3))] if ta else 0.0
     if not exact_match and len(ta) >= 3 and ta[-1] < 0.7 and ta[-1] - recent < 0.02:
+        less = [Step("less L2", ("regularization.l2=0",))] if (get(run.cfg, "regularization.l2") or 0) > 0 else []
+        if (get(run.cfg, "model.dropout") or 0) > 0:
+            less.append(Step("less dropout", ("model.dropout=0",)))
         out.append(Finding(
             "underfitting", "underfitting",
             f"train_acc low and flat: {ta[0]:.1%} -> {ta[-1]:.1%} over {len(ta)} epochs",
-            "more capacity (a bigger model=, more units/filters), longer training (trainer.epochs), a higher "
-            "optimizer.lr, less regularization (regularization.l2, model.dropout)"))
+            [Step("more capacity (a bigger model=, more units/filters in model.layers)")] + longer_step(run.cfg)
+            + lr_step(run.cfg, 3, "a higher learning rate") + less))
     sched = run.cfg.get("scheduler", {}).get("name")
     if sched == "none" and n >= 6 and not any(f.code == "overfitting" for f in out):
         third = max(2, n // 3)
@@ -208,64 +257,29 @@ def fit_findings(run: Run) -> list[Finding]:
                 "lr_decay", "learning-rate decay needed",
                 f"val_loss plateaued over the last {third} epochs (best {before:.4g} before, {last:.4g} since) while "
                 f"train_loss still falls slowly ({t_drop:.1%})",
-                "decay the learning rate: scheduler=cosine, scheduler=step, or scheduler=plateau"))
+                [Step("decay the learning rate", (f"scheduler={x}",)) for x in ("cosine", "step", "plateau")]))
     return out
 
 
-def layer_findings(signals: list[dict], cfg: dict, num_classes: int | None) -> list[Finding]:
-    """Dead ReLUs, saturated tanh/sigmoid, vanishing/exploding gradients, loss at init."""
-    out = []
-    last = max((r["epoch"] for r in signals), default=0)
-    acts = [r for r in signals if r["kind"] == "activation" and r["epoch"] == last]
-    dead = [(r["name"], r["dead"]) for r in acts if r.get("dead") is not None and r["dead"] > DEAD]
-    if dead:
-        out.append(Finding("dead_relu", "dead ReLUs",
-                           ", ".join(f"{n} {v:.0%} dead" for n, v in dead) + f" at epoch {last} (units that output 0 "
-                           "for every probe example pass no gradient)",
-                           "lower optimizer.lr, use leaky_relu instead of relu in model.layers, or a small positive "
-                           "bias (init.bias=0.01)"))
-    sat = [(r["name"], r["saturated"]) for r in acts if r.get("saturated") is not None and r["saturated"] > SATURATED]
-    if sat:
-        out.append(Finding("saturated", "saturated tanh/sigmoid units",
-                           ", ".join(f"{n} {v:.0%} of outputs at the rails" for n, v in sat) + f" at epoch {last}",
-                           "smaller initial weights (init.scheme=xavier_uniform, or init.std smaller), batchnorm "
-                           "before the activation, or relu; a lower optimizer.lr"))
-    out += gradient_findings(signals)
-    init = next((r["mean"] for r in signals if r["kind"] == "loss" and r["epoch"] == 0), None)
-    loss = cfg.get("loss", {})
-    task = config_task(cfg.get("data") or {})
-    expected = expected_initial_loss(loss.get("name", ""), num_classes, loss.get("margin", 1.0), task,
-                                     loss.get("delta", loss.get("beta", 1.0))) if num_classes else None
-    if init is not None and expected and math.isfinite(init) and abs(init - expected) / expected > INIT_OFF:
-        out.append(Finding("init_loss", "loss at initialization far from the expected value",
-                           f"loss at init {init:.4g}, expected {expected:.4g} for {loss.get('name')} with "
-                           + (f"{num_classes} classes" if task == "classification" else
-                              "standardized targets" if task == "regression" else "sigmoid outputs (ln 2)"),
-                           "the initial scores are not small: smaller initial weights (init.scheme, init.std, "
-                           "init.gain) and init.bias=0"))
-    elif init is not None and not math.isfinite(init):
-        out.append(Finding("init_loss", "loss at initialization is not finite", f"loss at init {init}",
-                           "check init.scheme / init.std (weights too large) and the data normalization"))
-    return out
+def chance_findings(run: Run) -> list[Finding]:
+    """Accuracy never clearly above guessing: best train and val accuracy below 1/C + CHANCE_MARGIN of the rest.
 
-
-def gradient_findings(signals: list[dict]) -> list[Finding]:
-    """Weight-gradient norms across layers (epoch 1) differing by orders of magnitude."""
-    first = min((r["epoch"] for r in signals if r["epoch"] > 0), default=None)
-    g = [(r["name"], r["grad_norm"]) for r in signals
-         if r["epoch"] == first and r["kind"] == "weight" and r.get("grad_norm") is not None]
-    if len(g) < 2 or not all(math.isfinite(v) for _, v in g):
+    A run at chance level learned nothing, whatever else looks healthy; it is never "no problems".
+    """
+    c = run.num_classes
+    acc = series(run.history, "train_acc") + series(run.history, "val_acc")
+    if not c or c < 2 or not acc or config_task(run.cfg.get("data") or {}) != "classification":
+        return []  # binary/multilabel chance is the base rate, not 1/C; regression has no accuracy
+    chance = 1 / c
+    bar = chance + CHANCE_MARGIN * (1 - chance)
+    if max(acc) >= bar:
         return []
-    lo, hi = min(g, key=lambda t: t[1]), max(g, key=lambda t: t[1])
-    if hi[1] <= 0 or (lo[1] > 0 and hi[1] / lo[1] <= GRAD_SPREAD):
-        return []
-    early = [n for n, _ in g].index(lo[0]) < [n for n, _ in g].index(hi[0])
-    kind = "vanishing" if early else "exploding"
-    return [Finding(f"{kind}_gradients", f"{kind} gradients",
-                    f"weight-gradient norms in epoch {first} range from {lo[1]:.2g} ({lo[0]}) to {hi[1]:.2g} "
-                    f"({hi[0]}): {'inf' if lo[1] == 0 else f'{hi[1] / lo[1]:.0e}'}x",
-                    "an init matched to the activation (init.scheme=kaiming_normal for relu, xavier_uniform for "
-                    "tanh), batchnorm layers, or regularization.clip_grad_norm=1.0")]
+    return [Finding("chance_level", "accuracy at chance level",
+                    f"best accuracy {max(acc):.1%} over {len(run.history)} epochs, chance is {chance:.1%} for {c} "
+                    f"classes (below {bar:.1%} counts as guessing)",
+                    [Step("check that the model can learn at all: `dltool overfit-sanity-check` with the same "
+                          "overrides must memorize a few examples")] + longer_step(run.cfg)
+                    + lr_step(run.cfg, 3, "a higher learning rate"))]
 
 
 CANNOT = "update ratios, dead or saturated units, gradient flow and the loss at init"
@@ -279,11 +293,12 @@ def diagnose_run(run_dir: Path) -> tuple[list[Finding], list[str]]:
         cannot.append(f"{CANNOT}: no signals.csv (trained with trainer.diagnostics=false or before dltool "
                       f"recorded signals)")
     else:
-        findings += layer_findings(run.signals, run.cfg, run.num_classes)  # causes before their symptoms
+        findings += layer_findings(run.signals, run.cfg, run.num_classes)
     findings += fit_findings(run)
     if not run.history:
         cannot.append("learning curves: no metrics.csv and no history in checkpoints/last.pt")
-    record = {"findings": [asdict(f) for f in findings], "cannot_judge": cannot, "epochs": len(run.history)}
+    findings = settle(findings + chance_findings(run))
+    record = {"findings": [f.record() for f in findings], "cannot_judge": cannot, "epochs": len(run.history)}
     write_text(Path(run_dir), Path(run_dir) / "diagnosis.json", json.dumps(record, indent=2))
     return findings, cannot
 

@@ -8,6 +8,7 @@ from rich.markup import escape
 from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
 from dltool.config.keys import GROUPS, OPTIONS
 from dltool.config.keyspec import Group, type_name, yaml_value
+from dltool.config.variants import REFUSED
 from dltool.console import console, table
 from dltool.registry import Entry, unknown
 from dltool.tasks import DATASET_TASKS, TASKS
@@ -97,5 +98,6 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     title = {"backbones": "backbone families (model.backbone: `dltool list backbones` names every model)"}.get(name,
                                                                                                         name)
     head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
-    return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in entries.items()]
+    offered = {k: e for k, e in entries.items() if (SECTIONS.get(name), k) not in REFUSED}  # e.g. init constant
+    return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in offered.items()]
 

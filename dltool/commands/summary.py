@@ -29,7 +29,7 @@ def shape_and_classes(cfg: DataConfig) -> tuple[tuple[int, ...], int, str]:
 def summary_task(cfg: TrainConfig) -> int:
     """`dltool summary`: build the model for the data set (or data.input_shape) and print the layer table."""
     shape, num_classes, where = shape_and_classes(cfg.data)
-    built = build_model(cfg.model, shape, num_classes)
+    built = build_model(cfg.model, shape, num_classes, device="meta")  # a backbone on meta: counted, not computed
     apply(built, cfg.model)  # so the table shows what is frozen and what learns more slowly
     console.print(table(f"{cfg.model.name} on {where} (input {'x'.join(map(str, shape))}, "
                         f"{num_classes} classes)", COLUMNS, rows(built)))

@@ -54,6 +54,7 @@ class Space:
     high: float | None = None
     log: bool = False
     values: list[Any] = field(default_factory=list)
+    choice: bool = False  # choice(...): a set of options, not a range (no edge warning)
 
 
 def number(text: str) -> Any:
@@ -169,8 +170,9 @@ def parse_spaces(strings: list[str]) -> dict[str, Space]:
             spaces[key] = Space(key, float(v.start), float(v.end), "log" in (v.tags or set()))
         elif isinstance(v, RangeSweep):
             spaces[key] = Space(key, values=[number(str(x)) for x in o.sweep_iterator()])
-        elif isinstance(v, ChoiceSweep):
-            spaces[key] = Space(key, values=[number(str(x)) for x in o.sweep_string_iterator()])
+        elif isinstance(v, ChoiceSweep):  # a,b,c (simple form) is a grid; choice(a, b, c) a set of options
+            spaces[key] = Space(key, values=[number(str(x)) for x in o.sweep_string_iterator()],
+                                choice=not v.simple_form)
     return spaces
 
 
@@ -200,8 +202,8 @@ def swept_spaces(sweep_dir: Path, jobs: list[Job]) -> dict[str, Space]:
             spaces[k] = Space(k, values=seen)
     for s in spaces.values():
         nums = [v for v in s.values if is_num(v)]
-        if not s.log and s.low is None and nums and min(nums) > 0 and max(nums) / min(nums) >= 100:
-            s.log = True  # values spanning two decades or more: read them on a log axis
+        if not s.log and s.low is None and nums and min(nums) > 0 and max(nums) / min(nums) >= 10:
+            s.log = True  # positive values spanning a decade or more (1e-3, 3e-3, 1e-2): read them on a log axis
     return spaces
 
 
@@ -221,19 +223,27 @@ def rank(jobs: list[Job], mode: str) -> list[Job]:
 
 
 def edge_warnings(best: Job, spaces: dict[str, Space]) -> list[str]:
-    """The best job's value of each numeric hyperparameter at the border of its range: widen the range."""
+    """The best job's value of each numeric hyperparameter at the border of its range: widen the range.
+
+    An interval: the outer EDGE of it (log scale for log-searched ones). A grid (a,b,c or range()): only its
+    smallest or largest value (an interior grid value is inside, however close). choice(...): never (options).
+    """
     out = []
     for key, s in spaces.items():
         v = best.values.get(key)
-        if not is_num(v):
+        if not is_num(v) or s.choice:
             continue
-        nums = sorted(x for x in s.values if is_num(x))
-        low, high = (s.low, s.high) if s.low is not None else ((nums[0], nums[-1]) if len(nums) > 1 else (None, None))
-        if low is None or high is None or high <= low:
-            continue
-        f = (lambda x: math.log10(x)) if s.log and low > 0 and v > 0 else (lambda x: x)
-        t = (f(v) - f(low)) / (f(high) - f(low))
-        side = "low" if t <= EDGE else "high" if t >= 1 - EDGE else None
+        if s.low is not None and s.high is not None and s.high > s.low:
+            low, high = s.low, s.high
+            f = (lambda x: math.log10(x)) if s.log and low > 0 and v > 0 else (lambda x: x)
+            t = (f(v) - f(low)) / (f(high) - f(low))
+            side = "low" if t <= EDGE else "high" if t >= 1 - EDGE else None
+        else:
+            nums = sorted(x for x in s.values if is_num(x))
+            if len(nums) < 2:
+                continue
+            low, high = nums[0], nums[-1]
+            side = "low" if v <= low else "high" if v >= high else None
         if side == "low" and low == 0:
             continue  # a range starting at 0 (no L2, no dropout) has nothing below it
         if side:
@@ -296,33 +306,40 @@ def plot(jobs: list[Job], spaces: dict[str, Space], monitor: str, path: Path) ->
 
 
 def figure(jobs: list[Job], spaces: dict[str, Space], monitor: str, title: str) -> Figure:
-    """The best metric against each swept hyperparameter (log axis for log-scale ones), the best job starred."""
+    """The best metric against each swept hyperparameter (log axis for log-scale ones), the best job starred,
+    pruned trials drawn (x: their best value before they were stopped)."""
     keys = list(spaces)
     fig = Figure(figsize=(4.2 * max(1, len(keys)), 3.6))
     done = [j for j in jobs if j.status == "ok" and j.best is not None]
+    pruned = [j for j in jobs if j.status == "pruned" and j.best is not None]
     for i, key in enumerate(keys or ["(nothing swept)"]):
         ax = fig.add_subplot(1, max(1, len(keys)), i + 1)
-        xs = [j.values.get(key) for j in done]
-        numeric = all(is_num(x) for x in xs)
-        if not numeric:  # categorical: one position per value
-            labels = list(dict.fromkeys(str(x) for x in xs))
-            xs = [labels.index(str(x)) for x in xs]
+        raw = [j.values.get(key) for j in done + pruned]
+        numeric = all(is_num(x) for x in raw)
+        labels = list(dict.fromkeys(str(x) for x in raw))
+        xs = raw if numeric else [labels.index(str(x)) for x in raw]  # categorical: one position per value
+        if not numeric:
             ax.set_xticks(range(len(labels)), labels, rotation=30)
-        ax.scatter(xs, [j.best for j in done], s=22)
+        ax.scatter(xs[:len(done)], [j.best for j in done], s=22, label="finished")
+        if pruned:
+            ax.scatter(xs[len(done):], [j.best for j in pruned], marker="x", s=26, color="tab:gray",
+                       label=f"pruned ({len(pruned)}; best before stopping)")
         if done:
             ax.scatter([xs[0]], [done[0].best], marker="*", s=160, color="tab:red", label=f"best ({done[0].name})")
-            ax.legend(fontsize=8)
+        if done or pruned:
+            ax.legend(fontsize=7)
         s = spaces.get(key)
-        if s is not None and s.log and all(is_num(x) and x > 0 for x in xs):
+        log = s is not None and s.log and numeric and all(x > 0 for x in xs)
+        if log:
             ax.set_xscale("log")
         elif numeric:
             linear_ticks(ax, xs, s)
         if s is not None and s.low is not None and s.high is not None and s.high > s.low:
             ax.set_xlim(s.low, s.high)  # the whole search interval: samples crowding one end show at a glance
-        ax.set_xlabel(key + (" (log)" if s is not None and s.log else ""))
+        ax.set_xlabel(key + (" (log)" if log else ""))
         ax.set_ylabel(f"best {monitor}")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}: {len(done)} finished of {len(jobs)} jobs")
+    fig.suptitle(f"{title}: {len(done)} finished, {len(pruned)} pruned of {len(jobs)} jobs")
     fig.subplots_adjust(wspace=0.35)
     return fig
 

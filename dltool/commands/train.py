@@ -42,9 +42,12 @@ def worst_value(mode: str) -> float:
 
 
 def job_threads(threads: int | None) -> None:
-    """A sweep job running beside others uses its share of the cores (trainer.threads, when set, wins)."""
+    """A sweep job running beside others uses its share of the cores (trainer.threads, when set, wins); applied
+    here, before train.log says how many threads the run uses."""
     share = os.environ.get(JOB_THREADS)
-    if threads is None and share:
+    if threads:
+        torch.set_num_threads(threads)
+    elif share:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), int(share))))
     log.info("torch threads: %d", torch.get_num_threads())
 

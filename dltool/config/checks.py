@@ -96,6 +96,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.stopping_threshold": (optional(num), "null or a finite number"),
     "trainer.divergence_threshold": (optional(num), "null or a finite number"),
     "trainer.mode": (lambda v: v in ("min", "max"), "min (losses) or max (accuracies)"),
+    "trainer.devices": (at_least(1), "a whole number of processes >= 1 (1: one process, no data parallelism)"),
 }
 
 

@@ -92,6 +92,19 @@ def first_values(overrides: list[str]) -> list[str]:
     return out
 
 
+def refuse_sweep(overrides: list[str]) -> None:
+    """A sweep value (a,b / choice() / range() / interval()) without -m: one sentence saying to add -m."""
+    plain = [o for o in overrides if not o.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except Exception:  # noqa: BLE001 - a malformed override gets its own sentence from compose
+        return
+    for raw, o in zip(plain, parsed):
+        if o.is_sweep_override() and not o.get_key_element().lstrip("+~").startswith("hydra"):
+            raise ConfigError(f"{raw} lists several values, which is a sweep: add -m to run one job per value "
+                              f"(dltool train -m ... {raw}), or give {o.get_key_element()} one value.")
+
+
 def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: bool = False) -> Any:
     """Compose with Hydra's compose API and validate against the schema (ConfigError on any mistake).
 

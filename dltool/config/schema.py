@@ -142,6 +142,25 @@ def validate(cfg: DictConfig | dict, stored: bool = False) -> TrainConfig:
     return typed
 
 
+def reads(node: Any, text: str) -> bool:
+    """Whether any string inside node (the unresolved layer list) mentions text, e.g. ${model.dropout}."""
+    if isinstance(node, str):
+        return text in node
+    if isinstance(node, dict):
+        return any(reads(v, text) for v in node.values())
+    return isinstance(node, (list, tuple)) and any(reads(v, text) for v in node)
+
+
+def check_dropout_key(cfg: DictConfig) -> None:
+    """model.dropout set while no layer reads ${model.dropout}: it would change nothing, silently. Checked on a
+    freshly composed config (`dltool train`), whose layers still hold the interpolation; a stored one is resolved."""
+    model = OmegaConf.to_container(cfg.model, resolve=False) if "model" in cfg else {}
+    if model.get("dropout") is not None and not reads(model.get("layers"), "model.dropout"):
+        raise ConfigError(f"model.dropout={model['dropout']} is read by no layer of model {model.get('name')} (none "
+                          f"has p: ${{model.dropout}}), so it would change nothing; add `- dropout: {{p: "
+                          f"${{model.dropout}}}}` to model.layers, or leave model.dropout unset.")
+
+
 def to_dict(cfg: TrainConfig) -> dict:
     """The resolved config as plain data, each variant group with only its variant's keys (for checkpoints,
     config.yaml and the console tree)."""

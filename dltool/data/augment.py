@@ -325,8 +325,27 @@ def build_v2(ops: list, layout: str = "image") -> Callable[[torch.Tensor], torch
     return v2.Compose([v2_transform(name, opts) for name, opts in steps]) if steps else None
 
 
+def check_size(ops: list, shape: tuple) -> None:
+    """Refuse shifts and blurs that destroy small images: a translation by more than a quarter of the side moves
+    the content out of the frame (augment=standard's pad 4 on 8x8 digits: half of it), a blur kernel wider than
+    half the side averages the whole image."""
+    side = min(shape[-2:])
+    for i, (name, opts) in enumerate(parse(ops, "image")):
+        pad, kernel = opts.get("pad", 0), opts.get("kernel", 0)
+        if name == "translate" and isinstance(pad, (int, float)) and 4 * pad > side:
+            raise ConfigError(f"augment.ops[{i}] (translate pad={pad}) shifts {shape[-2]}x{shape[-1]} images by up "
+                              f"to {pad} pixels, {pad / side:.0%} of their side, out of the frame; use pad <= "
+                              f"{max(1, side // 4)} (augment=digits shifts by 1 pixel).")
+        if name == "blur" and isinstance(kernel, int) and 2 * kernel > side:
+            raise ConfigError(f"augment.ops[{i}] (blur kernel={kernel}) on {shape[-2]}x{shape[-1]} images averages "
+                              f"over more than half the image; use kernel <= {max(1, side // 2) // 2 * 2 - 1} or "
+                              f"drop the blur.")
+
+
 def attach(data: Any, ops: list) -> Callable[[Batch, torch.Generator], Batch] | None:
     """Wire augmentation into a DataBundle's training split; returns Setup.augment (or None)."""
+    if data.layout == "image" and len(data.input_shape) == 3:
+        check_size(ops, tuple(data.input_shape))
     if hasattr(data.train, "dataset"):  # streamed folder data: transforms run in the workers
         data.train.dataset.transform = build_v2(ops, data.layout)
         return None

@@ -26,7 +26,8 @@ from dltool.catalog import BACKBONE_FAMILIES, backbone_family
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.layers import Shape, fmt
-from dltool.models.trace import BuiltModel, LayerRecord, mac_rule
+from dltool.models.macs import Measured, first_tensor, measure
+from dltool.models.trace import BuiltModel, LayerRecord
 from dltool.registry import Entry, unknown
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def adapt_generic(net: nn.Module, in_ch: int, classes: int, small: bool) -> list
     head = [n for n, m in net.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000
             or isinstance(m, nn.Conv2d) and m.out_channels == 1000][-1]
     old = net.get_submodule(head)
-    new = nn.Linear(old.in_features, classes) if isinstance(old, nn.Linear) else \
+    new = nn.Linear(old.in_features, classes, bias=old.bias is not None) if isinstance(old, nn.Linear) else \
         nn.Conv2d(old.in_channels, classes, old.kernel_size, old.stride, old.padding)
     set_module(net, head, new)
     stem = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
@@ -162,10 +163,41 @@ def load_checked(file: Path) -> dict:
     return state
 
 
-def load_torchvision(name: str, weights: str | None) -> nn.Module:
-    """torchvision's registered builder, with checked weights from the hub cache (downloaded there when missing)."""
-    net = models.get_model_builder(name)(weights=None, **EXTRA_ARGS.get(name, {}))
-    if weights is None:
+def builder_args(name: str, input_shape: Shape) -> dict:
+    """Builder arguments for an input size other than the 224 px a transformer is built for by default."""
+    h, w = input_shape[1:]
+    if (h, w) == (224, 224) or not name.startswith(("vit_", "maxvit_")):
+        return {}
+    if name.startswith("maxvit_"):
+        return {"input_size": (h, w)}
+    if h != w:
+        raise ConfigError(f"model.backbone={name} needs square images, but the data gives {h}x{w}; set "
+                          f"data.image_size=[{max(h, w)}, {max(h, w)}].")
+    return {"image_size": h}
+
+
+def construct(name: str, weights: str | None, input_shape: Shape, device: str) -> nn.Module:
+    """torchvision's builder on `device` (`meta`: no memory, no init compute; builders that compute with tensors
+    while building, e.g. regnet's widths, are built on the CPU and moved)."""
+    kwargs = {**EXTRA_ARGS.get(name, {}), **builder_args(name, input_shape)}
+    builder = models.get_model_builder(name)
+    try:
+        try:
+            with torch.device(device):
+                return builder(weights=None, **kwargs)
+        except NotImplementedError:
+            return builder(weights=None, **kwargs).to(device)
+    except (AssertionError, ValueError) as ex:
+        raise ConfigError(f"model.backbone={name} cannot be built for {fmt(input_shape)} inputs "
+                          f"({str(ex).splitlines()[0][:120]}).") from None
+
+
+def load_torchvision(name: str, weights: str | None, input_shape: Shape = (3, 224, 224),
+                     device: str = "cpu") -> nn.Module:
+    """torchvision's registered builder, with checked weights from the hub cache (downloaded there when missing);
+    on `meta` (dltool summary) the weights' values are not needed and not loaded."""
+    net = construct(name, weights, input_shape, device)
+    if weights is None or device == "meta":
         return net
     enum = models.get_model_weights(name)
     valid = ["DEFAULT"] + [w.name for w in enum]
@@ -190,7 +222,7 @@ def load_torchvision(name: str, weights: str | None) -> nn.Module:
     return net
 
 
-def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
+def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int, device: str = "cpu") -> BuiltModel:
     """The named torchvision model, adapted to (C, H, W) inputs and num_classes outputs, with its shape trace."""
     adapt = BACKBONES.get(spec.backbone or "")
     if adapt is None:
@@ -201,8 +233,9 @@ def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> B
     if len(input_shape) != 3:
         raise ConfigError(f"model.backbone={spec.backbone} needs CxHxW images but the data gives {fmt(input_shape)} "
                           f"per example.")
-    net = load_torchvision(spec.backbone, spec.weights)
-    fresh = adapt(net, input_shape[0], num_classes, spec.small_input)
+    net = load_torchvision(spec.backbone, spec.weights, input_shape, device)
+    with torch.device(device):
+        fresh = adapt(net, input_shape[0], num_classes, spec.small_input)
     model = Backbone(net)
     pretrained = {}
     if spec.weights is not None:
@@ -212,26 +245,24 @@ def build_backbone(spec: ModelConfig, input_shape: Shape, num_classes: int) -> B
 
 
 def trace(model: Backbone, input_shape: Shape, spec: ModelConfig) -> list[LayerRecord]:
-    """Summary rows: each top-level child; Sequential children (layer1, features, ...) one level deeper."""
+    """Summary rows: each top-level child; Sequential children (layer1, features, ...) one level deeper. Mult-adds
+    and activations come from one forward pass under torch's counter (dltool.models.macs) on the model's device
+    (`meta` for `dltool summary`: no compute); ops outside every row (ViT's class token, ...) get a row of their own."""
     rows: OrderedDict[str, tuple[nn.Module, int]] = OrderedDict()
     for name, child in model.layers.named_children():
         rows[name] = (child, 0)
-        if isinstance(child, nn.Sequential):
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):  # a ModuleList is never called: its children are
             rows.update((f"{name}.{n}", (c, 1)) for n, c in child.named_children())
     shapes: dict[str, tuple[Shape, Shape]] = {}
-    macs: dict[str, int] = {n: 0 for n in rows}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, (tuple(i[0].shape[1:]),
-                                                                                 tuple(o.shape[1:]))))
+                                                                                 tuple(first_tensor(o).shape[1:]))))
              for n, (m, _) in rows.items()]
-    for n, (m, _) in rows.items():
-        if not any(k.startswith(n + ".") for k in rows):  # a leaf row: count the mult-adds inside it
-            hooks += [leaf.register_forward_hook(lambda m, i, o, n=n: macs.__setitem__(
-                n, macs[n] + mac_rule(m)(m, i[0], o) // i[0].shape[0])) for leaf in m.modules() if mac_rule(leaf)]
+    leaves = {n: m for n, (m, _) in rows.items() if not any(k.startswith(n + ".") for k in rows)}
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(2, *input_shape))
-    except RuntimeError as ex:
+        _, got = measure(model, torch.zeros(2, *input_shape, device=device), leaves)
+    except (RuntimeError, ValueError, AssertionError) as ex:
         raise ConfigError(f"model.backbone={spec.backbone} cannot run on {fmt(input_shape)} inputs "
                           f"({str(ex).splitlines()[0][:120]}); use larger images"
                           f"{'' if spec.small_input else ' or model.small_input=true'}.") from None
@@ -239,10 +270,18 @@ def trace(model: Backbone, input_shape: Shape, spec: ModelConfig) -> list[LayerR
         for h in hooks:
             h.remove()
         model.train()
-    return [_record(n, m, d, shapes, macs, rows) for n, (m, d) in rows.items() if n in shapes]
+    out = [_record(n, m, d, shapes, got, rows) for n, (m, d) in rows.items()
+           if n in shapes or any(k.startswith(n + ".") for k in rows)]
+    rest_macs = got.macs - sum(got.group_macs.values())
+    rest_acts = got.activations - sum(got.group_activations.values())
+    if rest_macs > 0 or rest_acts > 0:
+        out.append(LayerRecord("(outside the layers)", "functional ops", (), (), 0, 0, rest_macs // 2, 0,
+                               rest_acts // 2))
+    return out
 
 
-def _record(name: str, m: nn.Module, depth: int, shapes: dict, macs: dict, rows: dict) -> LayerRecord:
+def _record(name: str, m: nn.Module, depth: int, shapes: dict, got: Measured, rows: dict) -> LayerRecord:
     expanded = any(k.startswith(name + ".") for k in rows)  # its children carry the numbers
     params = 0 if expanded else sum(p.numel() for p in m.parameters())
-    return LayerRecord(name, type(m).__name__, *shapes[name], params, params, 0 if expanded else macs[name], depth)
+    macs, acts = (0, 0) if expanded else (got.group_macs.get(name, 0) // 2, got.group_activations.get(name, 0) // 2)
+    return LayerRecord(name, type(m).__name__, *shapes.get(name, ((), ())), params, params, macs, depth, acts)

@@ -235,14 +235,15 @@ def projection(in_shape: Shape, out_shape: Shape, where: str, mode: str) -> nn.M
                       f"strides/padding so the shapes line up.")
 
 
-def build_model(spec: ModelConfig, input_shape: Shape, num_classes: int) -> BuiltModel:
-    """Build the nn.Module described by spec.layers for inputs of `input_shape` (no batch axis)."""
+def build_model(spec: ModelConfig, input_shape: Shape, num_classes: int, device: str = "cpu") -> BuiltModel:
+    """Build the nn.Module described by spec.layers for inputs of `input_shape` (no batch axis); a torchvision
+    backbone is built on `device` (`meta` for a summary: shapes and counts without memory or compute)."""
     if not spec.layers and not spec.backbone:
         raise ConfigError("model.layers is empty: the config names no architecture (pick one with "
                           "model=NAME, or start your own config file with `defaults: [train, _self_]`).")
     if spec.backbone:
         # through the registry's resolver: torchvision (~3 s to import) loads only for a backbone
-        return resolve("dltool.models.backbones:build_backbone")(spec, tuple(input_shape), num_classes)
+        return resolve("dltool.models.backbones:build_backbone")(spec, tuple(input_shape), num_classes, device)
     b = Builder(num_classes, spec.strict_shapes)
     layers, out_shape = b.build_list(list(spec.layers), tuple(input_shape), "", 0, True)
     if out_shape != (num_classes,) and not (num_classes == 2 and out_shape == (1,)):

@@ -103,8 +103,16 @@ def convert(model: nn.Module, example: torch.Tensor, fmt: str, opset: int = 18) 
         raise ConfigError(culprit_sentence(model, example, fmt, opset, ex)) from None
 
 
+TORCHSCRIPT_DEPRECATED = ("--format torchscript: torch deprecates TorchScript (torch.jit.trace, save and load warn "
+                          "FutureWarning: switch to torch.compile or torch.export); --format exported writes a "
+                          "torch.export program, the successor")
+
+
 def run_converter(model: nn.Module, example: torch.Tensor, fmt: str, opset: int) -> bytes:
-    """Exporters warn about what they trace (TracerWarning, deprecations); the check on real inputs decides."""
+    """Exporters warn about what they trace (TracerWarning, deprecations); the check on real inputs decides. One
+    deprecation is said in dltool's words, since it concerns the format itself: TorchScript's."""
+    if fmt == "torchscript":
+        log.warning(TORCHSCRIPT_DEPRECATED)
     with torch.no_grad(), quiet_export_logs(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":

@@ -252,6 +252,10 @@ def build_recurrent(cls: type[nn.RNNBase]) -> Callable[[dict, Shape, BuildContex
     def build(p: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
         need_dims(shape, (2,), ctx, "recurrent layers read TxF sequences (use a sequence data set, or a `rows` "
                                     "layer to read an image row by row)")
+        if shape[0] == 1:
+            raise ConfigError(f"{ctx.where}: the input {fmt(shape)} is 1 time step of {shape[1]} features, so the "
+                              f"layer would run one step and see no sequence; give it (T, F) sequences (channels-first "
+                              f"signals are (C, L): data.layout=null, or conv1d layers before it).")
         hidden, layers, dropout, mode = int(p["hidden"]), int(p["layers"]), float(p["dropout"]), p["return"]
         if mode not in RETURNS:
             raise ConfigError(f"{ctx.where}: return={mode!r} is not known; valid: {', '.join(RETURNS)}.")

@@ -24,14 +24,19 @@ def rows(built: BuiltModel) -> list[list[str]]:
     out = [["input", "", fmt(built.input_shape), "", "", "", ""]]
     for r in built.trace:
         frozen = _frozen(built, r.name, trainable_names)
-        acts = math.prod(r.out_shape)
+        acts = values(r)
         out.append(["  " * r.depth + r.name, r.kind, fmt(r.out_shape), f"{r.params:,}" if r.params else "-",
                     "frozen" if frozen else (_mult(built, r.name) if r.params else ""),
-                    human(acts * BYTES_PER_VALUE, "B"), human(r.macs) if r.macs else "-"])
+                    human(acts * BYTES_PER_VALUE, "B") if acts else "-", human(r.macs) if r.macs else "-"])
     t = totals(built)
     out.append(["total", "", "", f"{t['params']:,}", f"{t['trainable']:,} trainable",
                 human(t["activation_bytes"], "B"), human(t["macs"])])
     return out
+
+
+def values(r) -> int:
+    """Activation values per example a row stands for: every module output inside it (backbones), else its output."""
+    return r.activations if r.activations is not None else math.prod(r.out_shape)
 
 
 def _frozen(built: BuiltModel, name: str, trainable: set[str]) -> bool:
@@ -49,7 +54,7 @@ def totals(built: BuiltModel) -> dict:
     """Totals straight from the model (not the trace), so they always agree with torch."""
     params = sum(p.numel() for p in built.model.parameters())
     trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
-    acts = sum(math.prod(r.out_shape) for r in built.trace)
+    acts = sum(values(r) for r in built.trace)
     return {"params": params, "trainable": trainable, "activation_bytes": acts * BYTES_PER_VALUE,
             "macs": sum(r.macs for r in built.trace)}
 

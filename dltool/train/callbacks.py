@@ -283,8 +283,8 @@ class Curves(Callback):
     too: this keeps drawing under ~5% of the run), and always at the end.
     """
 
-    def __init__(self, path: Path, monitor: Monitor, interval: float = 15.0) -> None:
-        self.path, self.m, self.interval = path, monitor, interval
+    def __init__(self, path: Path, monitor: Monitor, interval: float = 15.0, unit: str = "epoch") -> None:
+        self.path, self.m, self.interval, self.unit = path, monitor, interval, unit
         self.last = time.monotonic()
         self.cost = 0.0
 
@@ -299,7 +299,7 @@ class Curves(Callback):
         t0 = time.monotonic()
         if state.history:
             metric = curve_metric(state.task, self.m.monitor)
-            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor, metric,
+            learning_curves(state.history, self.path, self.m.best_epoch or None, self.m.monitor, self.unit, metric,
                             LABELS[metric])
         self.last = time.monotonic()
         self.cost = self.last - t0

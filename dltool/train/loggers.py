@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from dltool.errors import ConfigError
 from dltool.plots import read_png
-from dltool.plots_signals import filter_grid, filters, histograms, update_ratios
+from dltool.plots_signals import MAX_TILES, filter_grid, filters, histograms, update_ratios
 from dltool.train.callbacks import LAST, REPORT, Callback, FitState, MetricsCSV, Monitor
 from dltool.train.signals import COLUMNS, Signals, sample
 
@@ -104,9 +104,10 @@ class SignalPlots(Callback):
                 last = {"acts": _np(s.latest.acts), "grads": _np(s.latest.grads, weights)}
                 histograms(first, last, s.first.rows[0]["epoch"] if s.first.rows else 1, state.epoch,
                            self.run_dir / "histograms.png")
-            grid, name = first_layer_grid(state.model, self.input_shape)
+            grid, name, shown = first_layer_grid(state.model, self.input_shape)
             if grid is not None:
-                filters(grid, f"first-layer weights ({name}, epoch {state.epoch})", self.run_dir / "filters.png")
+                filters(grid, f"first-layer weights ({name}, epoch {state.epoch}{'; ' + shown if shown else ''})",
+                        self.run_dir / "filters.png")
         except Exception:  # noqa: BLE001 - a figure must never cost the run
             log.warning("could not draw the signal figures", exc_info=True)
 
@@ -116,11 +117,14 @@ def _np(d: dict[str, torch.Tensor], keep: set[str] | None = None) -> dict:
 
 
 def first_layer_grid(model: torch.nn.Module, input_shape: Sequence[int]):
-    """(image grid of the first weight tensor, its name), or (None, '') when it is not image-shaped."""
+    """(image grid of the first weight tensor, its name, how many of its filters the grid shows: "" when all,
+    "64 of 96 filters shown" for a subset), or (None, '', '') when it is not image-shaped."""
     for name, p in model.named_parameters():
         if p.dim() >= 2:
-            return filter_grid(p.detach().float().cpu().numpy(), input_shape), name.removeprefix("layers.")
-    return None, ""
+            total = p.shape[0]
+            shown = f"{MAX_TILES} of {total} filters shown" if total > MAX_TILES else ""
+            return filter_grid(p.detach().float().cpu().numpy(), input_shape), name.removeprefix("layers."), shown
+    return None, "", ""
 
 
 def hparams(run_dir: Path, cfg: dict) -> dict:
@@ -192,7 +196,7 @@ class TensorBoardLogger(Callback):
             return
         w = self.writer
         self.histograms(state)
-        grid, name = first_layer_grid(state.model, self.input_shape)
+        grid, name, _ = first_layer_grid(state.model, self.input_shape)
         if grid is not None:
             w.add_image(f"filters/{name}", grid, state.epoch, dataformats="HWC")
         curves = self.run_dir / "curves.png"

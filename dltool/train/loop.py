@@ -146,10 +146,13 @@ def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int,
 
 
 def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """lr (the first group), plus lr_groupN for each group trained at another multiple of the base lr."""
+    """lr: optimizer.lr as the schedule has it now (the groups at multiple 1; fine-tuning's 0.1x groups do not
+    stand for it), plus lr_groupN for each group N trained at another multiple of it."""
     groups = optimizer.param_groups
-    out, mults = {"lr": groups[0]["lr"]}, {groups[0].get("lr_mult", 1.0)}
-    for i, g in enumerate(groups[1:], start=1):
+    base = next((g for g in groups if g.get("lr_mult", 1.0) == 1.0), None)
+    lr = base["lr"] if base is not None else groups[0]["lr"] / groups[0].get("lr_mult", 1.0)
+    out, mults = {"lr": lr}, {1.0}
+    for i, g in enumerate(groups):
         if g.get("lr_mult", 1.0) not in mults:
             mults.add(g.get("lr_mult", 1.0))
             out[f"lr_group{i}"] = g["lr"]

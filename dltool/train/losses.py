@@ -148,6 +148,14 @@ def pos_weights(value: object, ctx: LossContext) -> torch.Tensor | None:
     return given_weights("loss.pos_weight", value, ctx.num_outputs, "label")
 
 
+# How far the loss at init may be from expected_initial_loss before dltool warns (sanity check) or reports it
+# (diagnose): 50% of it. Scores with std s add about s^2/2 to cross-entropy's ln C (s < 1.5 passes at C = 10: a
+# failure means scores in the several units, i.e. weights far too large), s^2 to MSE's 1/C (s < 0.22 at C = 10)
+# and 2 s^2 per wrong class to the squared hinge's (C-1) m^2; the default init's output layer keeps s <= 0.15
+# on every shipped model (dltool.models.init.OUTPUT_GAIN), inside all of these with room for the batch's noise.
+INIT_TOLERANCE = 0.5
+
+
 def expected_initial_loss(name: str, num_classes: int, margin: float = 1.0, task: str = "classification",
                           delta: float = 1.0) -> float | None:
     """The textbook loss at initialization with small random weights (scores ~ 0); for regression, outputs ~ 0

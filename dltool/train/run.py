@@ -91,7 +91,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
     check_loss(data.task, cfg.loss.name)
     check_monitor(data.task, t.monitor, t.mode, data.val is not None)
     check_threshold(t.threshold)
+    check_sizes(cfg, data)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
+    check_warmup(cfg, plan)
     built = build_model(cfg.model, data.input_shape, data.num_classes)
     check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes,
                data.task)
@@ -124,6 +126,25 @@ def check_threshold(threshold: float) -> None:
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise ConfigError(f"trainer.threshold={threshold} must be a probability strictly between 0 and 1 "
                           f"(e.g. 0.5).")
+
+
+def check_sizes(cfg: TrainConfig, data: DataBundle) -> None:
+    """A training subset smaller than the number of classes leaves some classes without one example."""
+    subset = cfg.data.subset
+    if subset is not None and subset < data.num_classes:
+        raise ConfigError(f"data.subset={subset} keeps fewer training examples than the {data.num_classes} classes, "
+                          f"so some classes have none; use data.subset >= {data.num_classes} (at least one each).")
+
+
+def check_warmup(cfg: TrainConfig, plan: Plan) -> None:
+    """A warm-up as long as the run never reaches optimizer.lr."""
+    warmup = getattr(cfg.scheduler, "warmup_epochs", 0) or 0
+    if warmup >= plan.total:
+        key = "max_steps" if plan.unit == "step" else "epochs"
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is as long as the whole run (trainer.{key}="
+                          f"{plan.total}), so the learning rate never reaches optimizer.lr; use a warm-up shorter "
+                          f"than the run, e.g. scheduler.warmup_epochs={max(1, plan.total // 10)}.")
+
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
@@ -221,7 +242,8 @@ def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tup
                             t.baseline, t.min_change, t.min_change_epochs)
     last = LastCheckpoint(run_dir / "checkpoints" / "last.pt", ckpt_io.save, best.path, ckpt_io.copy_file)
     callbacks: list[Callback] = [best, stopper, last,
-                                 Curves(run_dir / "curves.png", monitor), EpochLog()]
+                                 Curves(run_dir / "curves.png", monitor,
+                                        unit="step" if t.max_steps is not None else "epoch"), EpochLog()]
     return best, callbacks + ([RestoreBest(best)] if t.restore_best_weights else [])
 
 
