@@ -46,11 +46,18 @@ def test_every_entry_is_a_record_with_a_doc_a_builder_and_known_keys(registry: s
         fields = {f.name for f in dataclasses.fields(SECTIONS[registry])}
         assert set(entry.keys) <= fields, set(entry.keys) - fields
     code, out = run_main(["list", registry], capsys)
+    rows = rows_of(registry)[2]
     if (SECTION_NAMES.get(registry), name) in REFUSED:  # e.g. init.scheme=constant: refused, so never offered
-        assert code == 0 and f" {name} " not in out and name not in [r[0] for r in rows_of(registry)[2]]
+        assert code == 0 and name not in [r[0] for r in rows]
+        assert not any(line.lstrip("│┃ ").startswith(f"{name} ") for line in out.splitlines())  # no entry row
         return
-    listed = {r[0]: r for r in rows_of(registry)[2]}
-    assert (name, options(entry), entry.doc) == (listed[name][0], *listed[name][-2:])
+    if registry in KEYED:  # the entry's row (its doc), then one row per key it reads: key, type, default, doc
+        at = [r[0] for r in rows].index(name)
+        assert rows[at] == (name, "", "", "", entry.doc)
+        assert [r[1] for r in rows[at + 1:at + 1 + len(entry.keys)]] == list(entry.keys)
+    else:
+        listed = {r[0]: r for r in rows}
+        assert (name, options(entry), entry.doc) == (listed[name][0], *listed[name][-2:])
     assert code == 0 and f" {name} " in out, f"{registry}/{name} missing from `dltool list {registry}`"
 
 

@@ -63,6 +63,8 @@ def keyed_rows(name: str) -> list[tuple]:
     group = GROUPS[SECTIONS[name]]
     rows: list[tuple] = []
     for entry_name, entry in REGISTRIES[name].items():
+        if (SECTIONS[name], entry_name) in REFUSED:  # e.g. init constant: refused, so never offered
+            continue
         rows.append((entry_name, "", "", "", entry.doc))
         variant = entry_name if entry_name in group.files else None
         rows += [("", *key_row(group, k, variant)) for k in entry.keys]
