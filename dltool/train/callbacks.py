@@ -42,6 +42,7 @@ class FitState:
     step: int = 0  # optimizer steps done
     progress: dict = field(default_factory=dict)  # where a resumed run continues (see train/loop.py fit)
     checkpoint_due: bool = True  # this validation point is also a last.pt point (trainer.checkpoint_every)
+    preempted: bool = False  # a signal stopped training after an optimizer step (train/preempt.py)
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
@@ -281,7 +282,8 @@ class Curves(Callback):
             self.draw(state)
 
     def on_fit_end(self, state: FitState) -> None:
-        self.draw(state)
+        if not state.preempted:  # a preempted run exits fast (the resumed run draws them all)
+            self.draw(state)
 
     def draw(self, state: FitState) -> None:
         t0 = time.monotonic()

@@ -22,6 +22,7 @@ import datetime
 import logging
 import os
 import signal
+import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
@@ -40,6 +42,7 @@ from dltool.data.normalize import apply_norm
 from dltool.data.splits import Batch, DataBundle, Split, TensorSplit
 from dltool.errors import ConfigError
 from dltool.train.callbacks import Callback, EpochReporter, FitState
+from dltool.train.preempt import PREEMPTED, Preempted, submitit_signal
 from dltool.train.run import Prepared, prepare, train
 
 log = logging.getLogger(__name__)
@@ -119,15 +122,25 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
     """Start trainer.devices ranks on this machine, wait for them, return rank 0's summary."""
     n = cfg.trainer.devices
     backend_and_devices(cfg, n)
+    sub = submitit_signal()  # the launcher forwards these to the ranks, which save and stop (train/preempt.py)
+    forwarded = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1"] + ([sub.name] if sub is not None else [])
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.2, start_method="spawn")
-    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # RankFailed says it in one sentence
+                          monitor_interval=0.2, start_method="spawn", signals_to_handle=",".join(forwarded))
+    for name in ("torch.distributed.elastic", "torch.multiprocessing", "torch.distributed.elastic.agent.server.api",
+                 "torch.distributed.elastic.multiprocessing.api"):  # RankFailed / Preempted say it in one sentence
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    requeue = signal.getsignal(sub) if sub is not None else None  # submitit's handler, before elastic replaces it
     try:
         results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show)
     except ChildFailedError as ex:
+        if all(f.exitcode == PREEMPTED for f in ex.failures.values()):  # the ranks were signalled directly
+            raise Preempted(signal.SIGTERM, run_dir) from None
         raise RankFailed(death_sentence(ex, run_dir, n)) from None
+    except SignalException as ex:  # the ranks got the signal from the launcher and stopped after saving
+        if ex.sigval in (signal.SIGINT,):
+            raise KeyboardInterrupt from None
+        raise Preempted(ex.sigval, run_dir, requeue if ex.sigval == sub and callable(requeue) else None) from None
     out = results[0]
     if isinstance(out, dict) and "config_error" in out:
         raise ConfigError(out["config_error"])
@@ -157,6 +170,8 @@ def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool) -
         return run_rank(cfg, Path(run_dir), hook, show)
     except ConfigError as ex:
         return {"config_error": str(ex)}
+    except Preempted:  # rank 0 wrote last.pt; every rank stopped at the same step. Exit now: a returned value
+        sys.exit(PREEMPTED)  # waits for the launcher to read it, which a launcher shutting down never does
 
 
 # --------------------------------------------------------------------------- one rank
@@ -235,9 +250,23 @@ def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:
     ddp = DistributedDataParallel(model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
     ddp.register_comm_hook(weights, weighted_allreduce)
     p.setup.ddp = ddp
+    p.setup.agree = stop_together(r.device)
     torch.manual_seed(cfg.trainer.seed + r.rank)  # dropout differs between ranks; the weights came from rank 0
     p.data = shard_data(p.data, r, weights, cfg.trainer.seed)
     return weights
+
+
+def stop_together(device: torch.device):
+    """Setup.agree: after each optimizer step every rank learns whether any rank got a preemption signal, so all
+    stop at the same step (one 1-element all-reduce per step)."""
+    flag = torch.zeros(1, device=device)
+
+    def agree(mine: bool) -> bool:
+        flag.fill_(1.0 if mine else 0.0)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    return agree
 
 
 def shard_data(data: DataBundle, r: Rank, weights: Weights, seed: int) -> DataBundle:

@@ -95,6 +95,8 @@ class SignalPlots(Callback):
         self.run_dir, self.signals, self.input_shape = run_dir, signals, tuple(input_shape)
 
     def on_fit_end(self, state: FitState) -> None:
+        if state.preempted:  # exit fast: the resumed run draws them
+            return
         s = self.signals
         try:
             update_ratios(s.rows, self.run_dir / "update_ratios.png")
@@ -191,6 +193,10 @@ class TensorBoardLogger(Callback):
         if self.writer is None:
             return
         w = self.writer
+        if state.preempted:  # exit fast: the event files keep what was logged; the resumed run adds the rest
+            w.close()
+            self.writer = None
+            return
         self.histograms(state)
         grid, name = first_layer_grid(state.model, self.input_shape)
         if grid is not None:

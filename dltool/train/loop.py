@@ -41,6 +41,8 @@ class Setup:
     compile: bool = False  # trainer.compile: training steps go through torch.compile(model or its DDP wrapper)
     channels_last: bool = False  # trainer.channels_last: 4-D training batches in channels_last memory format
     net: nn.Module | None = None  # what training steps call (see training_net), made once
+    stop_check: Callable[[], bool] | None = None  # after each optimizer step: stop here (a preemption signal)?
+    agree: Callable[[bool], bool] | None = None  # DDP: this rank's stop flag -> every rank's common decision
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,15 +64,20 @@ def pick_device(name: str) -> torch.device:
 
 def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                     generator: torch.Generator, scaler: torch.amp.GradScaler,
-                    on_batch: Callable[[], None] | None = None) -> dict:
-    """One pass over the shuffled training split; returns mean train loss and accuracy."""
+                    on_batch: Callable[[], None] | None = None, carry: dict | None = None) -> dict:
+    """One pass over the shuffled training split; returns mean train loss and accuracy.
+
+    carry: the sums of a chunk a preemption cut short (`partial`), continued from its next batch. When
+    s.stop_check says so after an optimizer step, the pass ends early and returns `partial` instead.
+    """
     net = training_net(s)
     net.train()
-    total_loss = torch.zeros((), device=s.device)
-    correct = torch.zeros((), dtype=torch.long, device=s.device)
-    seen = 0
+    carry = carry or {}
+    total_loss = carry.get("loss", torch.zeros((), device=s.device)).clone()
+    correct = carry.get("correct", torch.zeros((), dtype=torch.long, device=s.device)).clone()
+    seen = int(carry.get("seen", 0))
     s.optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(batches):  # x: (N, ...), y: (N,)
+    for i, (x, y) in enumerate(batches, start=int(carry.get("batches", 0))):  # x: (N, ...), y: (N,)
         if s.augment is not None:
             x = s.augment(x, generator)
         with autocast(s.device, s.precision):
@@ -79,13 +86,16 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
             loss = data_loss + s.penalty() if s.penalty is not None else data_loss
         scaled = loss / s.accumulate if s.accumulate > 1 else loss
         scaler.scale(scaled).backward()  # a disabled scaler returns the loss as is
-        if (i + 1) % s.accumulate == 0 or i + 1 == num_batches:
+        stepped = (i + 1) % s.accumulate == 0 or i + 1 == num_batches
+        if stepped:
             step(s, scaler)
         total_loss += data_loss.detach() * len(y)
         correct += count_correct(logits.detach(), y)
         seen += len(y)
         if on_batch is not None:
             on_batch()
+        if stepped and i + 1 < num_batches and s.stop_check is not None and s.stop_check():
+            return {"partial": {"batches": i + 1, "loss": total_loss, "correct": correct, "seen": seen}}
     return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
             "examples": seen}
 
@@ -167,15 +177,23 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
 def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], batch_size: int,
              generator: torch.Generator, plan: Plan, scaler: torch.amp.GradScaler,
              on_batch: Callable[[], None] | None) -> None:
-    """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks."""
+    """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks.
+    A preemption (s.stop_check) ends it after an optimizer step with last.pt holding the exact position."""
     stream = BatchStream(data.train, batch_size, generator, s.device, s.channels_last)
-    done, interval = resume_progress(state, stream)
+    done, interval, carry = resume_progress(state, stream)
     while done < plan.total and not state.stop:
+        if carry is None and s.stop_check is not None and s.stop_check():  # between chunks
+            return preempted(state, callbacks, progress(done, state.step, stream, interval))
         n = (plan.next_stop(done) - done) * plan.batches_per_unit
         for cb in callbacks:
             cb.on_epoch_start(state, n)
         t0, lrs = time.perf_counter(), group_lrs(s.optimizer)
-        out = train_one_epoch(s, stream.take(n), n, generator, scaler, on_batch)
+        out = train_one_epoch(s, stream.take(n - (carry or {}).get("batches", 0)), n, generator, scaler, on_batch,
+                              carry)
+        carry = None
+        if "partial" in out:
+            interval.seconds += time.perf_counter() - t0
+            return preempted(state, callbacks, progress(done, state.step, stream, interval, out["partial"]))
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
         if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
@@ -200,6 +218,13 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
             cb.on_epoch_end(state, logs)
 
 
+def preempted(state: FitState, callbacks: list[Callback], where: dict) -> None:
+    """Stop for a preemption: last.pt (the checkpoint writers' on_checkpoint) records exactly where training is."""
+    state.progress, state.preempted = where, True
+    for cb in callbacks:
+        cb.on_checkpoint(state)
+
+
 def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
     """val_loss and val_acc (nothing when the data set has no validation split)."""
     if data.val is None:
@@ -212,13 +237,15 @@ def make_plan_for_epochs(epochs: int, batches_per_epoch: int) -> Plan:
     return Plan("epoch", epochs, 1, None, batches_per_epoch)
 
 
-def progress(done: int, steps: int, stream: BatchStream, interval: Interval) -> dict:
-    return {"done": done, "step": steps, "stream": stream.state_dict(), "interval": dataclasses.asdict(interval)}
+def progress(done: int, steps: int, stream: BatchStream, interval: Interval, partial: dict | None = None) -> dict:
+    out = {"done": done, "step": steps, "stream": stream.state_dict(), "interval": dataclasses.asdict(interval)}
+    return {**out, "partial": partial} if partial is not None else out
 
 
-def resume_progress(state: FitState, stream: BatchStream) -> tuple[int, Interval]:
-    """(units done, the interval's sums) from a resumed checkpoint's progress; (0, empty) for a new run."""
+def resume_progress(state: FitState, stream: BatchStream) -> tuple[int, Interval, dict | None]:
+    """(units done, the interval's sums, a cut chunk's sums) from a resumed checkpoint's progress; (0, empty, None)
+    for a new run."""
     p = state.progress or {}
     stream.load_state_dict(p.get("stream") or {})
     state.step = int(p.get("step", 0))
-    return int(p.get("done", state.epoch)), Interval(**(p.get("interval") or {}))
+    return int(p.get("done", state.epoch)), Interval(**(p.get("interval") or {})), p.get("partial")

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from dltool.models.init import initialize
 from dltool.models.summary import as_text
 from dltool.registry import resolve
 from dltool.train import checkpoint as ckpt_io
+from dltool.train import preempt
 from dltool.train.callbacks import (
     BestCheckpoint,
     Callback,
@@ -43,6 +45,7 @@ from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, chec
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.preempt import Preempted, Preemption
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
 from dltool.train.steps import Plan, make_plan
@@ -124,7 +127,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     p = prepared or prepare(cfg)
-    s, data, t = p.setup, p.data, cfg.trainer
+    s, t = p.setup, cfg.trainer
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
@@ -147,8 +150,27 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             on_start()
         write_run_files(run_dir, cfg_dict, p)
         log_start(cfg, p, run_dir, state)
-    fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
+    fit_preemptible(p, state, callbacks, t.batch_size, generator, writer)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
+
+
+def fit_preemptible(p: Prepared, state: FitState, callbacks: list[Callback], batch_size: int,
+                    generator: torch.Generator, writer: bool) -> None:
+    """fit() with SIGTERM/SIGUSR1 recorded: after the step under way, last.pt is written and Preempted raised.
+    Under DDP, Setup.agree makes every rank stop at the same step (any rank's signal stops them all)."""
+    s = p.setup
+    with Preemption() as pre:
+        s.stop_check = pre.requested if s.agree is None else (lambda: s.agree(pre.requested()))
+        try:
+            fit(s, p.data, state, callbacks, batch_size, generator, p.plan)
+        finally:
+            s.stop_check = None
+    if state.preempted:
+        signum = pre.signum or signal.SIGTERM  # a DDP rank stopped by another rank's signal
+        if writer:
+            preempt.record(state.run_dir, signum, state.epoch, int((state.progress.get("partial") or {})
+                                                                    .get("batches", 0)))
+        raise Preempted(signum, state.run_dir, pre.requeue_handler() if writer else None)
 
 
 def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dict, monitor: Monitor,
@@ -297,7 +319,11 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
     log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
              summary["best_epoch"],
              f"; test_acc={summary['test_acc']:.4f} ({summary['tested']})" if "test_acc" in summary else "")
+    preemptions = preempt.read_records(run_dir)  # a resumed preempted run: its interruptions, on record
+    if preemptions:
+        summary["preemptions"] = preemptions
     (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
+    (run_dir / preempt.RECORD).unlink(missing_ok=True)
     return summary
 
 
