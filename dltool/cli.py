@@ -21,7 +21,7 @@ from dltool.errors import ConfigError
 def cmd_train(args: list[str]) -> int:
     """Train a model from a YAML config (+ key=value overrides; -m for a Hydra multirun sweep).
 
-    usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR]
+    usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR|latest]
     Config groups (configs/): data, model, loss, optimizer, scheduler, regularization, init, augment, trainer,
     experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
     name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
@@ -33,7 +33,12 @@ def cmd_train(args: list[str]) -> int:
     if target is not None:  # the stored config is data: no Hydra app, nothing written before the resume is accepted
         from dltool.commands.train import resume_run
 
-        return resume_run(target, [a for a in args if not a.startswith("resume=")])
+        rest = [a for a in args if not a.startswith("resume=")]
+        if target == "latest":
+            from dltool.commands.rundir import latest_target
+
+            target, rest = latest_target(rest)
+        return resume_run(target, rest)
     name, extra_dir, overrides = split_args(args, "train")
     multirun = any(a in ("-m", "--multirun") for a in overrides)
     cfg = compose(name, extra_dir, overrides, with_hydra=True)

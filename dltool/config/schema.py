@@ -151,6 +151,8 @@ class TrainerConfig:
     max_steps: Optional[int] = None  # train this many optimizer steps instead of trainer.epochs
     val_every: Optional[int] = None  # validate every N epochs (N steps with max_steps); null: each epoch
     checkpoint_every: Optional[int] = None  # last.pt every N epochs/steps; null: at each validation point
+    max_time: Optional[str] = None  # time budget "DD:HH:MM:SS" or seconds; stops cleanly after the step under way
+    save_top_k: Optional[int] = None  # keep the k best checkpoints (epochNNN-<monitor>=<value>.pt); -1: all
     batch_size: int = 64
     device: str = "auto"
     seed: int = 0

@@ -114,6 +114,42 @@ class BestCheckpoint(Callback):
         self.m.best, self.m.best_epoch = d["best"], d["best_epoch"]
 
 
+class TopK(Callback):
+    """trainer.save_top_k: the k best validated epochs by the monitored metric (k=-1: every epoch), each in
+    checkpoints/epochNNN-<monitor>=<value>.pt; an epoch pushed out of the k best loses its file.
+
+    Ranked by value in the monitor's mode; a tie keeps the earlier epoch; a non-finite value never enters.
+    """
+
+    priority = FIRST  # before best.pt is written: best.pt and its copy last.pt record this epoch's ranking
+
+    def __init__(self, monitor: Monitor, k: int, folder: Path, save: Callable[[dict, Path], None]) -> None:
+        self.m, self.k, self.folder, self.save = monitor, k, folder, save
+        self.kept: list[dict] = []  # {"epoch", "value", "file"}, best first
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        v = self.m.value(logs)
+        if not math.isfinite(v) or state.make_checkpoint is None:
+            return
+        ranked = sorted([*self.kept, {"epoch": state.epoch, "value": v, "file": ""}],
+                        key=lambda e: (e["value"] if self.m.mode == "min" else -e["value"], e["epoch"]))
+        keep = ranked if self.k < 0 else ranked[:self.k]
+        new = next((e for e in keep if e["epoch"] == state.epoch), None)
+        if new is None:
+            return
+        new["file"] = f"epoch{state.epoch:03d}-{self.m.monitor}={v:.4f}.pt"
+        self.save(state.make_checkpoint(), self.folder / new["file"])
+        for gone in ranked[len(keep):]:
+            (self.folder / gone["file"]).unlink(missing_ok=True)
+        self.kept = keep
+
+    def state_dict(self) -> dict:
+        return {"kept": [dict(e) for e in self.kept]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.kept = [dict(e) for e in d.get("kept", [])]
+
+
 class EarlyStopping(Callback):
     """Keras-style early stopping on the shared Monitor, plus divergence and non-finite loss checks."""
 

@@ -257,14 +257,12 @@ def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:
 
 
 def stop_together(device: torch.device):
-    """Setup.agree: after each optimizer step every rank learns whether any rank got a preemption signal, so all
-    stop at the same step (one 1-element all-reduce per step)."""
-    flag = torch.zeros(1, device=device)
-
-    def agree(mine: bool) -> bool:
-        flag.fill_(1.0 if mine else 0.0)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    """Setup.agree: after each optimizer step every rank learns whether any rank got a preemption signal or ran out
+    of trainer.max_time, so all stop at the same step (one 2-element all-reduce per step)."""
+    def agree(mine: list[bool]) -> list[bool]:
+        flags = torch.tensor([1.0 if f else 0.0 for f in mine], device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [bool(f) for f in flags.tolist()]
 
     return agree
 

@@ -42,7 +42,7 @@ class Setup:
     channels_last: bool = False  # trainer.channels_last: 4-D training batches in channels_last memory format
     net: nn.Module | None = None  # what training steps call (see training_net), made once
     stop_check: Callable[[], bool] | None = None  # after each optimizer step: stop here (a preemption signal)?
-    agree: Callable[[bool], bool] | None = None  # DDP: this rank's stop flag -> every rank's common decision
+    agree: Callable[[list[bool]], list[bool]] | None = None  # DDP: this rank's stop flags -> every rank's (any)
 
 
 def pick_device(name: str) -> torch.device:
@@ -178,12 +178,12 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
              generator: torch.Generator, plan: Plan, scaler: torch.amp.GradScaler,
              on_batch: Callable[[], None] | None) -> None:
     """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks.
-    A preemption (s.stop_check) ends it after an optimizer step with last.pt holding the exact position."""
+    s.stop_check (a preemption, the time budget) ends it after an optimizer step, last.pt holding the position."""
     stream = BatchStream(data.train, batch_size, generator, s.device, s.channels_last)
     done, interval, carry = resume_progress(state, stream)
     while done < plan.total and not state.stop:
         if carry is None and s.stop_check is not None and s.stop_check():  # between chunks
-            return preempted(state, callbacks, progress(done, state.step, stream, interval))
+            return cut(state, callbacks, progress(done, state.step, stream, interval))
         n = (plan.next_stop(done) - done) * plan.batches_per_unit
         for cb in callbacks:
             cb.on_epoch_start(state, n)
@@ -193,7 +193,7 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
         carry = None
         if "partial" in out:
             interval.seconds += time.perf_counter() - t0
-            return preempted(state, callbacks, progress(done, state.step, stream, interval, out["partial"]))
+            return cut(state, callbacks, progress(done, state.step, stream, interval, out["partial"]))
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
         if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
@@ -218,9 +218,10 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
             cb.on_epoch_end(state, logs)
 
 
-def preempted(state: FitState, callbacks: list[Callback], where: dict) -> None:
-    """Stop for a preemption: last.pt (the checkpoint writers' on_checkpoint) records exactly where training is."""
-    state.progress, state.preempted = where, True
+def cut(state: FitState, callbacks: list[Callback], where: dict) -> None:
+    """Stop between two steps (a preemption signal, trainer.max_time): last.pt (the checkpoint writers'
+    on_checkpoint) records exactly where training is, so a resume continues bitwise."""
+    state.progress, state.stop = where, True
     for cb in callbacks:
         cb.on_checkpoint(state)
 

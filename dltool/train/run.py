@@ -39,6 +39,7 @@ from dltool.train.callbacks import (
     LastCheckpoint,
     Monitor,
     RestoreBest,
+    TopK,
 )
 from dltool.train.infer import resolve_precision
 from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
@@ -48,7 +49,7 @@ from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.preempt import Preempted, Preemption
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
-from dltool.train.steps import Plan, make_plan
+from dltool.train.steps import Plan, make_plan, parse_max_time
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
         bad = next(k for k in ("epochs", "batch_size", "accumulate") if getattr(t, k) < 1)
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
     check_loggers(t.loggers)
+    parse_max_time(t.max_time)
+    if t.save_top_k is not None and t.save_top_k < -1:
+        raise ConfigError(f"trainer.save_top_k={t.save_top_k} is not valid; use k >= 1 to keep the k best "
+                          f"checkpoints, -1 to keep every epoch's, or null (0) for best.pt and last.pt only.")
     if t.min_change_epochs is not None and t.min_change_epochs < 1:
         raise ConfigError(f"trainer.min_change_epochs={t.min_change_epochs} must be at least 1 (or null: off).")
     seed_everything(t.seed)
@@ -132,15 +137,18 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
+    stateful: dict[str, Callback] = {"best": best}  # early stopping derives its count from the monitor's best epoch
+    if t.save_top_k:
+        stateful["topk"] = TopK(monitor, t.save_top_k, run_dir / "checkpoints", ckpt_io.save)
+        callbacks.append(stateful["topk"])
     if writer:
         callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
     else:  # keep the callbacks that decide (best epoch, early stopping, restore), drop the writers
-        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest))]
+        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest, TopK))]
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor)
-    stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
@@ -150,17 +158,28 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             on_start()
         write_run_files(run_dir, cfg_dict, p)
         log_start(cfg, p, run_dir, state)
-    fit_preemptible(p, state, callbacks, t.batch_size, generator, writer)
+    fit_preemptible(p, state, callbacks, t.batch_size, generator, writer, parse_max_time(t.max_time), t0)
     return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
 
 
 def fit_preemptible(p: Prepared, state: FitState, callbacks: list[Callback], batch_size: int,
-                    generator: torch.Generator, writer: bool) -> None:
-    """fit() with SIGTERM/SIGUSR1 recorded: after the step under way, last.pt is written and Preempted raised.
-    Under DDP, Setup.agree makes every rank stop at the same step (any rank's signal stops them all)."""
+                    generator: torch.Generator, writer: bool, budget: float | None, t0: float) -> None:
+    """fit() with SIGTERM/SIGUSR1 recorded and trainer.max_time counted from t0: after the step under way,
+    last.pt is written; a signal raises Preempted, the budget ends the run normally (stop_reason says so).
+    Under DDP, Setup.agree makes every rank stop at the same step (any rank's signal or clock stops them all)."""
     s = p.setup
     with Preemption() as pre:
-        s.stop_check = pre.requested if s.agree is None else (lambda: s.agree(pre.requested()))
+        def check() -> bool:
+            flags = [pre.requested(), budget is not None and time.perf_counter() - t0 >= budget]
+            signalled, over = flags if s.agree is None else s.agree(flags)
+            if signalled:
+                state.preempted = True
+            elif over:
+                state.stop_reason = (f"the time budget trainer.max_time ({budget:g} s) ran out after {state.epoch} "
+                                     f"finished epochs (+ the steps after the last one, kept in last.pt)")
+            return signalled or over
+
+        s.stop_check = check
         try:
             fit(s, p.data, state, callbacks, batch_size, generator, p.plan)
         finally:
@@ -283,7 +302,7 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     state.history, state.epoch = list(ck["history"]), int(ck["epoch"])
     state.progress = dict(ck.get("progress") or {"done": int(ck["epoch"])})
     for k, cb in stateful.items():
-        cb.load_state_dict(ck["callbacks"][k])
+        cb.load_state_dict(ck["callbacks"].get(k, {}))
     ckpt_io.set_rng_state(ck["rng"], generator)
     return int(ck["epoch"])
 
