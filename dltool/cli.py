@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -378,6 +379,7 @@ def terminal_logging() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    os.environ["DLTOOL_COMMAND"] = shlex.join(["dltool", *args])  # provenance (summary.json): the command as typed
     quiet_third_party()
     if not args or args[0] in ("-h", "--help", "help"):
         print_help()

@@ -47,6 +47,7 @@ from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.preempt import Preempted, Preemption
+from dltool.train.provenance import now, provenance
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
 from dltool.train.steps import Plan, make_plan, parse_max_time
@@ -130,7 +131,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     A resume is checked in full before anything is written (a refused one changes nothing); on_start runs right
     before the first write. writer=False (ranks > 0 of a distributed run): same training and decisions, no files."""
     run_dir = Path(run_dir)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), now()
     p = prepared or prepare(cfg)
     s, t = p.setup, cfg.trainer
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
         write_run_files(run_dir, cfg_dict, p)
         log_start(cfg, p, run_dir, state)
     fit_preemptible(p, state, callbacks, t.batch_size, generator, writer, parse_max_time(t.max_time), t0)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
+    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0, started) if writer else {}
 
 
 def fit_preemptible(p: Prepared, state: FitState, callbacks: list[Callback], batch_size: int,
@@ -307,8 +308,9 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     return int(ck["epoch"])
 
 
-def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run_dir: Path, seconds: float) -> dict:
-    """Evaluate the best checkpoint on the test split and write summary.json."""
+def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run_dir: Path, seconds: float,
+           started: str = "") -> dict:
+    """Evaluate the best checkpoint on the test split and write summary.json (with the run's provenance)."""
     best_path = run_dir / "checkpoints" / "best.pt"
     summary = {
         "name": cfg.name,
@@ -338,6 +340,7 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
     log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
              summary["best_epoch"],
              f"; test_acc={summary['test_acc']:.4f} ({summary['tested']})" if "test_acc" in summary else "")
+    summary["provenance"] = provenance(p.data, p.device, started)
     preemptions = preempt.read_records(run_dir)  # a resumed preempted run: its interruptions, on record
     if preemptions:
         summary["preemptions"] = preemptions
