@@ -31,6 +31,7 @@ from dltool.commands.rundir import free_name, os_reason
 from dltool.commands.train import JOB_THREADS
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
+from dltool.registry import resolve
 from dltool.train.search import is_journal, journal_path
 
 INVOCATIONS = "invocations.yaml"
@@ -99,6 +100,9 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
         raise ConfigError(f"cannot create the sweep directory {sweep_dir}: {os_reason(ex)}.") from None
     prefix = f"r{len(earlier)}_" if earlier and not optuna_sweep else ""
     write_invocation(sweep_dir, earlier, overrides, prefix)
+    if "mlflow" in list(cfg.trainer.loggers) and not (sweep_dir / "mlflow.json").is_file():  # the parent run
+        resolve("dltool.train.mlflow_logger:start_parent")(sweep_dir, str(cfg.name), cfg.trainer.mlflow_uri,
+                                                           Path("outputs"))
     return p
 
 
@@ -163,7 +167,10 @@ def check_dropout(cfg: Any, overrides: list[str], p: Plan) -> None:
 
 
 def discard_if_empty(p: Plan) -> None:
-    """A launch refused before any job ran (no SLURM, a launcher error) leaves no empty sweep dir behind."""
+    """A launch refused before any job ran (no SLURM, a launcher error) leaves no empty sweep dir behind. The
+    sweep's MLflow parent run (trainer.loggers with mlflow) ends here."""
+    if (p.sweep_dir / "mlflow.json").is_file():
+        resolve("dltool.train.mlflow_logger:end_parent")(p.sweep_dir)
     if not p.created or not p.sweep_dir.is_dir():
         return
     if any((d / ".hydra").is_dir() for d in p.sweep_dir.iterdir()):

@@ -176,6 +176,7 @@ class TrainerConfig:
     progress: bool = True
     diagnostics: bool = True
     loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    mlflow_uri: Optional[str] = None  # MLflow tracking URI for loggers=[..., mlflow]; null: outputs/mlflow.db
     devices: int = 1  # data-parallel ranks on this machine (DDP): GPUs, or CPU processes
     dist_timeout: float = 300.0  # seconds a rank waits for the others before giving up
 

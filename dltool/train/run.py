@@ -160,7 +160,12 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
         write_run_files(run_dir, cfg_dict, p)
         log_start(cfg, p, run_dir, state)
     fit_preemptible(p, state, callbacks, t.batch_size, generator, writer, parse_max_time(t.max_time), t0)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0, started) if writer else {}
+    if not writer:
+        return {}
+    summary = finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0, started)
+    for cb in callbacks:
+        cb.on_summary(summary)
+    return summary
 
 
 def fit_preemptible(p: Prepared, state: FitState, callbacks: list[Callback], batch_size: int,
@@ -277,6 +282,9 @@ def observers(cfg: TrainConfig, p: Prepared, monitor: Monitor, run_dir: Path, cf
         out.append(CSVLogger(run_dir, signals))
     if "tensorboard" in loggers:
         out.append(TensorBoardLogger(run_dir, signals, monitor, cfg_dict, p.data.input_shape))
+    if "mlflow" in loggers:  # mlflow takes ~1 s to import: only when chosen, through the resolver
+        out.append(resolve("dltool.train.mlflow_logger:MLflowLogger")(run_dir, cfg_dict, t.mlflow_uri,
+                                                                      Path("outputs")))
     return out
 
 
