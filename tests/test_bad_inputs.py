@@ -209,6 +209,10 @@ CASES = [
     case(["cross-validate", "data.folds=1"], "data.folds"),
     case(["cross-validate", "data.folds=3", "data.fold=4"], "data.fold"),
     case(["cross-validate"], "data.folds", slow=True),
+    # compare
+    case(["compare", "run"], "dltool compare RUN_DIR RUN_DIR"),
+    case(["compare", "run", "nowhere"], "nowhere"),
+    case(["compare", "run", "run", "--out", "run"], "--out run", slow=True),
     # diagnose
     case(["diagnose", "nowhere"], "nowhere"),
     case(["diagnose"], "diagnose"),
