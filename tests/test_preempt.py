@@ -120,9 +120,12 @@ def test_two_gloo_ranks_stop_together_rank0_saves_and_the_resume_is_bitwise(tmp_
     run = tmp_path / "cut"
     proc = start(run, *args)
     wait_for_epochs(proc, run, 2)
+    time.sleep(0.1)  # into epoch 3's training (an epoch takes about a second here)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED, out
+    cut = checkpoint.load(run / "checkpoints" / "last.pt")["progress"]["partial"]
+    assert cut["batches"] > 0 and [r["seen"] for r in cut["ranks"]] == [4 * cut["batches"]] * 2  # each rank's sums
     assert f"preempted by SIGTERM: last.pt holds the state after the last finished step; continue with: dltool " \
            f"train resume={run}" in out.replace("\n", "")
     assert "Traceback" not in out and "death signal" not in out

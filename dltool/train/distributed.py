@@ -250,7 +250,7 @@ def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:
     ddp = DistributedDataParallel(model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
     ddp.register_comm_hook(weights, weighted_allreduce)
     p.setup.ddp = ddp
-    p.setup.agree = stop_together(r.device)
+    p.setup.agree, p.setup.gather, p.setup.rank = stop_together(r.device), gather_partial(r.world), r.rank
     torch.manual_seed(cfg.trainer.seed + r.rank)  # dropout differs between ranks; the weights came from rank 0
     p.data = shard_data(p.data, r, weights, cfg.trainer.seed)
     return weights
@@ -265,6 +265,17 @@ def stop_together(device: torch.device):
         return [bool(f) for f in flags.tolist()]
 
     return agree
+
+
+def gather_partial(world: int):
+    """Setup.gather: a cut epoch's running sums of every rank (rank r's at ranks[r]), so each continues its own."""
+    def gather(partial: dict) -> dict:
+        mine = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in partial.items()}
+        ranks: list = [None] * world
+        dist.all_gather_object(ranks, mine)
+        return {"batches": partial["batches"], "ranks": ranks}
+
+    return gather
 
 
 def shard_data(data: DataBundle, r: Rank, weights: Weights, seed: int) -> DataBundle:

@@ -43,6 +43,8 @@ class Setup:
     net: nn.Module | None = None  # what training steps call (see training_net), made once
     stop_check: Callable[[], bool] | None = None  # after each optimizer step: stop here (a preemption signal)?
     agree: Callable[[list[bool]], list[bool]] | None = None  # DDP: this rank's stop flags -> every rank's (any)
+    gather: Callable[[dict], dict] | None = None  # DDP: a cut epoch's sums of every rank, for last.pt (collective)
+    rank: int = 0  # DDP: which of those sums this process continues
 
 
 def pick_device(name: str) -> torch.device:
@@ -73,8 +75,8 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
     net = training_net(s)
     net.train()
     carry = carry or {}
-    total_loss = carry.get("loss", torch.zeros((), device=s.device)).clone()
-    correct = carry.get("correct", torch.zeros((), dtype=torch.long, device=s.device)).clone()
+    total_loss = carry.get("loss", torch.zeros(())).to(s.device, copy=True)
+    correct = carry.get("correct", torch.zeros((), dtype=torch.long)).to(s.device, copy=True)
     seen = int(carry.get("seen", 0))
     s.optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches, start=int(carry.get("batches", 0))):  # x: (N, ...), y: (N,)
@@ -181,6 +183,8 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
     s.stop_check (a preemption, the time budget) ends it after an optimizer step, last.pt holding the position."""
     stream = BatchStream(data.train, batch_size, generator, s.device, s.channels_last)
     done, interval, carry = resume_progress(state, stream)
+    if carry is not None and "ranks" in carry:  # DDP: this rank's own sums of the cut epoch
+        carry = {**carry["ranks"][s.rank], "batches": carry["batches"]}
     while done < plan.total and not state.stop:
         if carry is None and s.stop_check is not None and s.stop_check():  # between chunks
             return cut(state, callbacks, progress(done, state.step, stream, interval))
@@ -193,7 +197,8 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
         carry = None
         if "partial" in out:
             interval.seconds += time.perf_counter() - t0
-            return cut(state, callbacks, progress(done, state.step, stream, interval, out["partial"]))
+            partial = s.gather(out["partial"]) if s.gather is not None else out["partial"]
+            return cut(state, callbacks, progress(done, state.step, stream, interval, partial))
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
         if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
