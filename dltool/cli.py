@@ -7,10 +7,9 @@ one sentence before any run directory exists, then hand the same arguments to a 
 
 from __future__ import annotations
 
-import logging
 import os
+import shlex
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ from dltool.errors import ConfigError
 def cmd_train(args: list[str]) -> int:
     """Train a model from a YAML config (+ key=value overrides; -m for a Hydra multirun sweep).
 
-    usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR]
+    usage: dltool train [CONFIG.yaml] [group=choice ...] [key=value ...] [-m key=a,b ...] [resume=RUN_DIR|latest]
     Config groups (configs/): data, model, loss, optimizer, scheduler, regularization, init, augment, trainer,
     experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
     name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
@@ -33,7 +32,12 @@ def cmd_train(args: list[str]) -> int:
     if target is not None:  # the stored config is data: no Hydra app, nothing written before the resume is accepted
         from dltool.commands.train import resume_run
 
-        return resume_run(target, [a for a in args if not a.startswith("resume=")])
+        rest = [a for a in args if not a.startswith("resume=")]
+        if target == "latest":
+            from dltool.commands.rundir import latest_target
+
+            target, rest = latest_target(rest)
+        return resume_run(target, rest)
     name, extra_dir, overrides = split_args(args, "train")
     multirun = any(a in ("-m", "--multirun") for a in overrides)
     if not multirun:
@@ -318,6 +322,17 @@ def cmd_diagnose(args: list[str]) -> int:
     return run_diagnose(args)
 
 
+def cmd_compare(args: list[str]) -> int:
+    """Compare runs: the config keys that differ, final metrics side by side, the curves overlaid (PNG).
+
+    usage: dltool compare RUN_DIR RUN_DIR [RUN_DIR ...] [--out DIR]   (default DIR: outputs/compare/<time>)
+    """
+    from dltool.commands.compare import print_compare, run_compare
+
+    print_compare(run_compare(args))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -328,6 +343,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "lr-find": cmd_lr_find,
     "cross-validate": cmd_cross_validate,
     "diagnose": cmd_diagnose,
+    "compare": cmd_compare,
     "summary": cmd_summary,
     "list": cmd_list,
     "sweep-report": cmd_sweep_report,
@@ -351,31 +367,15 @@ def print_help() -> None:
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
                   "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n"
                   "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
-                  "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n\n"
+                  "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n  dltool compare RUN1 RUN2\n\n"
                   "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
-
-
-def quiet_third_party() -> None:
-    """Keep the terminal for dltool's own output: no warnings from plugin imports."""
-    if not os.environ.get("DLTOOL_DEBUG"):
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="hydra")
-        logging.getLogger("optuna").setLevel(logging.WARNING)
-
-
-def terminal_logging() -> None:
-    """Library warnings on the terminal as `warning: ...` for every command; Hydra's job logging
-    (configs/hydra/job_logging/dltool.yaml) sets up the same handler plus the run dir's train.log."""
-    from dltool.console import TerminalLog
-
-    root = logging.getLogger()
-    if not any(isinstance(h, TerminalLog) for h in root.handlers):
-        root.addHandler(TerminalLog(logging.WARNING))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    os.environ["DLTOOL_COMMAND"] = shlex.join(["dltool", *args])  # provenance (summary.json): the command as typed
+    from dltool.console import quiet_third_party, terminal_logging
+
     quiet_third_party()
     if not args or args[0] in ("-h", "--help", "help"):
         print_help()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -133,3 +134,20 @@ def epoch_line(logs: dict, epochs: int, monitor: str, columns: list[str]) -> Non
     cells = " ".join(cell(logs, c, width(c), ".2%" if c.endswith("_acc") else ".4f") for c in columns)
     console.print(f"{logs['epoch']:>3}/{epochs:<3} {cells} {logs['lr']:>9.2e} {logs['time']:>5.2f}s{mark}",
                   soft_wrap=True)
+
+
+def quiet_third_party() -> None:
+    """Keep the terminal for dltool's own output: no warnings from plugin imports (dltool.cli calls it first)."""
+    if not os.environ.get("DLTOOL_DEBUG"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="hydra")
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+def terminal_logging() -> None:
+    """Library warnings on the terminal as `warning: ...` for every command; Hydra's job logging
+    (configs/hydra/job_logging/dltool.yaml) sets up the same handler plus the run dir's train.log."""
+    root = logging.getLogger()
+    if not any(isinstance(h, TerminalLog) for h in root.handlers):
+        root.addHandler(TerminalLog(logging.WARNING))

@@ -142,3 +142,25 @@ def lr_range(lrs: Sequence[float], smoothed: Sequence[float], suggested: float, 
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     _save(fig, path)
+
+
+def overlay_curves(histories: dict[str, Sequence[dict]], path: Path) -> None:
+    """dltool compare: the runs' loss (train dashed, val solid) and accuracy per epoch on shared axes."""
+    fig = Figure(figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.24, top=0.91, wspace=0.22)
+    panels = ((fig.add_subplot(1, 2, 1), "loss"), (fig.add_subplot(1, 2, 2), "acc"))
+    colors = matplotlib.colormaps["tab10"].colors
+    for i, (label, history) in enumerate(histories.items()):
+        for ax, metric in panels:
+            for split, style in (("train", "--"), ("val", "-")):
+                points = [(h["epoch"], h[f"{split}_{metric}"]) for h in history if f"{split}_{metric}" in h]
+                if points:
+                    ax.plot(*zip(*points), style, color=colors[i % len(colors)], label=f"{label} {split}")
+    for ax, metric in panels:
+        ax.set_title("loss" if metric == "loss" else "accuracy")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    panels[0][0].legend(loc="upper center", bbox_to_anchor=(1.1, -0.13), ncol=min(4, 2 * len(histories)),
+                        fontsize=8, frameon=False)
+    _save(fig, path, tight=False)

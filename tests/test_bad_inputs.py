@@ -258,6 +258,11 @@ CASES = [
     case(["train", "scalar.yaml"], "scalar.yaml", slow=True),
     case(["train", "dir.yaml"], "is a directory", slow=True),
     case(["train", "missing.yaml"], "does not exist", slow=True),
+    # time budget, top-k checkpoints, resume=latest
+    case(["train", "trainer.max_time=2:30"], "trainer.max_time"),
+    case(["train", "trainer.save_top_k=-2"], "trainer.save_top_k"),
+    case(["train", "trainer.max_time=-5"], "trainer.max_time", slow=True),
+    case(["train", "resume=latest"], "resume=latest", slow=True),
     # resume
     case(["train", "resume=run", "model=mlp"], "model=mlp"),
     case(["train", "resume=run", "trainer.epochs=1"], "trainer.epochs"),
@@ -392,6 +397,10 @@ CASES = [
          slow=True),
     case(["show-data", "--out", "run"], "is a directory", slow=True),
     case(["lr-find", "lr_find.out_dir=afile", "lr_find.steps=5"], "afile", slow=True),
+    # compare
+    case(["compare", "run"], "dltool compare RUN_DIR RUN_DIR"),
+    case(["compare", "run", "nowhere"], "nowhere"),
+    case(["compare", "run", "run", "--out", "run"], "--out run", slow=True),
     # diagnose
     case(["diagnose", "nowhere"], "nowhere"),
     case(["diagnose"], "diagnose"),

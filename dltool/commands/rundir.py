@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+import yaml
+
+from dltool.config.compose import GROUP_FILES, compose, split_args
 from dltool.errors import ConfigError
 
 
@@ -122,3 +125,39 @@ def out_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"the output folder {path} is an existing file; name a folder (new or existing).")
     return path
+
+
+def latest_run(name: str, root: Path) -> Path:
+    """`resume=latest`: the run named `name` under root to continue (one sentence when none or several qualify).
+
+    Candidates hold config.yaml with that name and checkpoints/last.pt (sweep job dirs included). An unfinished
+    run (no summary.json, or a preemption record) is the one to continue; two or more unfinished runs are
+    ambiguous. With none unfinished, the newest run (by last.pt's time) is continued.
+    """
+    runs = []
+    for cfg in sorted(root.glob("**/config.yaml")) if root.is_dir() else []:
+        run = cfg.parent
+        try:
+            stored = yaml.safe_load(cfg.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(stored, dict) and stored.get("name") == name and (run / "checkpoints" / "last.pt").is_file():
+            runs.append(run)
+    if not runs:
+        raise ConfigError(f"resume=latest: no run named {name!r} with checkpoints/last.pt is under {root}/; start it "
+                          f"without resume=, or name its directory with resume=RUN_DIR.")
+    open_runs = [r for r in runs if not (r / "summary.json").is_file() or (r / "preempted.json").is_file()]
+    if len(open_runs) > 1:
+        listed = ", ".join(str(r) for r in sorted(open_runs)[:4]) + (" ..." if len(open_runs) > 4 else "")
+        raise ConfigError(f"resume=latest: {len(open_runs)} unfinished runs are named {name!r} ({listed}), so "
+                          f"'latest' is ambiguous; name one with resume=RUN_DIR.")
+    return open_runs[0] if open_runs else max(runs, key=lambda r: (r / "checkpoints" / "last.pt").stat().st_mtime)
+
+
+def latest_target(args: list[str]) -> tuple[str, list[str]]:
+    """`resume=latest [CONFIG.yaml] [group=choice ...] [name=N] [key=value ...]`: the config file, group choices
+    and name= only say which run's name to look for under outputs/; the single keys go on to the resume."""
+    name, extra_dir, overrides = split_args(args, "train")
+    naming = [o for o in overrides if o.partition("=")[0].lstrip("+").split("/")[0] in (*GROUP_FILES, "name")]
+    cfg = compose(name, extra_dir, naming)
+    return str(latest_run(str(cfg.name), Path("outputs"))), [o for o in overrides if o not in naming]

@@ -33,6 +33,7 @@ from dltool.commands.rundir import free_name, fresh_dir, os_reason
 from dltool.commands.train import JOB_THREADS
 from dltool.config.compose import compose
 from dltool.errors import ConfigError
+from dltool.registry import resolve
 from dltool.train.search import is_journal, journal_path
 
 INVOCATIONS = "invocations.yaml"
@@ -112,6 +113,9 @@ def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
         raise ConfigError(f"hydra.sweeper.storage: cannot create the folder {p.storage_file.parent} of "
                           f"{p.storage_file}: {os_reason(ex)} (is a part of it a file?).") from None
     write_invocation(sweep_dir, earlier, overrides, prefix)
+    if "mlflow" in list(cfg.trainer.loggers) and not (sweep_dir / "mlflow.json").is_file():  # the parent run
+        resolve("dltool.train.mlflow_logger:start_parent")(sweep_dir, str(cfg.name), cfg.trainer.mlflow_uri,
+                                                           Path("outputs"))
     return p
 
 
@@ -231,7 +235,10 @@ def check_dropout(cfg: Any, overrides: list[str], p: Plan) -> None:
 
 
 def discard_if_empty(p: Plan) -> None:
-    """A launch refused before any job ran (no SLURM, a launcher error) leaves no empty sweep dir behind."""
+    """A launch refused before any job ran (no SLURM, a launcher error) leaves no empty sweep dir behind. The
+    sweep's MLflow parent run (trainer.loggers with mlflow) ends here."""
+    if (p.sweep_dir / "mlflow.json").is_file():
+        resolve("dltool.train.mlflow_logger:end_parent")(p.sweep_dir)
     if not p.created or not p.sweep_dir.is_dir():
         return
     if any((d / ".hydra").is_dir() for d in p.sweep_dir.iterdir()):

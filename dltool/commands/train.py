@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,11 +22,12 @@ from dltool.commands.rundir import os_reason
 from dltool.config.compose import resume_config
 from dltool.config.safety import check_hydra, gate
 from dltool.config.schema import TrainConfig, to_dict, validate
-from dltool.console import TerminalLog, config_tree, console, error, note, table
+from dltool.console import TerminalLog, config_tree, console, error, note, table, warning
 from dltool.errors import ConfigError
 from dltool.tasks import HEADLINE, LABELS, TASKS
 from dltool.train.callbacks import Callback, EpochReporter
 from dltool.train.distributed import RankFailed, external, launch, run_rank
+from dltool.train.preempt import PREEMPTED, Preempted, requeued
 from dltool.train.run import headline, prepare, train
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,17 @@ def train_task(cfg: Any, multirun: bool, trial_hook: TrialHook | None = None) ->
         if multirun and not external():  # the gate once more on the job a sweeper or launcher built
             gate(list(hc.overrides.task), f"job {hc.job.num}", job=True)
             check_hydra(hc)
-        return validate(cfg)
+        return continue_if_requeued(validate(cfg), run_dir)
 
     return run_task(make_config, run_dir, multirun, mode, hook_of=hook_of)
+
+
+def continue_if_requeued(tc: TrainConfig, run_dir: Path) -> TrainConfig:
+    """A submitit job requeued after a preemption runs again in the same job dir: it continues from its last.pt."""
+    if tc.resume is None and requeued(run_dir):
+        log.info("requeued after a preemption: continuing from %s", run_dir / "checkpoints" / "last.pt")
+        return replace(tc, resume=str(run_dir))
+    return tc
 
 
 def resume_run(target: str, overrides: list[str]) -> int:
@@ -123,6 +133,8 @@ def run_task(make_config: Callable[[], Any], run_dir: Path, multirun: bool, mode
                    else run_job(tc, run_dir, multirun, hook, on_start))
         if summary is None:
             return 0.0  # a rank > 0 of an external torchrun: rank 0 reports
+    except Preempted as ex:
+        stop_preempted(ex)
     except KeyboardInterrupt:
         if multirun:
             raise
@@ -178,6 +190,19 @@ def cv_task(tc: TrainConfig, run_dir: Path, multirun: bool) -> dict:
     if not multirun:
         print_cv(res, run_dir)
     return res["summary"]
+
+
+def stop_preempted(ex: Preempted) -> None:
+    """One line with the resume command, then submitit's requeue (inside a submitit job) or exit PREEMPTED."""
+    saved = (ex.run_dir / "checkpoints" / "last.pt").is_file()
+    where = (f"last.pt holds the state after the last finished step; continue with: dltool train "
+             f"resume={ex.run_dir}" if saved else "no step had finished, so there is nothing to resume")
+    requeue = " (submitit requeues the job; it continues from last.pt)" if ex.requeue is not None and saved else ""
+    warning(f"preempted by {ex.name}: {where}{requeue}")
+    log.info("preempted by %s", ex.name)
+    if ex.requeue is not None and saved:
+        ex.requeue(ex.signum, None)  # submitit: checkpoint() the job, requeue it, exit
+    sys.exit(PREEMPTED)
 
 
 def failed(ex: Exception, run_dir: Path, multirun: bool, mode: str) -> float:

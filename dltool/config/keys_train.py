@@ -186,6 +186,10 @@ TRAINER = Group({
     "val_every": Key(Optional[int], None, "validate every N epochs (N steps with max_steps); null: every epoch"),
     "checkpoint_every": Key(Optional[int], None, "write last.pt every N epochs (N steps with max_steps); null: at "
                                                  "each validation"),
+    "max_time": Key(Optional[str], None, "time budget \"DD:HH:MM:SS\" or seconds (e.g. 00:02:30:00, 9000); null: "
+                                         "none"),
+    "save_top_k": Key(Optional[int], None, "also keep the k best checkpoints as epochNNN-<monitor>=<value>.pt (-1: "
+                                           "every epoch)"),
     "batch_size": Key(int, 64, "examples per optimizer step"),
     "device": Key(str, "auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps"),
     "seed": Key(int, 0, "seeds weights, shuffling and dropout"),
@@ -195,7 +199,8 @@ TRAINER = Group({
     "channels_last": Key(bool, False, "model and 4-D image batches in channels_last memory format (fast on GPUs "
                                       "with AMP)"),
     "accumulate": Key(int, 1, "gradient accumulation: optimizer step every N batches"),
-    "monitor": Key(str, "val_loss", "metric for best.pt, early stopping and the final test (val_acc, train_loss, ...)"),
+    "monitor": Key(str, "val_loss", "metric for best.pt, early stopping and the final test (val_acc, val_r2, "
+                                    "train_loss, ...: `dltool list tasks`)"),
     "mode": Key(str, "min", "min for losses, max for accuracies (never guessed)", ("min", "max")),
     "threshold": Key(float, 0.5, "binary/multilabel: predicted probability from which a label counts as positive"),
     "min_delta": Key(float, 0.0, "an improvement must beat the best by more than this"),
@@ -214,7 +219,9 @@ TRAINER = Group({
     "progress": Key(bool, True, "progress bar within each epoch (terminals only)"),
     "diagnostics": Key(bool, True, "per-layer signals each epoch (signals.csv, PNGs) and the diagnosis at the end"),
     "loggers": Key(List[str], ["csv", "tensorboard"], "csv: metrics.csv + signals.csv; tensorboard: event files in "
-                                                      "the run dir"),
+                                                      "the run dir; mlflow"),
+    "mlflow_uri": Key(Optional[str], None, "MLflow tracking URI for the mlflow logger (a server, sqlite:///x.db); "
+                                           "null: outputs/mlflow.db"),
     "devices": Key(int, 1, "data-parallel processes (DDP): one per GPU, or CPU processes; batch_size is per device"),
     "dist_timeout": Key(float, 300.0, "seconds a rank waits for the others in a collective before the run stops"),
 }, doc="epochs, batch size, device, precision, checkpointing, early stopping", width=30)

@@ -45,6 +45,7 @@ class FitState:
     checkpoint_due: bool = True  # this validation point is also a last.pt point (trainer.checkpoint_every)
     task: str = "classification"  # which metrics the logs hold (dltool.tasks)
     rank_rng: list | None = None  # under DDP: every rank's own generators at this point (dropout differs by rank)
+    preempted: bool = False  # a signal stopped training after an optimizer step (train/preempt.py)
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
@@ -60,6 +61,7 @@ class Callback:
     def on_epoch_end(self, state: FitState, logs: dict) -> None: ...
     def on_checkpoint(self, state: FitState) -> None: ...  # a trainer.checkpoint_every point between validations
     def on_fit_end(self, state: FitState) -> None: ...
+    def on_summary(self, summary: dict) -> None: ...  # after summary.json is written (the run is complete)
     def state_dict(self) -> dict: return {}
     def load_state_dict(self, d: dict) -> None: ...
 
@@ -114,6 +116,42 @@ class BestCheckpoint(Callback):
 
     def load_state_dict(self, d: dict) -> None:
         self.m.best, self.m.best_epoch = d["best"], d["best_epoch"]
+
+
+class TopK(Callback):
+    """trainer.save_top_k: the k best validated epochs by the monitored metric (k=-1: every epoch), each in
+    checkpoints/epochNNN-<monitor>=<value>.pt; an epoch pushed out of the k best loses its file.
+
+    Ranked by value in the monitor's mode; a tie keeps the earlier epoch; a non-finite value never enters.
+    """
+
+    priority = FIRST  # before best.pt is written: best.pt and its copy last.pt record this epoch's ranking
+
+    def __init__(self, monitor: Monitor, k: int, folder: Path, save: Callable[[dict, Path], None]) -> None:
+        self.m, self.k, self.folder, self.save = monitor, k, folder, save
+        self.kept: list[dict] = []  # {"epoch", "value", "file"}, best first
+
+    def on_epoch_end(self, state: FitState, logs: dict) -> None:
+        v = self.m.value(logs)
+        if not math.isfinite(v) or state.make_checkpoint is None:
+            return
+        ranked = sorted([*self.kept, {"epoch": state.epoch, "value": v, "file": ""}],
+                        key=lambda e: (e["value"] if self.m.mode == "min" else -e["value"], e["epoch"]))
+        keep = ranked if self.k < 0 else ranked[:self.k]
+        new = next((e for e in keep if e["epoch"] == state.epoch), None)
+        if new is None:
+            return
+        new["file"] = f"epoch{state.epoch:03d}-{self.m.monitor}={v:.4f}.pt"
+        self.save(state.make_checkpoint(), self.folder / new["file"])
+        for gone in ranked[len(keep):]:
+            (self.folder / gone["file"]).unlink(missing_ok=True)
+        self.kept = keep
+
+    def state_dict(self) -> dict:
+        return {"kept": [dict(e) for e in self.kept]}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.kept = [dict(e) for e in d.get("kept", [])]
 
 
 class EarlyStopping(Callback):
@@ -293,7 +331,8 @@ class Curves(Callback):
             self.draw(state)
 
     def on_fit_end(self, state: FitState) -> None:
-        self.draw(state)
+        if not state.preempted:  # a preempted run exits fast (the resumed run draws them all)
+            self.draw(state)
 
     def draw(self, state: FitState) -> None:
         t0 = time.monotonic()

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
@@ -47,6 +48,7 @@ from dltool.data.splits import Batch, DataBundle, Split, TensorSplit
 from dltool.errors import ConfigError
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import Callback, EpochReporter, FitState
+from dltool.train.preempt import PREEMPTED, Preempted, submitit_signal
 from dltool.train.run import Prepared, prepare, train
 
 log = logging.getLogger(__name__)
@@ -126,16 +128,27 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
     """Start trainer.devices ranks on this machine, wait for them, return rank 0's summary."""
     n = cfg.trainer.devices
     backend_and_devices(cfg, n)
+    sub = submitit_signal()  # the launcher forwards these to the ranks, which save and stop (train/preempt.py)
+    forwarded = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1"] + ([sub.name] if sub is not None else [])
     logs = tempfile.mkdtemp(prefix="dltool_ranks_")  # the launcher's per-rank error files, removed afterwards
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs))
-    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # RankFailed says it in one sentence
+                          monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs),
+                          signals_to_handle=",".join(forwarded))
+    for name in ("torch.distributed.elastic", "torch.multiprocessing", "torch.distributed.elastic.agent.server.api",
+                 "torch.distributed.elastic.multiprocessing.api"):  # RankFailed / Preempted say it in one sentence
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    requeue = signal.getsignal(sub) if sub is not None else None  # submitit's handler, before elastic replaces it
     try:
         results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show)
     except ChildFailedError as ex:
+        if all(f.exitcode == PREEMPTED for f in ex.failures.values()):  # the ranks were signalled directly
+            raise Preempted(signal.SIGTERM, run_dir) from None
         raise RankFailed(death_sentence(ex, run_dir, n)) from None
+    except SignalException as ex:  # the ranks got the signal from the launcher and stopped after saving
+        if ex.sigval in (signal.SIGINT,):
+            raise KeyboardInterrupt from None
+        raise Preempted(ex.sigval, run_dir, requeue if ex.sigval == sub and callable(requeue) else None) from None
     finally:
         shutil.rmtree(logs, ignore_errors=True)  # no torchelastic_* folder left in the temp directory
     out = results[0]
@@ -167,6 +180,8 @@ def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool) -
         return run_rank(cfg, Path(run_dir), hook, show)
     except ConfigError as ex:
         return {"config_error": str(ex)}
+    except Preempted:  # rank 0 wrote last.pt; every rank stopped at the same step. Exit now: a returned value
+        sys.exit(PREEMPTED)  # waits for the launcher to read it, which a launcher shutting down never does
 
 
 # --------------------------------------------------------------------------- one rank
@@ -245,7 +260,8 @@ def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:
     ddp = DistributedDataParallel(model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
     ddp.register_comm_hook(weights, weighted_allreduce)
     p.setup.ddp = ddp
-    p.setup.gather = functools.partial(gather_all, device=r.device)
+    p.setup.gather_outputs = functools.partial(gather_all, device=r.device)
+    p.setup.agree, p.setup.gather, p.setup.rank = stop_together(r.device), gather_partial(r.world), r.rank
     torch.manual_seed(cfg.trainer.seed + r.rank)  # dropout differs between ranks; the weights came from rank 0
     p.data = shard_data(p.data, r, weights, cfg.trainer.seed)
     return weights
@@ -263,6 +279,28 @@ def gather_all(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     outs = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(outs, padded)
     return torch.cat([o[:int(k)] for o, k in zip(outs, sizes)]).cpu()
+
+
+def stop_together(device: torch.device):
+    """Setup.agree: after each optimizer step every rank learns whether any rank got a preemption signal or ran out
+    of trainer.max_time, so all stop at the same step (one 2-element all-reduce per step)."""
+    def agree(mine: list[bool]) -> list[bool]:
+        flags = torch.tensor([1.0 if f else 0.0 for f in mine], device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [bool(f) for f in flags.tolist()]
+
+    return agree
+
+
+def gather_partial(world: int):
+    """Setup.gather: a cut epoch's running sums of every rank (rank r's at ranks[r]), so each continues its own."""
+    def gather(partial: dict) -> dict:
+        mine = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in partial.items()}
+        ranks: list = [None] * world
+        dist.all_gather_object(ranks, mine)
+        return {"batches": partial["batches"], "ranks": ranks}
+
+    return gather
 
 
 def shard_data(data: DataBundle, r: Rank, weights: Weights, seed: int) -> DataBundle:

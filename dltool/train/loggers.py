@@ -1,4 +1,4 @@
-"""Loggers (trainer.loggers): csv (metrics.csv + signals.csv) and tensorboard (event files in the run dir).
+"""Loggers (trainer.loggers): csv (metrics.csv + signals.csv), tensorboard (event files in the run dir), mlflow.
 
 Both are callbacks that run after the metrics of an epoch are final (priority REPORT and after). The signal
 figures (update_ratios.png, histograms.png, filters.png) are drawn once, at the end of fit.
@@ -25,7 +25,7 @@ from dltool.train.signals import COLUMNS, Signals, sample
 
 log = logging.getLogger(__name__)
 
-LOGGERS = ("csv", "tensorboard")
+LOGGERS = ("csv", "tensorboard", "mlflow")  # mlflow: dltool/train/mlflow_logger.py, imported only when chosen
 HISTOGRAM_INTERVAL = 30.0  # seconds between histogram epochs in TensorBoard (plus the first and the last)
 HPARAMS = ("model.name", "optimizer.name", "optimizer.lr", "trainer.batch_size")  # always in the HParams table
 
@@ -95,6 +95,8 @@ class SignalPlots(Callback):
         self.run_dir, self.signals, self.input_shape = run_dir, signals, tuple(input_shape)
 
     def on_fit_end(self, state: FitState) -> None:
+        if state.preempted:  # exit fast: the resumed run draws them
+            return
         s = self.signals
         try:
             update_ratios(s.rows, self.run_dir / "update_ratios.png")
@@ -195,6 +197,10 @@ class TensorBoardLogger(Callback):
         if self.writer is None:
             return
         w = self.writer
+        if state.preempted:  # exit fast: the event files keep what was logged; the resumed run adds the rest
+            w.close()
+            self.writer = None
+            return
         self.histograms(state)
         grid, name, _ = first_layer_grid(state.model, self.input_shape)
         if grid is not None:

@@ -48,7 +48,11 @@ class Setup:
     task: str = "classification"  # which metrics validation records (dltool.tasks)
     threshold: float = 0.5  # binary/multilabel decision threshold on the predicted probability
     target_norm: dict | None = None  # regression: the training targets' mean/std (metrics in original units)
-    gather: Callable[[torch.Tensor], torch.Tensor] | None = None  # DDP: concatenate a tensor over every rank
+    gather_outputs: Callable[[torch.Tensor], torch.Tensor] | None = None  # DDP: concatenate over every rank
+    stop_check: Callable[[], bool] | None = None  # after each optimizer step: stop here (a preemption signal)?
+    agree: Callable[[list[bool]], list[bool]] | None = None  # DDP: this rank's stop flags -> every rank's (any)
+    gather: Callable[[dict], dict] | None = None  # DDP: a cut epoch's sums of every rank, for last.pt (collective)
+    rank: int = 0  # DDP: which of those sums this process continues
 
 
 def pick_device(name: str) -> torch.device:
@@ -70,15 +74,21 @@ def pick_device(name: str) -> torch.device:
 
 def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                     generator: torch.Generator, scaler: torch.amp.GradScaler,
-                    on_batch: Callable[[], None] | None = None) -> dict:
-    """One pass over the shuffled training split; returns mean train loss and accuracy."""
+                    on_batch: Callable[[], None] | None = None, carry: dict | None = None) -> dict:
+    """One pass over the shuffled training split; returns mean train loss and accuracy.
+
+    carry: the sums of a chunk a preemption cut short (`partial`), continued from its next batch. When
+    s.stop_check says so after an optimizer step, the pass ends early and returns `partial` instead.
+    """
     net = training_net(s)
     net.train()
-    total_loss = torch.zeros((), device=s.device)
-    correct = torch.zeros((), dtype=torch.long, device=s.device)
-    seen, cut = 0, logit(s.threshold)
+    carry = carry or {}
+    total_loss = carry.get("loss", torch.zeros(())).to(s.device, copy=True)
+    correct = carry.get("correct", torch.zeros((), dtype=torch.long)).to(s.device, copy=True)
+    seen = int(carry.get("seen", 0))
+    cut = logit(s.threshold)
     s.optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(batches):  # x: (N, ...), y: (N,)
+    for i, (x, y) in enumerate(batches, start=int(carry.get("batches", 0))):  # x: (N, ...), y: (N,)
         if s.augment is not None:
             x = s.augment(x, generator)
         with autocast(s.device, s.precision):
@@ -87,13 +97,16 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
             loss = data_loss + s.penalty() if s.penalty is not None else data_loss
         scaled = loss / s.accumulate if s.accumulate > 1 else loss
         scaler.scale(scaled).backward()  # a disabled scaler returns the loss as is
-        if (i + 1) % s.accumulate == 0 or i + 1 == num_batches:
+        stepped = (i + 1) % s.accumulate == 0 or i + 1 == num_batches
+        if stepped:
             step(s, scaler)
         total_loss += data_loss.detach() * len(y)
         correct += count_correct(s.task, logits.detach(), y, cut)
         seen += len(y)
         if on_batch is not None:
             on_batch()
+        if stepped and i + 1 < num_batches and s.stop_check is not None and s.stop_check():
+            return {"partial": {"batches": i + 1, "loss": total_loss, "correct": correct, "seen": seen}}
     out = {"train_loss": total_loss.item() / max(seen, 1), "examples": seen}
     if TASKS[s.task].train_acc:
         out["train_acc"] = correct.item() / max(seen, 1)
@@ -190,15 +203,26 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
 def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], batch_size: int,
              generator: torch.Generator, plan: Plan, scaler: torch.amp.GradScaler,
              on_batch: Callable[[], None] | None) -> None:
-    """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks."""
+    """Train to each pause of the plan; at a validation point, validate and hand the logs to the callbacks.
+    s.stop_check (a preemption, the time budget) ends it after an optimizer step, last.pt holding the position."""
     stream = BatchStream(data.train, batch_size, generator, s.device, s.channels_last)
-    done, interval = resume_progress(state, stream)
+    done, interval, carry = resume_progress(state, stream)
+    if carry is not None and "ranks" in carry:  # DDP: this rank's own sums of the cut epoch
+        carry = {**carry["ranks"][s.rank], "batches": carry["batches"]}
     while done < plan.total and not state.stop:
+        if carry is None and s.stop_check is not None and s.stop_check():  # between chunks
+            return cut(state, callbacks, progress(done, state.step, stream, interval))
         n = (plan.next_stop(done) - done) * plan.batches_per_unit
         for cb in callbacks:
             cb.on_epoch_start(state, n)
         t0, lrs = time.perf_counter(), group_lrs(s.optimizer)
-        out = train_one_epoch(s, stream.take(n), n, generator, scaler, on_batch)
+        out = train_one_epoch(s, stream.take(n - (carry or {}).get("batches", 0)), n, generator, scaler, on_batch,
+                              carry)
+        carry = None
+        if "partial" in out:
+            interval.seconds += time.perf_counter() - t0
+            partial = s.gather(out["partial"]) if s.gather is not None else out["partial"]
+            return cut(state, callbacks, progress(done, state.step, stream, interval, partial))
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
         if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
@@ -223,12 +247,20 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
             cb.on_epoch_end(state, logs)
 
 
+def cut(state: FitState, callbacks: list[Callback], where: dict) -> None:
+    """Stop between two steps (a preemption signal, trainer.max_time): last.pt (the checkpoint writers'
+    on_checkpoint) records exactly where training is, so a resume continues bitwise."""
+    state.progress, state.stop = where, True
+    for cb in callbacks:
+        cb.on_checkpoint(state)
+
+
 def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
     """val_loss and the task's validation metrics (nothing when the data set has no validation split)."""
     if data.val is None:
         return {}
     val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision, s.task, s.threshold,
-                   s.target_norm, s.gather)
+                   s.target_norm, s.gather_outputs)
     return {f"val_{k}": v for k, v in val.items()}
 
 
@@ -236,13 +268,15 @@ def make_plan_for_epochs(epochs: int, batches_per_epoch: int) -> Plan:
     return Plan("epoch", epochs, 1, None, batches_per_epoch)
 
 
-def progress(done: int, steps: int, stream: BatchStream, interval: Interval) -> dict:
-    return {"done": done, "step": steps, "stream": stream.state_dict(), "interval": dataclasses.asdict(interval)}
+def progress(done: int, steps: int, stream: BatchStream, interval: Interval, partial: dict | None = None) -> dict:
+    out = {"done": done, "step": steps, "stream": stream.state_dict(), "interval": dataclasses.asdict(interval)}
+    return {**out, "partial": partial} if partial is not None else out
 
 
-def resume_progress(state: FitState, stream: BatchStream) -> tuple[int, Interval]:
-    """(units done, the interval's sums) from a resumed checkpoint's progress; (0, empty) for a new run."""
+def resume_progress(state: FitState, stream: BatchStream) -> tuple[int, Interval, dict | None]:
+    """(units done, the interval's sums, a cut chunk's sums) from a resumed checkpoint's progress; (0, empty, None)
+    for a new run."""
     p = state.progress or {}
     stream.load_state_dict(p.get("stream") or {})
     state.step = int(p.get("step", 0))
-    return int(p.get("done", state.epoch)), Interval(**(p.get("interval") or {}))
+    return int(p.get("done", state.epoch)), Interval(**(p.get("interval") or {})), p.get("partial")

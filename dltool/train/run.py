@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from dltool.models.summary import as_text
 from dltool.registry import resolve
 from dltool.tasks import HEADLINE, check_loss, check_monitor
 from dltool.train import checkpoint as ckpt_io
+from dltool.train import preempt
 from dltool.train.callbacks import (
     BestCheckpoint,
     Callback,
@@ -39,15 +41,18 @@ from dltool.train.callbacks import (
     LastCheckpoint,
     Monitor,
     RestoreBest,
+    TopK,
 )
 from dltool.train.infer import resolve_precision
 from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
 from dltool.train.loop import Setup, evaluate, fit, pick_device
 from dltool.train.losses import LossContext, Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.preempt import Preempted, Preemption
+from dltool.train.provenance import now, provenance
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
-from dltool.train.steps import Plan, make_plan
+from dltool.train.steps import Plan, make_plan, parse_max_time
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
         bad = next(k for k in ("epochs", "batch_size", "accumulate") if getattr(t, k) < 1)
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
     check_loggers(t.loggers)
+    parse_max_time(t.max_time)
+    if t.save_top_k is not None and t.save_top_k < -1:
+        raise ConfigError(f"trainer.save_top_k={t.save_top_k} is not valid; use k >= 1 to keep the k best "
+                          f"checkpoints, -1 to keep every epoch's, or null (0) for best.pt and last.pt only.")
     if t.min_change_epochs is not None and t.min_change_epochs < 1:
         raise ConfigError(f"trainer.min_change_epochs={t.min_change_epochs} must be at least 1 (or null: off).")
     seed_everything(t.seed)
@@ -154,22 +163,25 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     A resume is checked in full before anything is written (a refused one changes nothing); on_start runs right
     before the first write. writer=False (ranks > 0 of a distributed run): same training and decisions, no files."""
     run_dir = Path(run_dir)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), now()
     p = prepared or prepare(cfg)
-    s, data, t = p.setup, p.data, cfg.trainer
+    s, t = p.setup, cfg.trainer
     cfg_dict = to_dict(cfg)  # once: converting the dataclasses costs milliseconds, too much per epoch
 
     monitor = Monitor(t.monitor, t.mode, t.min_delta)
     best, callbacks = standard_callbacks(cfg, monitor, run_dir)
+    stateful: dict[str, Callback] = {"best": best}  # early stopping derives its count from the monitor's best epoch
+    if t.save_top_k:
+        stateful["topk"] = TopK(monitor, t.save_top_k, run_dir / "checkpoints", ckpt_io.save)
+        callbacks.append(stateful["topk"])
     if writer:
         callbacks += observers(cfg, p, monitor, run_dir, cfg_dict)
     else:  # keep the callbacks that decide (best epoch, early stopping, restore), drop the writers
-        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest))]
+        callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest, TopK))]
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task)
-    stateful = {"best": best}  # early stopping derives its count from the monitor's best epoch
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
@@ -179,8 +191,43 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
             on_start()
         write_run_files(run_dir, cfg_dict, p)
         log_start(cfg, p, run_dir, state)
-    fit(s, data, state, callbacks, t.batch_size, generator, p.plan)
-    return finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0) if writer else {}
+    fit_preemptible(p, state, callbacks, t.batch_size, generator, writer, parse_max_time(t.max_time), t0)
+    if not writer:
+        return {}
+    summary = finish(cfg, p, state, monitor, run_dir, time.perf_counter() - t0, started)
+    for cb in callbacks:
+        cb.on_summary(summary)
+    return summary
+
+
+def fit_preemptible(p: Prepared, state: FitState, callbacks: list[Callback], batch_size: int,
+                    generator: torch.Generator, writer: bool, budget: float | None, t0: float) -> None:
+    """fit() with SIGTERM/SIGUSR1 recorded and trainer.max_time counted from t0: after the step under way,
+    last.pt is written; a signal raises Preempted, the budget ends the run normally (stop_reason says so).
+    Under DDP, Setup.agree makes every rank stop at the same step (any rank's signal or clock stops them all)."""
+    s = p.setup
+    with Preemption() as pre:
+        def check() -> bool:
+            flags = [pre.requested(), budget is not None and time.perf_counter() - t0 >= budget]
+            signalled, over = flags if s.agree is None else s.agree(flags)
+            if signalled:
+                state.preempted = True
+            elif over:
+                state.stop_reason = (f"the time budget trainer.max_time ({budget:g} s) ran out after {state.epoch} "
+                                     f"finished epochs (+ the steps after the last one, kept in last.pt)")
+            return signalled or over
+
+        s.stop_check = check
+        try:
+            fit(s, p.data, state, callbacks, batch_size, generator, p.plan)
+        finally:
+            s.stop_check = None
+    if state.preempted:
+        signum = pre.signum or signal.SIGTERM  # a DDP rank stopped by another rank's signal
+        if writer:
+            preempt.record(state.run_dir, signum, state.epoch, int((state.progress.get("partial") or {})
+                                                                    .get("batches", 0)))
+        raise Preempted(signum, state.run_dir, pre.requeue_handler() if writer else None)
 
 
 def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dict, monitor: Monitor,
@@ -276,6 +323,9 @@ def observers(cfg: TrainConfig, p: Prepared, monitor: Monitor, run_dir: Path, cf
         out.append(CSVLogger(run_dir, signals))
     if "tensorboard" in loggers:
         out.append(TensorBoardLogger(run_dir, signals, monitor, cfg_dict, p.data.input_shape))
+    if "mlflow" in loggers:  # mlflow takes ~1 s to import: only when chosen, through the resolver
+        out.append(resolve("dltool.train.mlflow_logger:MLflowLogger")(run_dir, cfg_dict, t.mlflow_uri,
+                                                                      Path("outputs")))
     return out
 
 
@@ -302,7 +352,7 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     state.history, state.epoch = list(ck["history"]), int(ck["epoch"])
     state.progress = dict(ck.get("progress") or {"done": int(ck["epoch"])})
     for k, cb in stateful.items():
-        cb.load_state_dict(ck["callbacks"][k])
+        cb.load_state_dict(ck["callbacks"].get(k, {}))
     ckpt_io.set_rng_state(ck["rng"], generator)
     ranks = ck.get("rank_rng")
     if ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() == len(ranks) \
@@ -311,8 +361,9 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     return int(ck["epoch"])
 
 
-def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run_dir: Path, seconds: float) -> dict:
-    """Evaluate the best checkpoint on the test split and write summary.json."""
+def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run_dir: Path, seconds: float,
+           started: str = "") -> dict:
+    """Evaluate the best checkpoint on the test split and write summary.json (with the run's provenance)."""
     best_path = run_dir / "checkpoints" / "best.pt"
     summary = {
         "name": cfg.name,
@@ -343,7 +394,12 @@ def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run
     log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
              summary["best_epoch"],
              f"; {headline(summary)} ({summary['tested']})" if "tested" in summary else "")
+    summary["provenance"] = provenance(p.data, p.device, started)
+    preemptions = preempt.read_records(run_dir)  # a resumed preempted run: its interruptions, on record
+    if preemptions:
+        summary["preemptions"] = preemptions
     (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
+    (run_dir / preempt.RECORD).unlink(missing_ok=True)
     return summary
 
 

@@ -65,6 +65,28 @@ def make_plan(t: TrainerConfig, batches_per_epoch: int) -> Plan:
                 batches_per_epoch if unit == "epoch" else t.accumulate)
 
 
+def parse_max_time(value: object) -> float | None:
+    """trainer.max_time as seconds: "DD:HH:MM:SS" (Lightning's format) or a number of seconds; None: no budget."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            seconds = float(text)
+        elif len(parts) == 4:
+            days, hours, minutes, secs = (int(x) for x in parts)
+            seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+        else:
+            raise ValueError
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"trainer.max_time={value!r} is not a time budget; use DD:HH:MM:SS (e.g. 00:02:30:00 for "
+                          f"two and a half hours), a number of seconds > 0 (e.g. 9000), or null for none.")
+    return seconds
+
+
 class BatchStream:
     """Shuffled batches pass after pass; `take(n)` yields the next n, moved to the device."""
 
