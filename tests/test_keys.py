@@ -168,7 +168,7 @@ def test_list_optimizers_shows_each_key_with_type_default_and_doc_as_the_files_g
 def test_list_trainer_and_datasets_show_types_defaults_and_choices(capsys):
     code, out = run_main(["list", "trainer", "datasets"], capsys)
     assert code == 0
-    trainer = {r[0]: r[1:] for r in table_rows(out) if len(r) == 4}
+    trainer = {r[0]: r[1:] for r in table_rows(out) if len(r) == 4 and r[0]}  # r[0] empty: a wrapped doc line
     documented = yaml.safe_load((config_dir() / "trainer" / "default.yaml").read_text())
     assert {k: yaml.safe_load(v[1]) if k != "precision" else v[1] for k, v in trainer.items()} == {
         **documented, "precision": '"32"'}

@@ -236,3 +236,38 @@ def test_balanced_sampler_draws_every_class_equally_often_and_reproducibly():
     assert torch.equal(a, b) and len(a) == 1000
     drawn = torch.bincount(y[torch.cat([split.order(torch.Generator().manual_seed(s)) for s in range(20)])])
     assert abs(drawn[1].item() / drawn.sum().item() - 0.5) < 0.02
+
+
+@pytest.mark.slow
+def test_export_with_normalization_gives_original_units_in_onnxruntime(linear, tmp_path):
+    import onnxruntime as ort
+    from sklearn.datasets import load_diabetes
+
+    from dltool.commands.export import OPTIONS as EXPORT_OPTIONS
+    from dltool.commands.export import run_export
+    run, _ = linear
+    res = run_export(str(run), {**EXPORT_OPTIONS, "with_normalization": True, "out": str(tmp_path / "exp")})
+    assert res["verification"]["passed"] and res["targets"]["in_graph"] and res["output"]["task"] == "regression"
+    raw = load_diabetes().data[:5].astype(np.float32)
+    session = ort.InferenceSession(res["path"])
+    onnx_values = session.run(None, {session.get_inputs()[0].name: raw})[0][:, 0]
+    with open(tmp_path / "rows.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(load_diabetes().feature_names)
+        w.writerows(raw.tolist())
+    predicted = np.array(run_predict(str(run), [str(tmp_path / "rows.csv")], dict(PREDICT_OPTIONS))["values"])[:, 0]
+    assert np.allclose(onnx_values, predicted, rtol=1e-4) and 25 < onnx_values.mean() < 346
+
+
+@pytest.mark.slow
+def test_a_regression_sweep_ranks_its_jobs_by_val_r2(tmp_path, cli):
+    sweep = tmp_path / "sweep"
+    r = cli("train", "-m", "experiment=diabetes_linear", "trainer.epochs=15", "optimizer.lr=0.001,0.1",
+            "trainer.diagnostics=false", f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("done: best val_r2") == 2 and r.stdout.count("test_r2=") == 2
+    rows = list(csv.DictReader(open(sweep / "sweep.csv")))
+    best = {float(x["optimizer.lr"]): float(x["best_val_r2"]) for x in rows}
+    assert best[0.1] > best[0.001] and "test_r2" in rows[0]
+    summaries = {float(x["optimizer.lr"]): json.loads((sweep / x["job"] / "summary.json").read_text()) for x in rows}
+    assert all(s["task"] == "regression" and s["best_value"] == pytest.approx(best[lr]) for lr, s in summaries.items())

@@ -32,8 +32,8 @@ from dltool.plots import confusion_matrix
 from dltool.train.infer import infer, resolve_precision
 from dltool.train.losses import LossContext, build_loss
 from dltool.train.metrics import probabilities, split_metrics, tune_threshold
+from dltool.train.report import finite_or_null
 from dltool.train.restore import Restored, restore
-from dltool.train.run import finite_or_null
 
 OPTIONS = {"split": "test", "topk": 3, "checkpoint": "best", "batch_size": None, "device": "auto", "threshold": None}
 

@@ -30,7 +30,8 @@ from dltool.tasks import config_task
 from dltool.train.loop import make_scaler, step
 from dltool.train.losses import expected_initial_loss
 from dltool.train.metrics import correct as count_correct
-from dltool.train.run import finite_or_null, prepare
+from dltool.train.report import finite_or_null
+from dltool.train.run import prepare
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # units that can die (output 0 for every input)
 

@@ -28,7 +28,8 @@ from dltool.tasks import HEADLINE, LABELS, TASKS
 from dltool.train.callbacks import Callback, EpochReporter
 from dltool.train.distributed import RankFailed, external, launch, run_rank
 from dltool.train.preempt import PREEMPTED, Preempted, requeued
-from dltool.train.run import headline, prepare, train
+from dltool.train.report import headline
+from dltool.train.run import prepare, train
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,7 @@ This is the flow of DESIGN.md in code; the CLI calls `train`, tests can call it 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import signal
 import time
@@ -28,7 +26,7 @@ from dltool.models.builder import BuiltModel, build_model
 from dltool.models.init import initialize
 from dltool.models.summary import as_text
 from dltool.registry import resolve
-from dltool.tasks import HEADLINE, check_loss, check_monitor
+from dltool.tasks import check_loss, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train import preempt
 from dltool.train.callbacks import (
@@ -45,11 +43,12 @@ from dltool.train.callbacks import (
 )
 from dltool.train.infer import resolve_precision
 from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
-from dltool.train.loop import Setup, evaluate, fit, pick_device
+from dltool.train.loop import Setup, fit, pick_device
 from dltool.train.losses import LossContext, Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
 from dltool.train.preempt import Preempted, Preemption
-from dltool.train.provenance import now, provenance
+from dltool.train.provenance import now
+from dltool.train.report import finish
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
 from dltool.train.steps import Plan, make_plan, parse_max_time
@@ -359,63 +358,3 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
             and dist.get_rank() > 0:  # with the same number of ranks each continues its own dropout stream
         ckpt_io.set_local_rng_state(ranks[dist.get_rank()])
     return int(ck["epoch"])
-
-
-def finish(cfg: TrainConfig, p: Prepared, state: FitState, monitor: Monitor, run_dir: Path, seconds: float,
-           started: str = "") -> dict:
-    """Evaluate the best checkpoint on the test split and write summary.json (with the run's provenance)."""
-    best_path = run_dir / "checkpoints" / "best.pt"
-    summary = {
-        "name": cfg.name,
-        "task": p.data.task,
-        "run_dir": str(run_dir),
-        "epochs_run": state.epoch,
-        "steps_run": state.step,
-        "monitor": cfg.trainer.monitor,
-        "mode": cfg.trainer.mode,
-        "best_value": monitor.best,
-        "best_epoch": monitor.best_epoch,
-        "stop_reason": state.stop_reason or f"finished all {p.plan.total} {p.plan.unit}s",
-        "stopped_early": state.stop,
-        "diverged": state.diverged,
-        "seconds": round(seconds, 2),
-        "params": sum(q.numel() for q in p.setup.model.parameters()),
-    }
-    restore = cfg.trainer.restore_best_weights
-    if cfg.trainer.eval_test and p.data.test is not None and (best_path.exists() or not restore):
-        if cfg.trainer.restore_best_weights:  # the run ends with the best epoch's weights: test those
-            p.setup.model.load_state_dict(ckpt_io.load(best_path, p.device)["model"])
-        test = evaluate(p.setup.model, p.setup.loss_fn, p.data.test, cfg.trainer.batch_size, p.device,
-                        p.setup.precision, p.setup.task, p.setup.threshold, p.setup.target_norm)
-        summary.update({f"test_{k}": v for k, v in test.items()})
-        summary["tested"] = (f"best.pt (epoch {monitor.best_epoch})" if cfg.trainer.restore_best_weights
-                             else f"last epoch's weights (epoch {state.epoch})")
-    best_value = "none" if monitor.best is None else f"{monitor.best:.4f}"
-    log.info("stopped: %s; best %s=%s at epoch %s%s", summary["stop_reason"], summary["monitor"], best_value,
-             summary["best_epoch"],
-             f"; {headline(summary)} ({summary['tested']})" if "tested" in summary else "")
-    summary["provenance"] = provenance(p.data, p.device, started)
-    preemptions = preempt.read_records(run_dir)  # a resumed preempted run: its interruptions, on record
-    if preemptions:
-        summary["preemptions"] = preemptions
-    (run_dir / "summary.json").write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False))
-    (run_dir / preempt.RECORD).unlink(missing_ok=True)
-    return summary
-
-
-def headline(summary: dict) -> str:
-    """The task's one test metric for one-line reports, e.g. test_acc=0.9806 or test_r2=0.4512."""
-    key = f"test_{HEADLINE[summary.get('task', 'classification')]}"
-    value = summary.get(key)
-    return f"{key}={value:.4f}" if isinstance(value, float) else f"{key}=nan"
-
-
-def finite_or_null(obj):
-    """NaN/inf become null, so the JSON files stay valid JSON (json.dumps writes a bare NaN otherwise)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_null(v) for v in obj]
-    return obj
