@@ -93,6 +93,9 @@ def check_monitor(task: str, monitor: str, mode: str, has_val: bool) -> None:
     if monitor not in valid:
         raise ConfigError(f"trainer.monitor={monitor!r} is not recorded for the task {task}; valid: "
                           f"{', '.join(valid)}.")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"trainer.mode={mode!r} is not valid; use min (losses, errors) or max (accuracy, F1, "
+                          f"AUROC, R², ...).")
     higher = monitor.split("_", 1)[1] in HIGHER_IS_BETTER
     if mode != ("max" if higher else "min"):
         raise ConfigError(f"trainer.monitor={monitor} is better when {'higher' if higher else 'lower'}, but "

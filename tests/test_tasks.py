@@ -271,3 +271,20 @@ def test_a_regression_sweep_ranks_its_jobs_by_val_r2(tmp_path, cli):
     assert best[0.1] > best[0.001] and "test_r2" in rows[0]
     summaries = {float(x["optimizer.lr"]): json.loads((sweep / x["job"] / "summary.json").read_text()) for x in rows}
     assert all(s["task"] == "regression" and s["best_value"] == pytest.approx(best[lr]) for lr, s in summaries.items())
+
+
+def test_expected_initial_losses_for_standardized_targets_match_numerical_integrals():
+    from scipy import integrate, stats
+
+    from dltool.train.losses import expected_initial_loss
+    for delta in (0.5, 1.0, 2.0):
+        def huber(y, d=delta):
+            return (0.5 * y * y if abs(y) < d else d * (abs(y) - 0.5 * d)) * stats.norm.pdf(y)
+        want = integrate.quad(huber, -np.inf, np.inf)[0]
+        assert expected_initial_loss("huber", 1, task="regression", delta=delta) == pytest.approx(want, rel=1e-4)
+        assert expected_initial_loss("smooth_l1", 1, task="regression", delta=delta) == \
+            pytest.approx(want / delta, rel=1e-4)
+    assert expected_initial_loss("l1", 1, task="regression") == pytest.approx(
+        integrate.quad(lambda y: abs(y) * stats.norm.pdf(y), -np.inf, np.inf)[0], rel=1e-6)
+    assert expected_initial_loss("mse", 1, task="regression") == 1.0
+    assert expected_initial_loss("bce", 5, task="multilabel") == pytest.approx(np.log(2))
