@@ -7,7 +7,6 @@ number: an empty or non-numeric cell stops with its row and column.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ import torch
 from dltool.config.schema import DataConfig
 from dltool.data.datasets.arrays import data_path
 from dltool.data.splits import RawData
-from dltool.data.validate import check_two_classes, read_csv_rows
+from dltool.data.validate import check_finite_table, check_two_classes, read_csv_rows
 from dltool.errors import ConfigError
 from dltool.registry import unknown
 from dltool.tasks import task_of
@@ -35,32 +34,21 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 def numbers(path: Path, header: list[str], rows: list[list[str]], columns: list[str],
             what: str = "feature") -> torch.Tensor:
     """The chosen columns as a float32 (N, F) tensor; a missing, non-numeric or non-finite cell names its row and
-    column."""
+    column (features and targets alike)."""
     where = [header.index(c) for c in columns]
     out = torch.empty(len(rows), len(where), dtype=torch.float32)
     for i, r in enumerate(rows):
         for j, c in enumerate(where):
             try:
-                v = float(r[c])
-                if not math.isfinite(v):
-                    raise ValueError
-                out[i, j] = v
+                out[i, j] = float(r[c])
             except ValueError:
-                kind = "missing" if not r[c].strip() else "not a number" if not finite(r[c]) else "not finite"
+                kind = "missing" if not r[c].strip() else "not a number"
                 fix = "fix the cell, or leave the column out with data.features=[...]" if what == "feature" else \
                     "fix the cell"
                 raise ConfigError(f"{path} row {i + 1} (line {i + 2}), column {header[c]!r}: {r[c].strip()!r} is "
-                                  f"{kind}; every {what} cell must be a finite number ({fix}).") from None
+                                  f"{kind}; every {what} cell must be a number ({fix}).") from None
+    check_finite_table(path, out, [header[c] for c in where])  # NaN/inf named by row and column
     return out  # (N, F)
-
-
-def finite(cell: str) -> bool:
-    """A cell that parses as a float (inf and nan included): 'not finite' rather than 'not a number'."""
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def feature_columns(header: list[str], labels: list[str], chosen: list[str] | None) -> list[str]:
