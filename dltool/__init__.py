@@ -5,11 +5,13 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
   cli.py        `dltool <command>`: parses argv, dispatches; the only module with lazy imports (fast --help)
   commands/     one module per command: train, evaluate, predict, sanity, gradcheck, summary, list, preview,
                 sweep (multirun planning), sweep_report, export, lr_find, cross_validate, diagnose (findings
-                from a run dir)
+                from a run dir), compare (runs side by side)
   train/        run (prepare / train / finish), loop (train_one_epoch / evaluate / fit), callbacks,
                 checkpoint, losses (+ penalties), optim (optimizers, schedules), infer (batched inference for
                 validation, evaluate and predict), restore (a run dir for evaluate), steps (max_steps plans),
-                signals (per-layer update ratios, norms, activation stats), loggers (csv, tensorboard, figures)
+                signals (per-layer update ratios, norms, activation stats), loggers (csv, tensorboard, figures),
+                preempt (SIGTERM/SIGUSR1: save last.pt, exit 75, submitit requeue), provenance (summary.json's
+                record of versions, host, git, data hash), mlflow_logger (imported only when chosen)
   models/       builder (layer list -> nn.Module + shape trace), layers, blocks, backbones (torchvision),
                 trace (per-layer records, mult-adds), init, finetune, summary, export (ONNX, TorchScript,
                 torch.export), params (layer names, is_norm, weight vs bias: one rule for init, weight decay
