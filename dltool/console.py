@@ -114,8 +114,11 @@ def epoch_columns(task: str, monitor: str) -> list[str]:
     return cols + ([monitor] if monitor not in cols else [])
 
 
+WIDTHS = {"train_loss": 10, "train_acc": 9, "val_loss": 9, "val_acc": 8}  # the classification line as always
+
+
 def width(col: str) -> int:
-    return max(len(col), 8)
+    return WIDTHS.get(col, max(len(col), 8))
 
 
 def epoch_header(columns: list[str]) -> None:
