@@ -298,11 +298,13 @@ def reads(node: Any, text: str) -> bool:
     return isinstance(node, (list, tuple)) and any(reads(v, text) for v in node)
 
 
-def check_dropout_key(cfg: DictConfig) -> None:
-    """model.dropout set while no layer reads ${model.dropout}: it would change nothing, silently. Checked on a
-    freshly composed config (`dltool train`), whose layers still hold the interpolation; a stored one is resolved."""
+def check_dropout_key(cfg: DictConfig, overrides: list[str]) -> None:
+    """model.dropout given on the command line while no layer reads ${model.dropout}: it would change nothing,
+    silently. Checked on a freshly composed config (`dltool train`), whose layers still hold the interpolation (a
+    stored one is resolved); a model file's own default (cnn_digits' 0.3 under replaced layers) is left alone."""
+    given = any(o.lstrip("+").startswith("model.dropout=") for o in overrides)
     model = OmegaConf.to_container(cfg.model, resolve=False) if "model" in cfg else {}
-    if model.get("dropout") is not None and not reads(model.get("layers"), "model.dropout"):
+    if given and model.get("dropout") is not None and not reads(model.get("layers"), "model.dropout"):
         raise ConfigError(f"model.dropout={model['dropout']} is read by no layer of model {model.get('name')} (none "
                           f"has p: ${{model.dropout}}), so it would change nothing; add `- dropout: {{p: "
                           f"${{model.dropout}}}}` to model.layers, or leave model.dropout unset.")
