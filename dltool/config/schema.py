@@ -249,7 +249,12 @@ def translate(ex: Exception) -> ConfigError:
     if isinstance(ex, ValidationError):
         full = getattr(ex, "full_key", "") or getattr(ex, "key", "")
         msg = str(getattr(ex, "msg", ex)).splitlines()[0]
-        return ConfigError(f"'{full}': {msg}.")
+        if "Incompatible value 'None'" in msg or "is not Optional" in msg:  # YAML's null, not Python's None
+            m = re.search(r"of type '(\w+)'", msg)
+            kind = {"float": "a number", "int": "a whole number", "str": "a text value", "bool": "true or false"}.get(
+                m.group(1) if m else "", "a value")
+            return ConfigError(f"{full}=null is not valid: {full} needs {kind} (it cannot be left empty).")
+        return ConfigError(f"'{full}': {msg.replace(chr(39) + 'None' + chr(39), 'null')}.")
     text = str(ex).strip()
     first = text.splitlines()[0] if text else type(ex).__name__
     if isinstance(ex, OverrideParseException):
