@@ -44,7 +44,7 @@ def cmd_train(args: list[str]) -> int:
         refuse_sweep(overrides)  # before Hydra: its own error would leave an empty run dir behind
     cfg = compose(name, extra_dir, overrides, with_hydra=True)
     validate(cfg)
-    check_dropout_key(cfg)
+    check_dropout_key(cfg, overrides)
     from dltool.commands.train import train_task
     from dltool.train.distributed import rank_overrides
 

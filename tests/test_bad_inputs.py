@@ -180,6 +180,8 @@ CASES = [
     case(["train", "optimizer.lr=1e-3,1e-2"], "add -m"),
     case(["train", "model=mlp", "model.dropout=0.5"], "model.dropout=0.5"),
     case(["train", "trainer.devices=0"], "trainer.devices", slow=True),
+    case(["train", "optimizer.lr=null"], "optimizer.lr=null is not valid: optimizer.lr needs a number", slow=True),
+    case(["train", "trainer.batch_size=null"], "trainer.batch_size=null is not valid", slow=True),
     case(["train", "scheduler.warmup_epochs=40", "trainer.epochs=5"], "scheduler.warmup_epochs=40", slow=True),
     case(["train", "data.subset=5"], "data.subset=5", slow=True),
     case(["train", "augment=strong"], "translate pad=4", slow=True),

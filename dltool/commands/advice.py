@@ -135,7 +135,8 @@ def regularize_steps(cfg: dict, meta: dict) -> list[Step]:
         out.append(Step("more dropout", (f"model.dropout={fmt(min(0.5, p + 0.2))}",)))
     elif p is None:
         out.append(Step(f"dropout: model {get(cfg, 'model.name')} has no layer reading model.dropout; add "
-                        "`- dropout: {p: ${model.dropout}}` before its last fc layer to use one"))
+                        "`- dropout: {p: ${model.dropout}}` before its last fc layer and set model.dropout=0.5 to "
+                        "use one"))
     aug = augment_choice(meta) if not get(cfg, "augment.ops") else None
     if aug:
         out.append(Step(aug[1], (f"augment={aug[0]}",)))

@@ -41,8 +41,10 @@ from dltool.train.loggers import read_signals
 from dltool.train.losses import expected_initial_loss
 
 RATIO_HIGH, RATIO_LOW = 1e-2, 1e-5
+GROWING = 2.0  # a weight tensor whose norm grows more than 2x over the run is leaving a near-zero start
 RISE = 0.05  # an epoch's train_loss 5% above the previous one ...
 NOISE_FLOOR = 0.02  # ... and by more than 2% of the loss's scale (ln C for softmax): smaller wiggles are noise
+BLOWUP = 10.0  # an epoch-1 train_loss over 10x the loss of guessing (ln C): the first steps blew up
 CHANCE_MARGIN = 0.1  # accuracy below 1/C + 10% of the way from chance to 100% is guessing
 
 
@@ -125,23 +127,37 @@ def series(history: list[dict], key: str) -> list[float]:
     return [float(h[key]) for h in history if key in h and h[key] not in ("", None)]
 
 
-def weight_ratios(signals: list[dict]) -> dict[int, float]:
-    """epoch -> median update/weight ratio over the weight tensors."""
-    by: dict[int, list[float]] = {}
+def growing(signals: list[dict]) -> set[str]:
+    """Weight tensors whose norm grew more than GROWING-fold from the first recorded epoch to the last: they
+    started near 0 (the output layer, dltool.models.init.OUTPUT_GAIN), so their ratio measures the growth."""
+    norms: dict[str, list[tuple[int, float]]] = {}
     for r in signals:
-        if r["kind"] == "weight" and r.get("update_ratio") is not None and r.get("grad_norm"):  # no gradient: no lr
+        if r["kind"] == "weight" and r.get("weight_norm"):
+            norms.setdefault(r["name"], []).append((r["epoch"], r["weight_norm"]))
+    return {n for n, v in norms.items() if len(v) >= 2 and min(v)[1] > 0 and max(v)[1] / min(v)[1] > GROWING}
+
+
+def weight_ratios(signals: list[dict]) -> dict[int, float]:
+    """epoch -> median update/weight ratio over the weight tensors (those growing from ~0 left out)."""
+    by: dict[int, list[float]] = {}
+    skip = growing(signals)
+    for r in signals:
+        if r["kind"] == "weight" and r.get("update_ratio") is not None and r.get("grad_norm") \
+                and r["name"] not in skip:  # no gradient: no lr
             by.setdefault(r["epoch"], []).append(r["update_ratio"])
     return {e: statistics.median(v) for e, v in sorted(by.items())}
 
 
 def steady_ratio(ratios: dict[int, float]) -> tuple[float | None, str]:
-    """(median ratio after epoch 1, the epochs); epoch 1 alone in a one-epoch run.
+    """(median ratio over the second half of the epochs, after epoch 1; those epochs); epoch 1 alone in a
+    one-epoch run.
 
     The first steps from a fresh init move the weights most (epoch 1 of a healthy adam lr=3e-3 MLP or an
-    sgd lr=0.1 linear classifier is above 1e-2, their later epochs ~5e-3); an lr that is really too high keeps
-    the ratio above 1e-2 after that.
+    sgd lr=0.1 linear classifier is above 1e-2, their later epochs ~5e-3; an adam lr=1e-2 MLP on 60 examples
+    falls from 0.03 to 0.003 over 10 epochs); an lr that is really too high keeps the ratio above 1e-2 to the end.
     """
-    later = {e: v for e, v in ratios.items() if e > 1} or ratios
+    half = max(1, max(ratios, default=0) // 2)
+    later = {e: v for e, v in ratios.items() if e > half} or ratios
     if not later:
         return None, ""
     first, last = min(later), max(later)
@@ -160,11 +176,15 @@ def loss_rises(run: Run, finite: list[float]) -> tuple[list[str], list[int]]:
     """(evidence of an exploding loss, epochs where it went up). A rise counts when it is both RISE of the loss's
     level and NOISE_FLOOR of its scale: a converged fine-tuning run's wiggles (0.008 -> 0.015 at ln 10 = 2.3)
     are noise, not oscillation."""
-    if len(finite) < 2:
+    if not finite:
         return [], []
-    floor = NOISE_FLOOR * reference_loss(run, finite[0])
+    scale = reference_loss(run, finite[0])
+    floor = NOISE_FLOOR * scale
     out = []
-    top = max(finite[1:])
+    if run.num_classes and finite[0] > BLOWUP * scale:  # the explosion happened inside epoch 1 already
+        out.append(f"train_loss in epoch 1 was {finite[0]:.4g}, over {BLOWUP:g}x the {scale:.4g} of a guessing "
+                   f"model")
+    top = max(finite[1:], default=finite[0])
     if top > 2 * finite[0] and top - finite[0] > floor:
         k = finite.index(top)
         out.append(f"train_loss rose from {finite[0]:.4g} (epoch 1) to {finite[k]:.4g} (epoch {k + 1})")

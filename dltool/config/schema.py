@@ -100,7 +100,12 @@ def translate(ex: Exception) -> ConfigError:
     if isinstance(ex, ValidationError):
         full = getattr(ex, "full_key", "") or getattr(ex, "key", "")
         msg = str(getattr(ex, "msg", ex)).splitlines()[0]
-        return ConfigError(f"'{full}': {msg}.")
+        if "Incompatible value 'None'" in msg or "is not Optional" in msg:  # YAML's null, not Python's None
+            m = re.search(r"of type '(\w+)'", msg)
+            kind = {"float": "a number", "int": "a whole number", "str": "a text value", "bool": "true or false"}.get(
+                m.group(1) if m else "", "a value")
+            return ConfigError(f"{full}=null is not valid: {full} needs {kind} (it cannot be left empty).")
+        return ConfigError(f"'{full}': {msg.replace(chr(39) + 'None' + chr(39), 'null')}.")
     text = str(ex).strip()
     first = text.splitlines()[0] if text else type(ex).__name__
     if isinstance(ex, OverrideParseException):
@@ -151,11 +156,13 @@ def reads(node: Any, text: str) -> bool:
     return isinstance(node, (list, tuple)) and any(reads(v, text) for v in node)
 
 
-def check_dropout_key(cfg: DictConfig) -> None:
-    """model.dropout set while no layer reads ${model.dropout}: it would change nothing, silently. Checked on a
-    freshly composed config (`dltool train`), whose layers still hold the interpolation; a stored one is resolved."""
+def check_dropout_key(cfg: DictConfig, overrides: list[str]) -> None:
+    """model.dropout given on the command line while no layer reads ${model.dropout}: it would change nothing,
+    silently. Checked on a freshly composed config (`dltool train`), whose layers still hold the interpolation (a
+    stored one is resolved); a model file's own default (cnn_digits' 0.3 under replaced layers) is left alone."""
+    given = any(o.lstrip("+").startswith("model.dropout=") for o in overrides)
     model = OmegaConf.to_container(cfg.model, resolve=False) if "model" in cfg else {}
-    if model.get("dropout") is not None and not reads(model.get("layers"), "model.dropout"):
+    if given and model.get("dropout") is not None and not reads(model.get("layers"), "model.dropout"):
         raise ConfigError(f"model.dropout={model['dropout']} is read by no layer of model {model.get('name')} (none "
                           f"has p: ${{model.dropout}}), so it would change nothing; add `- dropout: {{p: "
                           f"${{model.dropout}}}}` to model.layers, or leave model.dropout unset.")

@@ -145,11 +145,11 @@ def check_sizes(cfg: TrainConfig, data: DataBundle) -> None:
 
 
 def check_warmup(cfg: TrainConfig, plan: Plan) -> None:
-    """A warm-up as long as the run never reaches optimizer.lr."""
+    """A warm-up longer than the run never reaches optimizer.lr."""
     warmup = getattr(cfg.scheduler, "warmup_epochs", 0) or 0
-    if warmup >= plan.total:
+    if warmup > plan.total:
         key = "max_steps" if plan.unit == "step" else "epochs"
-        raise ConfigError(f"scheduler.warmup_epochs={warmup} is as long as the whole run (trainer.{key}="
+        raise ConfigError(f"scheduler.warmup_epochs={warmup} is longer than the whole run (trainer.{key}="
                           f"{plan.total}), so the learning rate never reaches optimizer.lr; use a warm-up shorter "
                           f"than the run, e.g. scheduler.warmup_epochs={max(1, plan.total // 10)}.")
 
