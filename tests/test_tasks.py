@@ -123,7 +123,8 @@ def multilabel(tmp_path_factory) -> Path:
     x, y = make_multilabel_classification(n_samples=600, n_features=20, n_classes=5, n_labels=2, random_state=0)
     np.savez(root / "ml.npz", x=x.astype(np.float32), y=y)
     train(make_config("data=arrays", f"data.path={root / 'ml.npz'}", "data.task=multilabel", "model=mlp", "loss=bce",
-                      "trainer.epochs=15", "trainer.monitor=val_macro_f1", "trainer.mode=max", *QUIET), root / "run")
+                      "trainer.epochs=30", "optimizer.lr=0.003", "trainer.monitor=val_macro_f1", "trainer.mode=max",
+                      *QUIET), root / "run")
     run_evaluate(str(root / "run"), dict(EVAL_OPTIONS), {})
     return root / "run"
 
