@@ -340,6 +340,7 @@ CASES = [
     case(["train", "-m", "hparams_search=lr_random", "optimizer.lr=tag(lgo,interval(0.01,0.1))"], "'lgo'",
          slow=True),
     case(["train", "-m", "hparams_search=lr_random", "hydra/sweeper/sampler=grid"], "sampler=grid", slow=True),
+    case(["train", "-m", "hparams_search=optuna", "optimizer.lr=interval(1,0.5)"], "low < high", slow=True),
     # issue 19: numbers that were accepted and then ignored or misused
     case(["export", "run", "--opset", "3"], "--opset 3"),
     case(["export", "run", "--tolerance", "nan"], "--tolerance nan", slow=True),
