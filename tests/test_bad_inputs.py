@@ -243,7 +243,7 @@ CASES = [
          "row 3 (line 4), column 'f1': inf", slow=True),
     case(["train", "model=mlp", "data=csv", "data.path=one.csv", "data.label=label"], "two classes", slow=True),
     case(["train", "model=mlp", "data=imagefolder", "data.root=jpgs"], "3.jpg", slow=True),
-    case(["predict", "run", "bomb.png"], "bomb.png"),
+    case(["predict", "run", "bomb.png"], "bomb.png", slow=True),
     case(["predict", "run", "trunc.jpg"], "trunc.jpg", slow=True),
     # evaluate
     case(["evaluate", "run", "topk=abc"], "topk"),
@@ -316,7 +316,7 @@ CASES = [
     case(["train", "hydra.output_subdir=../../run/.hydra"], "hydra.output_subdir", slow=True),
     case(["train", "hydra.job.name=../../x"], "hydra.job.name", slow=True),
     case(["train", "hydra.run.dir=run"], "hydra.run.dir=run", slow=True),
-    case(["diagnose", "link_run"], "symbolic link"),
+    case(["diagnose", "link_run"], "symbolic link", slow=True),
     case(["evaluate", "link_run"], "symbolic link", slow=True),
     case(["export", "link_run"], "symbolic link", slow=True),
     case(["export", "run", "--out", "afile"], "afile", slow=True),
