@@ -319,6 +319,7 @@ CASES = [
     case(["diagnose", "link_run"], "symbolic link", slow=True),
     case(["evaluate", "link_run"], "symbolic link", slow=True),
     case(["export", "link_run"], "symbolic link", slow=True),
+    case(["train", "resume=link_run", "trainer.epochs=2"], "symbolic link", slow=True),
     case(["export", "run", "--out", "afile"], "afile", slow=True),
     # issue 19: other commands on damaged or half-written runs and sweeps
     case(["diagnose", "half"], "nothing to diagnose"),
