@@ -328,6 +328,8 @@ CASES = [
     case(["sweep-report", "fake_sweep"], "fake_sweep/0 is damaged"),
     case(["summary", "model=mlp", "model.layers=[flatten, {fc: {units: 2000000}}, {fc: {units: 2000000}}, "
                                   "{fc: {units: num_classes}}]"], "more memory", slow=True),
+    case(["summary", "model=mlp", "data.input_shape=[3,1000000,1000000]", "data.num_classes=10"], "more memory",
+         slow=True),
     # issue 19: Optuna search settings and search spaces
     case(["train", "-m", "hparams_search=lr_random", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0"),
     case(["train", "-m", "hparams_search=lr_random", "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0", slow=True),
