@@ -144,10 +144,7 @@ def cmd_preview_augment(args: list[str]) -> int:
 
     args, opts = take_options(args, {"rows": 8, "variants": 5, "out": "augment_preview.png"})
     from dltool.commands.preview import preview_augment, report
-    from dltool.commands.rundir import inside
     from dltool.config.compose import train_config
-
-    inside(Path(opts["out"]).parent, Path(opts["out"]), "--out file")  # not a directory, not through a link
 
     grid = preview_augment(train_config(args), Path(opts["out"]), opts["rows"],
                            opts["variants"])
@@ -164,10 +161,7 @@ def cmd_show_data(args: list[str]) -> int:
 
     args, opts = take_options(args, {"per_class": 8, "classes": 20, "out": "data_samples.png"})
     from dltool.commands.preview import report, show_data
-    from dltool.commands.rundir import inside
     from dltool.config.compose import train_config
-
-    inside(Path(opts["out"]).parent, Path(opts["out"]), "--out file")  # not a directory, not through a link
 
     grid = show_data(train_config(args), Path(opts["out"]), opts["per_class"],
                      opts["classes"])
@@ -305,9 +299,18 @@ def cmd_cross_validate(args: list[str]) -> int:
     (accuracy; AUROC, macro-F1 or R² for the other tasks) per fold, with mean +- std. In a sweep,
     `dltool train -m ... data.folds=K` makes each job a cross-validation whose objective is the mean over its folds.
     """
-    from dltool.commands.cv_launch import launch_cross_validate
+    from dltool.commands.cross_validate import cv_dir
+    from dltool.config.compose import compose, launch, split_args
 
-    return launch_cross_validate(args)
+    name, extra_dir, overrides = split_args(args, "train")
+    if any(a in ("-m", "--multirun") for a in overrides):
+        raise ConfigError("dltool cross-validate runs one cross-validation; for a sweep of them use "
+                          "dltool train -m ... data.folds=K (each job's objective is its mean over folds).")
+    overrides = cv_dir(overrides, lambda o: compose(name, extra_dir, o, with_hydra=True))  # checked, reserved
+    from dltool.commands.train import train_task
+
+    launch(lambda c: train_task(c, False), name, extra_dir, overrides, "cross_validate")
+    return 0
 
 
 def cmd_diagnose(args: list[str]) -> int:

@@ -293,7 +293,7 @@ CASES = [
          "row 3 (line 4), column 'f1': inf", slow=True),
     case(["train", "model=mlp", "data=csv", "data.path=one.csv", "data.label=label"], "two classes", slow=True),
     case(["train", "model=mlp", "data=imagefolder", "data.root=jpgs"], "3.jpg", slow=True),
-    case(["predict", "run", "bomb.png"], "bomb.png"),
+    case(["predict", "run", "bomb.png"], "bomb.png", slow=True),
     case(["predict", "run", "trunc.jpg"], "trunc.jpg", slow=True),
     # evaluate
     case(["evaluate", "run", "topk=abc"], "topk"),
@@ -366,9 +366,10 @@ CASES = [
     case(["train", "hydra.output_subdir=../../run/.hydra"], "hydra.output_subdir", slow=True),
     case(["train", "hydra.job.name=../../x"], "hydra.job.name", slow=True),
     case(["train", "hydra.run.dir=run"], "hydra.run.dir=run", slow=True),
-    case(["diagnose", "link_run"], "symbolic link"),
+    case(["diagnose", "link_run"], "symbolic link", slow=True),
     case(["evaluate", "link_run"], "symbolic link", slow=True),
     case(["export", "link_run"], "symbolic link", slow=True),
+    case(["train", "resume=link_run", "trainer.epochs=2"], "symbolic link", slow=True),
     case(["export", "run", "--out", "afile"], "afile", slow=True),
     # issue 19: other commands on damaged or half-written runs and sweeps
     case(["diagnose", "half"], "nothing to diagnose"),
@@ -377,6 +378,8 @@ CASES = [
     case(["sweep-report", "fake_sweep"], "fake_sweep/0 is damaged"),
     case(["summary", "model=mlp", "model.layers=[flatten, {fc: {units: 2000000}}, {fc: {units: 2000000}}, "
                                   "{fc: {units: num_classes}}]"], "more memory", slow=True),
+    case(["summary", "model=mlp", "data.input_shape=[3,1000000,1000000]", "data.num_classes=10"], "more memory",
+         slow=True),
     # issue 19: Optuna search settings and search spaces
     case(["train", "-m", "hparams_search=lr_random", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0"),
     case(["train", "-m", "hparams_search=lr_random", "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0", slow=True),
@@ -390,6 +393,7 @@ CASES = [
     case(["train", "-m", "hparams_search=lr_random", "optimizer.lr=tag(lgo,interval(0.01,0.1))"], "'lgo'",
          slow=True),
     case(["train", "-m", "hparams_search=lr_random", "hydra/sweeper/sampler=grid"], "sampler=grid", slow=True),
+    case(["train", "-m", "hparams_search=optuna", "optimizer.lr=interval(1,0.5)"], "low < high", slow=True),
     # issue 19: numbers that were accepted and then ignored or misused
     case(["export", "run", "--opset", "3"], "--opset 3"),
     case(["export", "run", "--tolerance", "nan"], "--tolerance nan", slow=True),

@@ -16,9 +16,10 @@ import logging
 import math
 import statistics
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from dltool.config.schema import TrainConfig
+from dltool.commands.rundir import reserve
+from dltool.config.schema import TrainConfig, validate
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
 from dltool.tasks import HEADLINE, config_task
@@ -147,3 +148,18 @@ def print_cv(res: dict, parent: Path) -> None:
     console.print(table(f"[bold]{res['folds']}-fold cross-validation[/]",
                         ["fold", f"best {res['monitor']}", "best epoch", f"{tk} (best.pt)"], rows))
     note(f"parent dir: {parent}\n  fold_1 ... fold_{res['folds']}  cv.json  cv.csv  summary.json")
+
+
+def cv_dir(overrides: list[str], compose: Callable[[list[str]], Any]) -> list[str]:
+    """The overrides with hydra.run.dir set to a directory reserved (atomically) for this cross-validation.
+
+    compose(overrides): the config with its hydra node, checked here before anything is created; a named
+    hydra.run.dir must be new or empty (another run's is refused), a generated one takes `_2` when taken.
+    """
+    explicit = any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides)
+    if not explicit:
+        overrides = [*overrides, "hydra.run.dir=outputs/${now:%Y-%m-%d_%H-%M-%S}_${name}_cv"]
+    cfg = compose(overrides)
+    check_cv(validate(cfg))
+    run_dir = reserve(str(cfg.hydra.run.dir), explicit)
+    return [o for o in overrides if not o.lstrip("+").startswith("hydra.run.dir=")] + [f"hydra.run.dir='{run_dir}'"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 
+from dltool.commands.rundir import inside
 from dltool.console import note
 
 matplotlib.use("Agg")
@@ -89,6 +90,7 @@ def show(ax, x: torch.Tensor, title: str | None = None) -> None:
 
 
 def save(fig: Figure, path: Path) -> None:
+    inside(path.parent, path, "--out file")  # not a directory, never through a link
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
 

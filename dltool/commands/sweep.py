@@ -201,7 +201,8 @@ def check_sweeper(sw: Any) -> None:
 
 def check_space(sw: Any, overrides: list[str]) -> None:
     """The search space (hydra.sweeper.params and -m sweeps): bounds in order, known tags, grid-able for grid."""
-    params = [f"{k}={v}" for k, v in (OmegaConf.to_container(sw.get("params") or {}, resolve=False) or {}).items()]
+    given = sw.get("params")
+    params = [f"{k}={v}" for k, v in (OmegaConf.to_container(given, resolve=False) if given else {}).items()]
     params += [o for o in overrides if not o.startswith(("-", "hydra", "+hydra")) and "=" in o]
     grid = str(sw.sampler.get("name")) == "grid"
     for o in OverridesParser.create().parse_overrides(params):

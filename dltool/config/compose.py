@@ -7,6 +7,7 @@ nothing below config/ ever sees a DictConfig.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -199,6 +200,11 @@ def resume_config(target: str, overrides: list[str]) -> Any:
     run = Path(target)
     if not run.is_dir() or not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
         raise ConfigError(f"resume={target}: expected a run directory holding config.yaml and checkpoints/last.pt.")
+    link = next((Path(d) / n for d, dirs, files in os.walk(run) for n in dirs + files if (Path(d) / n).is_symlink()),
+                None)
+    if link is not None:  # a resumed run writes into its dir: never through a link planted there
+        raise ConfigError(f"resume={target}: {link} is a symbolic link; dltool never writes through a link out of a "
+                          f"run directory: remove it and resume again.")
     stored = read_yaml(run / "config.yaml", "the stored config")
     cfg = OmegaConf.create(to_dict(validate(stored, stored=True)))
     for o in overrides:

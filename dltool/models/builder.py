@@ -261,8 +261,9 @@ def layer_error(where: str, params: dict, ex: BaseException) -> ConfigError:
     """A layer that cannot be built: too large for this machine's memory, or an option of the wrong kind."""
     given = ", ".join(f"{k}={v!r}" for k, v in params.items())
     if too_big(ex):
-        return ConfigError(f"{where}: the layer ({given}) or its input needs more memory than this machine can "
-                           f"allocate; make the layer or the input (data.image_size) smaller.")
+        return ConfigError(f"{where}: the layer{f' ({given})' if given else ''} or its input needs more memory than "
+                           f"this machine can allocate; make the layer or the input (data.input_shape, "
+                           f"data.image_size) smaller.")
     if not isinstance(ex, (ValueError, TypeError, RuntimeError)):
         raise ex
     reason = str(ex).splitlines()[0].rstrip(".") if str(ex) else type(ex).__name__
