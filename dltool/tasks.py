@@ -87,7 +87,7 @@ def check_loss(task: str, loss: str) -> None:
 def check_monitor(task: str, monitor: str, mode: str, has_val: bool) -> None:
     """trainer.monitor names a metric this task records; trainer.mode fits its direction."""
     valid = recorded(task, has_val)
-    if not has_val and monitor in recorded(task):
+    if not has_val and monitor.startswith("val_") and monitor in recorded(task):
         raise ConfigError(f"trainer.monitor={monitor!r} needs a validation split, but data.val_fraction=0 leaves "
                           f"none; monitor one of {', '.join(valid)} instead.")
     if monitor not in valid:

@@ -30,7 +30,7 @@ def test_default_train_reaches_95_percent_and_leaves_a_complete_run_dir(tmp_path
     assert summary["test_acc"] >= 0.95
     assert f"{summary['test_acc']:.4f}" in proc.stdout  # the printed summary shows the same figure
     rows = (run / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr")
+    assert rows[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,val_macro_f1,val_balanced_acc,val_auroc,lr")
     assert len(rows) - 1 == summary["epochs_run"]
     assert "epoch train_loss" in proc.stdout and "best val_loss" in proc.stdout
 

@@ -148,5 +148,5 @@ def test_no_validation_and_no_test_split_trains_on_everything(tmp_path):
     assert len(data.train) == 100 and data.val is None and data.test is None
     with pytest.raises(ConfigError, match="trainer.monitor='val_loss' needs a validation split"):
         prepare(make_config(*keys))
-    summary = train(make_config(*keys, "trainer.monitor=train_loss", "trainer.epochs=2"), tmp_path / "run")
+    summary = train(make_config(*keys, "trainer.monitor=train_loss", "trainer.epochs=4"), tmp_path / "run")
     assert summary["best_value"] < 0.5 and "test_acc" not in summary

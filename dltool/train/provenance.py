@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dltool.data.splits import DataBundle
@@ -59,8 +60,12 @@ def device_names(device: torch.device) -> list[str]:
     return [platform.processor() or platform.machine() or "cpu"]
 
 
-def _update_tensor(h: Any, t: torch.Tensor) -> None:
-    t = t.detach().cpu().contiguous()
+def _update_tensor(h: Any, t: Any) -> None:
+    if isinstance(t, np.memmap):  # data=arrays above data.memory_cap_mb: the file (reading GBs per run costs too much)
+        size = os.path.getsize(t.filename) if t.filename and os.path.exists(t.filename) else -1
+        h.update(f"memmap|{os.path.basename(str(t.filename))}|{size}|{t.dtype}|{tuple(t.shape)}|".encode())
+        return
+    t = torch.as_tensor(t).detach().cpu().contiguous()
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
 
@@ -78,6 +83,8 @@ def data_fingerprint(data: DataBundle) -> str | None:
         if hasattr(split, "x") and hasattr(split, "y"):
             _update_tensor(h, split.x)
             _update_tensor(h, split.y)
+            if hasattr(split, "idx"):  # memory-mapped rows: which rows this split reads
+                _update_tensor(h, split.idx)
         elif files is not None:
             h.update("".join(sorted(f"{p}\t{Path(p).stat().st_size}\n" for p in files)).encode())
         else:
