@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits as sk_digits
 
 from dltool.config.schema import DataConfig
 from dltool.data.splits import RawData
+from dltool.tasks import DATASET_TASKS  # each built-in data set's task, declared once
 
 
 def load_digits(cfg: DataConfig) -> RawData:
@@ -24,7 +25,7 @@ def load_diabetes(cfg: DataConfig) -> RawData:
     d = sk_diabetes()
     x = torch.tensor(d.data, dtype=torch.float32)  # (442, 10)
     y = torch.tensor(d.target, dtype=torch.float32)[:, None]  # (442, 1)
-    return RawData({"all": (x, y)}, ["progression"], "features", list(d.feature_names), "regression")
+    return RawData({"all": (x, y)}, ["progression"], "features", list(d.feature_names), DATASET_TASKS["diabetes"])
 
 
 def load_breast_cancer(cfg: DataConfig) -> RawData:
@@ -32,4 +33,5 @@ def load_breast_cancer(cfg: DataConfig) -> RawData:
     d = sk_breast_cancer()
     x = torch.tensor(d.data, dtype=torch.float32)  # (569, 30)
     y = torch.tensor(d.target == 0, dtype=torch.float32)[:, None]  # (569, 1): sklearn's 0 is malignant
-    return RawData({"all": (x, y)}, ["malignant"], "features", [str(n) for n in d.feature_names], "binary")
+    return RawData({"all": (x, y)}, ["malignant"], "features", [str(n) for n in d.feature_names],
+                   DATASET_TASKS["breast_cancer"])
