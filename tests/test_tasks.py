@@ -289,3 +289,15 @@ def test_expected_initial_losses_for_standardized_targets_match_numerical_integr
         integrate.quad(lambda y: abs(y) * stats.norm.pdf(y), -np.inf, np.inf)[0], rel=1e-6)
     assert expected_initial_loss("mse", 1, task="regression") == 1.0
     assert expected_initial_loss("bce", 5, task="multilabel") == pytest.approx(np.log(2))
+
+
+def test_tuned_threshold_is_the_best_f1_of_the_candidates_and_bounded_on_large_splits():
+    from dltool.train.metrics import tune_threshold
+    rng = np.random.default_rng(0)
+    y = (rng.random((5000, 1)) < 0.3).astype(np.float32)
+    logits = torch.from_numpy(y * 1.5 + rng.normal(size=(5000, 1)).astype(np.float32) - 0.7)
+    t, f1 = tune_threshold("binary", logits, torch.from_numpy(y))
+    p = torch.sigmoid(logits).numpy()[:, 0]
+    assert f1 == pytest.approx(skm.f1_score(y[:, 0], p >= t))
+    grid = np.linspace(0.01, 0.99, 99)  # no fixed threshold on a fine grid beats the tuned one by more than noise
+    assert f1 >= max(skm.f1_score(y[:, 0], p >= g) for g in grid) - 0.005

@@ -126,10 +126,15 @@ def per_label(task: str, out: torch.Tensor, y: torch.Tensor, names: list[str], t
     return rows
 
 
+MAX_CANDIDATES = 200  # thresholds tried by tune_threshold
+
+
 def tune_threshold(task: str, out: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """The decision threshold with the best F1 (micro-F1 for multi-label) on these outputs: (threshold, F1)."""
     p, t = probabilities(task, out.detach().float().cpu()).numpy(), y.detach().cpu().numpy().astype(int)
     candidates = np.unique(np.round(p.ravel(), 4))
+    if len(candidates) > MAX_CANDIDATES:  # a large split: its quantiles (one F1 per candidate is the cost)
+        candidates = np.unique(np.quantile(candidates, np.linspace(0, 1, MAX_CANDIDATES)))
     best = (0.5, -1.0)
     for c in candidates[(candidates > 0) & (candidates < 1)]:
         f1 = float(skm.f1_score(t, (p >= c).astype(int), average="micro" if task == "multilabel" else "binary",
