@@ -292,4 +292,4 @@ def fmt_metric(v: object) -> str:
 
 
 FILES = ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.csv", "signals.csv", "curves.png",
-         "update_ratios.png", "histograms.png", "filters.png", "summary.json")
+         "update_ratios.png", "histograms.png", "filters.png", "model_summary.txt", "summary.json", "train.log")
