@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltool.catalog import ALIASES, BLOCKS, LAYERS
+from dltool import plugins
+from dltool.catalog import ALIASES, BLOCKS, LAYERS, Layer
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.blocks import Branches
@@ -62,9 +63,10 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
     kind = ALIASES.get(kind, kind)
     if kind in BLOCKS:
         return kind, params
-    if kind not in LAYERS:
-        raise unknown(f"{where}: layer", kind, list(LAYERS) + list(BLOCKS) + list(ALIASES))
-    entry = LAYERS[kind]
+    table = layer_table()
+    if kind not in table:
+        raise unknown(f"{where}: layer", kind, list(table) + list(BLOCKS) + list(ALIASES))
+    entry = table[kind]
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -82,6 +84,11 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
                 isinstance(v, (list, tuple)) and any(isinstance(x, (int, float)) and x <= 0 for x in v):
             raise ConfigError(f"{where} ({kind}): {k}={v!r} is not valid; a {k} must be a positive whole number.")
     return kind, merged
+
+
+def layer_table() -> dict[str, Layer]:
+    """dltool's layers and the plug-in layers (dltool/plugins.py), looked up the same way."""
+    return {**LAYERS, **plugins.entries("layers")}  # type: ignore[dict-item]
 
 
 class Builder:
@@ -117,7 +124,7 @@ class Builder:
 
     def build_layer(self, kind: str, params: dict, shape: Shape, prefix: str, depth: int, where: str,
                     is_last: bool) -> tuple[str, nn.Module, Shape]:
-        entry = LAYERS[kind]
+        entry = layer_table()[kind]
         init = params.pop("init", None)
         name = self.name(entry.prefix)
         ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict,
