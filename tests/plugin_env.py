@@ -61,6 +61,9 @@ def install(site: Path, monkeypatch) -> None:
 
 
 def uninstall() -> None:
+    """The package gone again: its folders off sys.path, its module and entries forgotten."""
+    sys.path[:] = [p for p in sys.path if p != str(EXAMPLE) and not Path(p, "dltool_example_plugin-0.1.0.dist-info")
+                   .is_dir()]
     plugins.reset()
     sys.modules.pop("dltool_example_plugin", None)
     importlib.invalidate_caches()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from dltool import plugins
 from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
 from dltool.config.keys import GROUPS, OPTIONS
 from dltool.config.keyspec import Group, type_name, yaml_value
@@ -22,12 +23,12 @@ KEY_GROUPS = {**{g: GROUPS[g] for g in ("model", "regularization", "augment", "t
 
 def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
     """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|tasks|model|
-    regularization|augment|trainer|sanity|gradcheck|lr_find|all]`.
+    regularization|augment|trainer|sanity|gradcheck|lr_find|plugins|all]`.
 
     backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
     for by name; they come from the installed torchvision, the one table that needs it imported).
     """
-    every = [*REGISTRIES, "tasks", *KEY_GROUPS]
+    every = [*REGISTRIES, "tasks", *KEY_GROUPS, "plugins"]
     wanted = every if not args or "all" in args else args
     for name in wanted:
         if name not in every:
@@ -74,6 +75,11 @@ def keyed_rows(name: str) -> list[tuple]:
 def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     """(title, columns, rows) of one registry or key group; layers get their aliases, backbones their model.* keys,
     the registries of config variants each entry's keys with type, default and doc."""
+    if name == "plugins":
+        return ("plug-ins (installed packages' entry points, --plugins files, dltool.register_*)",
+                ["registry", "name", "options (defaults)", "from", "what"],
+                [(g, n, ", ".join(f"{k}={v}" for k, v in p.options.items()) or "-", p.where, p.doc)
+                 for g in plugins.GROUPS for n, p in plugins.table(g).items()])
     if name == "tasks":
         own = {t: [d for d, task in DATASET_TASKS.items() if task == t] for t in TASKS}
         own["classification"] = ["every other built-in set"]
