@@ -32,7 +32,7 @@ import importlib
 from typing import Any
 
 # The Python API, imported on first use: `import dltool` (every CLI call) stays torch-free and fast.
-_API = {name: "dltool.api" for name in ("train", "load", "evaluate", "Run")}
+_API = {name: "dltool.api" for name in ("fit", "load", "evaluate", "Run")}
 _API.update({name: "dltool.plugins" for name in ("register_layer", "register_loss", "register_dataset",
                                                   "register_metric", "register_callback", "plugin")})
 _API["ConfigError"] = "dltool.errors"

@@ -1,7 +1,9 @@
-"""The Python API: train, load a run, predict and evaluate from Python or a notebook.
+"""The Python API: train (`fit`), load a run, predict and evaluate from Python or a notebook.
+
+The training call is `dltool.fit`, not `dltool.train`: `dltool.train` is the subpackage of the training loop.
 
     import dltool
-    run = dltool.train("my.yaml", ["trainer.epochs=5"])      # or a dict, or None (configs/train.yaml)
+    run = dltool.fit("my.yaml", ["trainer.epochs=5"])        # or a dict, or None (configs/train.yaml)
     run.dir, run.summary["best_value"], run.model             # the run directory, summary.json, best model
     dltool.load(run.dir).predict(x)                           # what `dltool predict` prints, as a dict
     dltool.evaluate(run.dir, split="val")                     # what `dltool evaluate` prints (and eval.json)
@@ -95,14 +97,14 @@ class Run:
         return evaluate(self.dir, split, **options)
 
 
-def train(config: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+def fit(config: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
           run_dir: str | Path | None = None) -> Run:
     """Train one run: from a YAML file, a dict of keys (laid over configs/train.yaml) or the default config,
     plus `key=value` overrides exactly as on the command line (`resume=RUN_DIR` continues a run).
     run_dir: where to write (a new directory; default: outputs/<time>_<model>, as `dltool train`)."""
     args = [str(o) for o in overrides]
     if any(a in ("-m", "--multirun") for a in args):
-        raise ConfigError("dltool.train runs one job; for a sweep call it once per value, or use `dltool train -m`.")
+        raise ConfigError("dltool.fit runs one job; for a sweep call it once per value, or use `dltool train -m`.")
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(config, Mapping):
