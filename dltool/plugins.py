@@ -65,7 +65,7 @@ class Plugin:
 
 
 _TABLES: dict[str, dict[str, Plugin]] = {g: {} for g in GROUPS}
-_STATE: dict[str, Any] = {"entry_points": False, "origin": None}
+_STATE: dict[str, Any] = {"entry_points": False, "origin": None, "files": []}
 
 
 def plugin(doc: str, options: Mapping[str, Any] | None = None, tasks: Iterable[str] = ("classification",),
@@ -158,6 +158,21 @@ def load_file(path: str | Path) -> None:
         spec.loader.exec_module(module)
     finally:
         _STATE["origin"] = None
+    _STATE["files"].append(str(p.resolve()))
+
+
+def loaded_files() -> list[str]:
+    """The --plugins files this process ran (data-parallel ranks run them again: they start as fresh processes)."""
+    return list(_STATE["files"])
+
+
+def check_spawnable(cfg: Mapping[str, Any]) -> None:
+    """Entries registered from Python live only in this process; spawned DDP ranks cannot get them."""
+    local = [p for p in used(cfg) if p.origin.startswith("python ")]
+    if local:
+        raise ConfigError(f"trainer.devices>1 starts fresh processes, which cannot get the {local[0].group[:-1]} "
+                          f"'{local[0].name}' registered from Python ({local[0].origin}); put it in a file "
+                          f"(dltool --plugins FILE) or a package's entry points, or train with trainer.devices=1.")
 
 
 def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
@@ -284,6 +299,7 @@ def reset() -> None:
     for t in _TABLES.values():
         t.clear()
     _STATE["entry_points"] = False
+    _STATE["files"] = []
 
 
 def unregister(group: str, name: str) -> None:

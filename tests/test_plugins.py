@@ -260,3 +260,24 @@ def test_plugins_flag_only_before_the_command(cli, tmp_path):
     assert r.returncode != 0 and not evil.with_suffix(".ran").exists()
     r = cli("--plugins", str(tmp_path / "missing.py"), "train")
     assert r.returncode == 2 and "expected an existing Python file" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_plugins_file_layer_trains_under_ddp_ranks_and_python_entries_are_refused_there(cli, tmp_path):
+    plugins.reset()
+    f = tmp_path / "my_layers.py"
+    f.write_text(LAYER_FILE)
+    layers = "model.layers=[flatten, {scale: {factor: 0.5}}, {fc: {units: 10}}]"
+    ddp = ["trainer.devices=2", "trainer.device=cpu"]
+    try:
+        r = cli("--plugins", str(f), "train", layers, *ddp, *QUICK)
+        assert r.returncode == 0, r.stdout + r.stderr
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["params"] == 64 * 10 + 10 and summary["epochs_run"] == 1
+        assert json.loads((tmp_path / "run" / "plugins.json").read_text())[0]["name"] == "scale"
+        plugins.reset()
+        plugins.register_layer("half", lambda o, shape, ctx: (torch.nn.Identity(), shape), "x (from Python)")
+        r = cli("train", "model.layers=[flatten, half, {fc: {units: 10}}]", *ddp, *QUICK[:-1], "hydra.run.dir=run2")
+        assert r.returncode == 2 and "registered from Python" in r.stdout + r.stderr
+    finally:
+        plugins.reset()
