@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from dltool.catalog import ALIASES, BLOCKS, DATASETS, LAYERS, LOSSES, Layer, Loss
+from dltool.catalog import ALIASES, AUGMENTATIONS, BLOCKS, DATASETS, LAYERS, LOSSES, Layer, Loss
 from dltool.errors import ConfigError
 from dltool.registry import Entry, check_keys
 from dltool.tasks import TASKS
 
 # registry -> entry-point group (documented in README "Plug-ins and the Python API")
 GROUPS: dict[str, str] = {"layers": "dltool.layers", "losses": "dltool.losses", "datasets": "dltool.datasets",
-                          "metrics": "dltool.metrics", "callbacks": "dltool.callbacks"}
+                          "metrics": "dltool.metrics", "callbacks": "dltool.callbacks",
+                          "augmentations": "dltool.augmentations"}
 # what each registry's callable receives (README and `dltool list` say the same)
 SIGNATURES: dict[str, str] = {
     "layers": "(options: dict, input_shape: tuple, ctx) -> (nn.Module, output_shape)",
@@ -38,6 +39,7 @@ SIGNATURES: dict[str, str] = {
     "datasets": "(options: dict, data_config) -> dltool.data.splits.RawData",
     "metrics": "(outputs: Tensor (N, C), y: Tensor) -> float",
     "callbacks": "(**options) -> a dltool.train.callbacks.Callback",
+    "augmentations": "(batch (N, ...) in [0, 1] pixel units, options, generator) -> batch; p per example by dltool",
 }
 FILE_FLAG = "--plugins"
 
@@ -80,7 +82,7 @@ def plugin(doc: str, options: Mapping[str, Any] | None = None, tasks: Iterable[s
 def builtin_names(group: str) -> dict[str, str]:
     """{name: what it is} of dltool's own entries a plug-in name may not take."""
     tables: dict[str, Iterable[str]] = {
-        "layers": [*LAYERS, *BLOCKS, *ALIASES], "losses": LOSSES, "datasets": DATASETS,
+        "layers": [*LAYERS, *BLOCKS, *ALIASES], "losses": LOSSES, "datasets": DATASETS, "augmentations": AUGMENTATIONS,
         "metrics": {m for t in TASKS.values() for m in t.metrics}, "callbacks": ()}
     return {n: f"dltool's built-in {group[:-1]} '{n}'" for n in tables[group]}
 
@@ -252,7 +254,9 @@ def used(cfg: Mapping[str, Any]) -> list[Plugin]:
     named = {"layers": names_in((cfg.get("model") or {}).get("layers")),
              "losses": {(cfg.get("loss") or {}).get("name")}, "datasets": {(cfg.get("data") or {}).get("name")},
              "metrics": set(trainer.get("metrics") or []),
-             "callbacks": names_in([c if isinstance(c, str) else list(c) for c in trainer.get("callbacks") or []])}
+             "callbacks": names_in([c if isinstance(c, str) else list(c) for c in trainer.get("callbacks") or []]),
+             "augmentations": names_in([o if isinstance(o, str) else list(o)
+                                        for o in (cfg.get("augment") or {}).get("ops") or []])}
     return [p for group, names in named.items() for n, p in table(group).items() if n in names]
 
 
@@ -334,3 +338,9 @@ def register_callback(name: str, factory: Callable[..., Any], doc: str,
     """A callback: factory(**options) -> a dltool.train.callbacks.Callback (on_epoch_end(state, logs), ...)."""
     return register("callbacks", name, factory, doc, options)
 
+
+
+def register_augmentation(name: str, fn: Callable[..., Any], doc: str,
+                          options: Mapping[str, Any] | None = None) -> Plugin:
+    """A batched augmentation: fn(batch, options, generator) -> batch (in-memory data; dltool applies `p`)."""
+    return register("augmentations", name, fn, doc, options)

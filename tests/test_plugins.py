@@ -57,7 +57,8 @@ def test_entry_points_register_every_example_entry_with_its_package(example):
     got = {g: {n: (p.origin, p.version) for n, p in plugins.table(g).items()} for g in plugins.GROUPS}
     where = ("package dltool-example-plugin", "0.1.0")
     assert got == {"layers": {"se_block": where}, "losses": {"focal": where}, "metrics": {"top2": where},
-                   "callbacks": {"epoch_log": where}, "datasets": {"whitespace_table": where}}
+                   "callbacks": {"epoch_log": where}, "datasets": {"whitespace_table": where},
+                   "augmentations": {"salt_pepper": where}}
 
 
 def test_list_plugins_shows_origin_and_options(example, cli):
@@ -281,3 +282,29 @@ def test_a_plugins_file_layer_trains_under_ddp_ranks_and_python_entries_are_refu
         assert r.returncode == 2 and "registered from Python" in r.stdout + r.stderr
     finally:
         plugins.reset()
+
+
+@pytest.mark.slow
+def test_a_plugin_augmentation_gets_p_per_example_and_its_own_options(example):
+    from dltool.data.augment import parse, table
+
+    (name, opts), = parse([{"salt_pepper": {"amount": 0.25, "p": 0.5}}], "sequence")
+    assert (name, opts) == ("salt_pepper", {"amount": 0.25, "p": 0.5})
+    op = table()["salt_pepper"]
+    x = torch.full((400, 1, 10, 10), 0.3)
+    out = op(x, opts, torch.Generator().manual_seed(0))
+    changed = (out != x).flatten(1)  # (N, 100)
+    touched = changed.any(1)
+    assert 0.4 < float(touched.float().mean()) < 0.6  # p=0.5 of the examples
+    assert 0.2 < float(changed[touched].float().mean()) < 0.3  # amount=0.25 of their values
+    assert set(out[changed.view_as(out)].unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ConfigError, match="Did you mean 'amount'"):
+        parse([{"salt_pepper": {"amout": 0.1}}])
+
+
+@pytest.mark.slow
+def test_training_with_a_plugin_augmentation_records_it(example, cli, tmp_path):
+    r = cli("train", "augment.ops=[{salt_pepper: {amount: 0.1}}]", "model=mlp", *QUICK)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (rec,) = json.loads((tmp_path / "run" / "plugins.json").read_text())
+    assert (rec["group"], rec["name"]) == ("augmentations", "salt_pepper")

@@ -93,3 +93,10 @@ def whitespace_table(options: dict, cfg: object) -> RawData:
     x = torch.tensor(np.delete(table, col, axis=1), dtype=torch.float32)  # (N, F)
     y = torch.tensor(np.searchsorted(classes, labels), dtype=torch.int64)  # (N,) class numbers 0..K-1
     return RawData({"all": (x, y)}, [str(c) for c in classes], "features")
+
+
+@plugin("salt-and-pepper noise: a share `amount` of the values set to 0 or 1 (any layout)", options={"amount": 0.05})
+def salt_pepper(x: torch.Tensor, options: dict, g: torch.Generator) -> torch.Tensor:  # (N, ...) in [0, 1]
+    hit = torch.rand(x.shape, generator=g, device=g.device).to(x.device) < float(options["amount"])
+    salt = (torch.rand(x.shape, generator=g, device=g.device) < 0.5).to(x.device, x.dtype)
+    return torch.where(hit, salt, x)
