@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 
 import numpy as np
@@ -104,15 +105,18 @@ def test_train_with_every_plugin_then_evaluate_predict_export_resume_and_refuse_
     assert all(x["origin"] == "package dltool-example-plugin" and x["version"] == "0.1.0" for x in records)
     hooks = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [h["hook"] for h in hooks] == ["fit_start", "epoch_end", "epoch_end", "fit_end"]
+    n_train = int(re.search(r"(\d+)/\d+/\d+ examples", (run / "train.log").read_text()).group(1))
+    assert [h["batches"] for h in hooks[1:3]] == [math.ceil(n_train / 64)] * 2  # on_batch_end once per batch
     rows = (run / "metrics.csv").read_text().splitlines()
     head = rows[0].split(",")
     for h, row in zip(hooks[1:3], rows[1:]):  # the callback saw the same logs metrics.csv records
         values = dict(zip(head, row.split(",")))
         assert h["val_loss"] == pytest.approx(float(values["val_loss"]))
         assert 0 < float(values["val_top2"]) <= 1 and float(values["val_top2"]) >= float(values["val_acc"])
-    assert cli("evaluate", str(run)).returncode == 0
+    assert cli("evaluate", str(run), "topk=2").returncode == 0
     ev, summary = (json.loads((run / name).read_text()) for name in ("eval.json", "summary.json"))
     assert ev["acc"] == pytest.approx(summary["test_acc"]) and ev["loss"] == pytest.approx(summary["test_loss"])
+    assert ev["top2"] == pytest.approx(ev["topk_acc"])  # the plug-in metric against evaluate's own top-k accuracy
     export = cli("export", str(run), "--format", "onnx")
     assert export.returncode == 0 and (run / "export" / "model.onnx").is_file(), export.stdout
     assert "passed" in export.stdout  # onnxruntime's outputs equal PyTorch's (export verifies)
@@ -308,3 +312,20 @@ def test_training_with_a_plugin_augmentation_records_it(example, cli, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     (rec,) = json.loads((tmp_path / "run" / "plugins.json").read_text())
     assert (rec["group"], rec["name"]) == ("augmentations", "salt_pepper")
+
+
+@pytest.mark.slow
+def test_a_plugin_layer_is_initialized_penalized_and_frozen_like_a_built_in(example):
+    from dltool.train.losses import penalized_params
+    from dltool.train.run import prepare
+    from tests.conftest import make_config
+
+    p = prepare(make_config(CNN, "init=normal", "init.std=0.02", "trainer.diagnostics=false"))
+    se = p.built.model.layers.se_block1
+    for w in (se.fc1.weight, se.fc2.weight):  # init.scheme=normal reached the plug-in's Linear weights
+        assert float(w.std()) == pytest.approx(0.02, rel=0.5) and float(w.abs().max()) < 0.1
+    decayed = {id(t) for t in penalized_params(p.built.model, make_config().regularization)}
+    assert id(se.fc1.weight) in decayed and id(se.fc1.bias) not in decayed  # weights only, as for fc/conv
+    frozen = prepare(make_config(CNN, "model.freeze=[se_block1]", "trainer.diagnostics=false")).built.model
+    assert not any(t.requires_grad for t in frozen.layers.se_block1.parameters())
+    assert all(t.requires_grad for t in frozen.layers.conv1.parameters())

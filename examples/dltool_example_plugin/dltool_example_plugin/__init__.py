@@ -67,6 +67,7 @@ def top2(outputs: torch.Tensor, y: torch.Tensor) -> float:
 class EpochLog(Callback):
     def __init__(self, filename: str) -> None:
         self.filename = filename
+        self.batches = 0
 
     def write(self, state: FitState, record: dict) -> None:
         with open(Path(state.run_dir) / self.filename, "a") as f:
@@ -75,8 +76,14 @@ class EpochLog(Callback):
     def on_fit_start(self, state: FitState) -> None:
         self.write(state, {"hook": "fit_start", "epochs": state.epochs})
 
+    def on_epoch_start(self, state: FitState, num_batches: int) -> None:
+        self.batches = 0
+
+    def on_batch_end(self, state: FitState) -> None:
+        self.batches += 1
+
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
-        self.write(state, {"hook": "epoch_end", "epoch": state.epoch,
+        self.write(state, {"hook": "epoch_end", "epoch": state.epoch, "batches": self.batches, "step": state.step,
                            **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
 
     def on_fit_end(self, state: FitState) -> None:
