@@ -126,8 +126,9 @@ def load_entry_points() -> None:
     if _STATE["entry_points"]:
         return
     _STATE["entry_points"] = True
+    every = importlib.metadata.entry_points()  # one scan of the installed distributions (~20 ms), not one per group
     for group, ep_group in GROUPS.items():
-        for ep in importlib.metadata.entry_points(group=ep_group):
+        for ep in every.select(group=ep_group):
             dist = getattr(ep, "dist", None)
             origin = (f"package {dist.metadata['Name']}", dist.version) if dist is not None else (f"entry point "
                                                                                               f"{ep.value}", "")

@@ -70,7 +70,7 @@ def test_list_plugins_shows_origin_and_options(example, cli):
 
 
 @pytest.mark.slow
-def test_se_block_params_and_macs_are_counted_like_a_built_in_layer(example):
+def test_se_block_params_and_macs_are_counted_like_a_built_in_layer(example, cli):
     from dltool.config.schema import ModelConfig
     from dltool.models.builder import build_model
 
@@ -80,6 +80,9 @@ def test_se_block_params_and_macs_are_counted_like_a_built_in_layer(example):
     assert (se.name, se.in_shape, se.out_shape) == ("se_block1", (8, 8, 8), (8, 8, 8))
     assert se.params == (8 * 2 + 2) + (2 * 8 + 8)  # fc1 8->2, fc2 2->8, with biases
     assert se.macs == 8 * 2 + 2 * 8  # the two Linear layers (the mean and the product are not mult-adds of a layer)
+    r = cli("summary", "model.layers=[{conv: {filters: 8, padding: 1}}, {se_block: 4}, flatten, {fc: 10}]")
+    row = next(line for line in r.stdout.splitlines() if "se_block1" in line)
+    assert [c.strip() for c in row.split("│")[1:-1]][:4] == ["se_block1", "se_block", "8x8x8", "42"]
 
 
 def test_focal_loss_with_gamma_0_is_cross_entropy_and_top2_agrees_with_sklearn(example):
