@@ -332,3 +332,28 @@ def test_a_plugin_layer_is_initialized_penalized_and_frozen_like_a_built_in(exam
     frozen = prepare(make_config(CNN, "model.freeze=[se_block1]", "trainer.diagnostics=false")).built.model
     assert not any(t.requires_grad for t in frozen.layers.se_block1.parameters())
     assert all(t.requires_grad for t in frozen.layers.conv1.parameters())
+
+
+@pytest.mark.slow
+def test_the_example_package_installs_with_pip_and_a_fresh_dltool_process_uses_it(tmp_path):
+    """The real thing once: pip builds the package from its pyproject.toml into a folder, and a new `dltool`
+    process with that folder on PYTHONPATH lists and trains with its entries."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    pytest.importorskip("setuptools")  # --no-build-isolation builds with the environment's setuptools
+    from tests.plugin_env import EXAMPLE
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(EXAMPLE)], check=True, capture_output=True, cwd=tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    listed = run_cli("list", "plugins", cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and "dltool-example-plugin 0.1.0" in listed.stdout
+    ran = run_cli("train", CNN, "loss=focal", "trainer.metrics=[top2]", *QUICK, cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    names = {r["name"] for r in json.loads((tmp_path / "run" / "plugins.json").read_text())}
+    assert names == {"se_block", "focal", "top2"}
