@@ -239,6 +239,31 @@ def test_configs_and_overrides_cannot_load_a_plugin(cli, tmp_path, args, monkeyp
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_recorded_plugin_file_is_only_compared_never_imported(cli, tmp_path):
+    """The check runs before any checkpoint is read: a run dir of placeholder files is enough to show it."""
+    plugins.reset()
+    evil = tmp_path / "evil_plugin.py"
+    evil.write_text(EVIL)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    (run / "config.yaml").write_text("model: {name: x}\n")
+    (run / "plugins.json").write_text(json.dumps([{"group": "layers", "name": "linear_x", "origin": f"file {evil}",
+                                                   "version": "sha256:0"}]))
+    before = fingerprint(tmp_path)
+    for args in (["evaluate", "run"], ["predict", "run", str(evil)], ["export", "run"], ["diagnose", "run"],
+                 ["train", "resume=run", "trainer.epochs=2"]):
+        r = cli(*args)
+        lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and f"dltool --plugins {evil}" in lines[0], (args, lines)
+    assert not evil.with_suffix(".ran").exists() and fingerprint(tmp_path) == before
+    (run / "plugins.json").write_text('{"not": "a list"}')
+    r = cli("evaluate", "run")
+    assert r.returncode == 2 and "not a plug-in record written by dltool" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
 def test_a_run_dir_naming_a_plugin_file_is_only_compared_never_imported(cli, tmp_path):
     plugins.reset()
     assert cli("train", "model=linear", *QUICK).returncode == 0
