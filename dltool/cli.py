@@ -73,8 +73,9 @@ def with_plugins(args: list[str]) -> list[str]:
     files, rest = plugins.split_flags(args)
     for f in files:
         plugins.load_file(f)
-    if not rest:
-        raise ConfigError("--plugins FILE goes before a command: dltool --plugins my_layers.py train ...")
+    if not rest or any(a == plugins.FILE_FLAG or a.startswith(plugins.FILE_FLAG + "=") for a in rest):
+        raise ConfigError("--plugins FILE goes before the command (dltool --plugins my_layers.py train ...), the only "
+                          "place dltool reads it; nothing after the command can load code.")
     return rest
 
 

@@ -290,7 +290,8 @@ def test_plugins_flag_only_before_the_command(cli, tmp_path):
     evil = tmp_path / "evil_mod.py"
     evil.write_text(EVIL)
     r = cli("train", "--plugins", str(evil), "trainer.epochs=1")
-    assert r.returncode != 0 and not evil.with_suffix(".ran").exists()
+    assert r.returncode == 2 and "goes before the command" in r.stdout + r.stderr
+    assert not evil.with_suffix(".ran").exists()
     r = cli("--plugins", str(tmp_path / "missing.py"), "train")
     assert r.returncode == 2 and "expected an existing Python file" in r.stdout + r.stderr
 
