@@ -238,26 +238,35 @@ def same_kind(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def names_in(node: Any) -> set[str]:
-    """Every string and mapping key inside a (nested) config node: the layer and block names of model.layers."""
-    if isinstance(node, str):
-        return {node}
-    if isinstance(node, dict):
-        return {str(k) for k in node} | set().union(*(names_in(v) for v in node.values()))
-    if isinstance(node, (list, tuple)):
-        return set().union(*(names_in(v) for v in node)) if node else set()
-    return set()
+def layer_names(items: Any) -> set[str]:
+    """The layer and block names of a layer list, nested lists included (repeat/residual `layers`, branches)."""
+    out: set[str] = set()
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, str):
+            out.add(item)
+        elif isinstance(item, dict) and len(item) == 1:
+            kind, params = next(iter(item.items()))
+            out.add(str(kind))
+            if isinstance(params, dict):
+                out |= layer_names(params.get("layers"))
+            elif isinstance(params, list):  # branches: a list of layer lists
+                for branch in params:
+                    out |= layer_names(branch)
+    return out
+
+
+def entry_names(items: Any) -> set[str]:
+    """Names of a list of `name` or `{name: {options}}` items (trainer.callbacks, augment.ops, trainer.metrics)."""
+    return {str(next(iter(i))) if isinstance(i, dict) and i else str(i) for i in items or []}
 
 
 def used(cfg: Mapping[str, Any]) -> list[Plugin]:
     """The plug-in entries a (plain-dict) training config names."""
     trainer = cfg.get("trainer") or {}
-    named = {"layers": names_in((cfg.get("model") or {}).get("layers")),
+    named = {"layers": layer_names((cfg.get("model") or {}).get("layers")),
              "losses": {(cfg.get("loss") or {}).get("name")}, "datasets": {(cfg.get("data") or {}).get("name")},
-             "metrics": set(trainer.get("metrics") or []),
-             "callbacks": names_in([c if isinstance(c, str) else list(c) for c in trainer.get("callbacks") or []]),
-             "augmentations": names_in([o if isinstance(o, str) else list(o)
-                                        for o in (cfg.get("augment") or {}).get("ops") or []])}
+             "metrics": entry_names(trainer.get("metrics")), "callbacks": entry_names(trainer.get("callbacks")),
+             "augmentations": entry_names((cfg.get("augment") or {}).get("ops"))}
     return [p for group, names in named.items() for n, p in table(group).items() if n in names]
 
 

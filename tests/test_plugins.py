@@ -383,3 +383,11 @@ def test_the_example_package_installs_with_pip_and_a_fresh_dltool_process_uses_i
     assert ran.returncode == 0, ran.stdout + ran.stderr
     names = {r["name"] for r in json.loads((tmp_path / "run" / "plugins.json").read_text())}
     assert names == {"se_block", "focal", "top2"}
+
+
+def test_used_finds_plugin_layers_inside_blocks_and_not_in_option_values():
+    from dltool.plugins import layer_names
+
+    layers = [{"conv": {"padding": "same"}}, {"repeat": {"n": 2, "layers": ["se", {"residual": {"layers": ["a"]}}]}},
+              {"branches": [["b"], [{"c": {"units": 3}}]]}]
+    assert layer_names(layers) == {"conv", "repeat", "se", "residual", "a", "branches", "b", "c"}
