@@ -67,6 +67,11 @@ def test_list_plugins_shows_origin_and_options(example, cli):
     assert r.returncode == 0
     row = next(line for line in r.stdout.splitlines() if "se_block" in line)
     assert "reduction=4" in row and "dltool-example-plugin 0.1.0" in row
+    r = cli("list", "losses", "augmentations")
+    row = next(line for line in r.stdout.splitlines() if "focal" in line)
+    assert "loss.options" in row and "gamma=2.0" in row
+    row = next(line for line in r.stdout.splitlines() if "salt_pepper" in line)
+    assert "amount=0.05, p=1.0" in row
 
 
 @pytest.mark.slow

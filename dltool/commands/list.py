@@ -94,18 +94,29 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
                 [key_row(group, k, next(iter(group.files), None)) for k in group.keys])
     if name in SECTIONS and name != "backbones":
         section = SECTIONS[name]
+        own = [(r[0], f"{section}.options", "mapping", *r[2:]) for r in plugin_rows(name)]
         return (f"{name} ({section}=NAME; keys {section}.*)", ["name", "key", "type", "default", "what"],
-                keyed_rows(name))
+                keyed_rows(name) + own)
     entries = REGISTRIES[name]
     if name == "layers":
         aliases: dict[str, list[str]] = {}
         for a, k in ALIASES.items():
             aliases.setdefault(k, []).append(a)
         return ("layers", ["name", "aliases", "options (defaults)", "what"],
-                [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()])
+                [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()] + plugin_rows(name))
     title = {"backbones": "backbone families (model.backbone: `dltool list backbones` names every model)"}.get(name,
                                                                                                         name)
     head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
     offered = {k: e for k, e in entries.items() if (SECTIONS.get(name), k) not in REFUSED}  # e.g. init constant
-    return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in offered.items()]
+    rows = [(k, options(e), e.doc) for k, e in offered.items()]
+    return title, ["name", head, "what"], rows + [r[:1] + r[2:] for r in plugin_rows(name)]
+
+
+def plugin_rows(name: str) -> list[tuple[str, str, str, str]]:
+    """(name, aliases, options, doc with its origin) of the plug-in entries of one registry."""
+    if name not in plugins.GROUPS:
+        return []
+    extra = {"p": 1.0} if name == "augmentations" else {}  # dltool applies p to a plug-in op, per example
+    return [(n, "", ", ".join(f"{k}={v}" for k, v in {**p.options, **extra}.items()) or "-",
+             f"{p.doc} (plug-in: {p.where})") for n, p in plugins.table(name).items()]
 
