@@ -34,7 +34,7 @@ from typing import Any
 # The Python API, imported on first use: `import dltool` (every CLI call) stays torch-free and fast.
 _API = {name: "dltool.api" for name in ("fit", "load", "evaluate", "Run")}
 REGISTER = ("register_layer", "register_loss", "register_dataset", "register_metric", "register_callback",
-            "register_augmentation", "plugin")
+            "register_augmentation", "register_model", "plugin")
 _API.update({name: "dltool.plugins" for name in REGISTER})
 _API["ConfigError"] = "dltool.errors"
 __all__ = sorted(_API)

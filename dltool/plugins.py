@@ -31,7 +31,7 @@ from dltool.tasks import TASKS
 # registry -> entry-point group (documented in README "Plug-ins and the Python API")
 GROUPS: dict[str, str] = {"layers": "dltool.layers", "losses": "dltool.losses", "datasets": "dltool.datasets",
                           "metrics": "dltool.metrics", "callbacks": "dltool.callbacks",
-                          "augmentations": "dltool.augmentations"}
+                          "augmentations": "dltool.augmentations", "models": "dltool.models"}
 # what each registry's callable receives (README and `dltool list` say the same)
 SIGNATURES: dict[str, str] = {
     "layers": "(options: dict, input_shape: tuple, ctx) -> (nn.Module, output_shape)",
@@ -40,6 +40,7 @@ SIGNATURES: dict[str, str] = {
     "metrics": "(outputs: Tensor (N, C), y: Tensor) -> float",
     "callbacks": "(**options) -> a dltool.train.callbacks.Callback",
     "augmentations": "(batch (N, ...) in [0, 1] pixel units, options, generator) -> batch; p per example by dltool",
+    "models": "(options, input_shape, num_classes) -> nn.Module; named in model.layers, its output shape measured",
 }
 FILE_FLAG = "--plugins"
 
@@ -83,7 +84,8 @@ def builtin_names(group: str) -> dict[str, str]:
     """{name: what it is} of dltool's own entries a plug-in name may not take."""
     tables: dict[str, Iterable[str]] = {
         "layers": [*LAYERS, *BLOCKS, *ALIASES], "losses": LOSSES, "datasets": DATASETS, "augmentations": AUGMENTATIONS,
-        "metrics": {m for t in TASKS.values() for m in t.metrics}, "callbacks": ()}
+        "metrics": {m for t in TASKS.values() for m in t.metrics}, "callbacks": (),
+        "models": [*LAYERS, *BLOCKS, *ALIASES]}
     return {n: f"dltool's built-in {group[:-1]} '{n}'" for n in tables[group]}
 
 
@@ -108,7 +110,11 @@ def register(group: str, name: str, obj: Any, doc: str, options: Mapping[str, An
     entry = Plugin(group, name, obj, doc.strip(), options, origin[0], origin[1], tuple(tasks), primary)
     clash = builtin_names(group).get(name)
     old = _TABLES[group].get(name)
-    if old is not None and old.origin != entry.origin:
+    twin = {"layers": "models", "models": "layers"}.get(group)  # one namespace: both are named in model.layers
+    if twin and name in _TABLES[twin]:
+        old = _TABLES[twin][name]
+        clash = f"the plug-in {twin[:-1]} '{name}' from {old.where}"
+    elif old is not None and old.origin != entry.origin:
         clash = f"the plug-in {group[:-1]} '{name}' from {old.where}"
     if clash:
         raise ConfigError(f"the plug-in {group[:-1]} '{name}' from {entry.where} clashes with {clash}; rename one "
@@ -205,7 +211,7 @@ def get(group: str, name: Any) -> Plugin | None:
 
 def entries(group: str) -> dict[str, Entry]:
     """The plug-ins of a registry as catalog records (layers: Layer, losses: Loss, ...), for the lookups."""
-    kind = {"layers": Layer, "losses": Loss}.get(group, Entry)
+    kind = {"layers": Layer, "models": Layer, "losses": Loss}.get(group, Entry)
     out: dict[str, Entry] = {}
     for name, p in table(group).items():
         extra = {"prefix": name, "primary": p.primary} if kind is Layer else {}
@@ -264,6 +270,7 @@ def used(cfg: Mapping[str, Any]) -> list[Plugin]:
     """The plug-in entries a (plain-dict) training config names."""
     trainer = cfg.get("trainer") or {}
     named = {"layers": layer_names((cfg.get("model") or {}).get("layers")),
+             "models": layer_names((cfg.get("model") or {}).get("layers")),
              "losses": {(cfg.get("loss") or {}).get("name")}, "datasets": {(cfg.get("data") or {}).get("name")},
              "metrics": entry_names(trainer.get("metrics")), "callbacks": entry_names(trainer.get("callbacks")),
              "augmentations": entry_names((cfg.get("augment") or {}).get("ops"))}
@@ -354,3 +361,9 @@ def register_augmentation(name: str, fn: Callable[..., Any], doc: str,
                           options: Mapping[str, Any] | None = None) -> Plugin:
     """A batched augmentation: fn(batch, options, generator) -> batch (in-memory data; dltool applies `p`)."""
     return register("augmentations", name, fn, doc, options)
+
+
+def register_model(name: str, builder: Callable[..., Any], doc: str,
+                   options: Mapping[str, Any] | None = None) -> Plugin:
+    """A whole network: builder(options, input_shape, num_classes) -> nn.Module, named in model.layers."""
+    return register("models", name, builder, doc, options)

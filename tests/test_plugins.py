@@ -59,7 +59,7 @@ def test_entry_points_register_every_example_entry_with_its_package(example):
     where = ("package dltool-example-plugin", "0.1.0")
     assert got == {"layers": {"se_block": where}, "losses": {"focal": where}, "metrics": {"top2": where},
                    "callbacks": {"epoch_log": where}, "datasets": {"whitespace_table": where},
-                   "augmentations": {"salt_pepper": where}}
+                   "augmentations": {"salt_pepper": where}, "models": {"small_mlp": where}}
 
 
 def test_list_plugins_shows_origin_and_options(example, cli):
@@ -147,8 +147,12 @@ def test_a_plugin_data_set_reads_a_file_and_trains(example, cli, tmp_path):
 
     d = load_iris()
     np.savetxt(tmp_path / "iris.txt", np.column_stack([d.data, d.target]))
-    r = cli("train", "data=whitespace_table", f"data.options.path={tmp_path / 'iris.txt'}", "model=mlp", *QUICK)
+    r = cli("train", "data=whitespace_table", f"data.options.path={tmp_path / 'iris.txt'}",
+            "model.layers=[{small_mlp: {hidden: 8}}]", *QUICK)
     assert r.returncode == 0, r.stdout + r.stderr
+    names = {(x["group"], x["name"]) for x in json.loads((tmp_path / "run" / "plugins.json").read_text())}
+    assert names == {("datasets", "whitespace_table"), ("models", "small_mlp")}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["params"] == 4 * 8 + 8 + 8 * 3 + 3
     counts = re.search(r"(\d+)/(\d+)/(\d+) examples", (tmp_path / "run" / "train.log").read_text()).groups()
     assert sum(map(int, counts)) == 150  # every row of the file, split into train/val/test
     cfg = (tmp_path / "run" / "config.yaml").read_text()
@@ -396,3 +400,24 @@ def test_used_finds_plugin_layers_inside_blocks_and_not_in_option_values():
     layers = [{"conv": {"padding": "same"}}, {"repeat": {"n": 2, "layers": ["se", {"residual": {"layers": ["a"]}}]}},
               {"branches": [["b"], [{"c": {"units": 3}}]]}]
     assert layer_names(layers) == {"conv", "repeat", "se", "residual", "a", "branches", "b", "c"}
+
+
+@pytest.mark.slow
+def test_a_model_registered_in_python_is_named_in_model_layers_and_measured(tmp_path):
+    from dltool.config.schema import ModelConfig
+    from dltool.models.builder import build_model
+
+    def tiny(options, shape, num_classes):  # a user's own nn.Module, any output shape
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), options["hidden"]),
+                                   torch.nn.ReLU(), torch.nn.Linear(options["hidden"], num_classes))
+
+    plugins.register_model("tiny_net", tiny, "flatten, fc hidden, relu, fc classes", options={"hidden": 16})
+    try:
+        built = build_model(ModelConfig(layers=[{"tiny_net": {"hidden": 12}}]), (1, 8, 8), 10)
+        (rec,) = built.trace
+        assert (rec.name, rec.out_shape, rec.params) == ("tiny_net1", (10,), 64 * 12 + 12 + 12 * 10 + 10)
+        assert rec.macs == 64 * 12 + 12 * 10
+        with pytest.raises(ConfigError, match="clashes with the plug-in model 'tiny_net'"):
+            plugins.register_layer("tiny_net", tiny, "a layer of the same name")
+    finally:
+        plugins.unregister("models", "tiny_net")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -87,8 +88,20 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
 
 
 def layer_table() -> dict[str, Layer]:
-    """dltool's layers and the plug-in layers (dltool/plugins.py), looked up the same way."""
-    return {**LAYERS, **plugins.entries("layers")}  # type: ignore[dict-item]
+    """dltool's layers, the plug-in layers and the plug-in models (dltool/plugins.py), looked up the same way."""
+    models = {name: replace(e, obj=as_layer(e.load())) for name, e in plugins.entries("models").items()}
+    return {**LAYERS, **plugins.entries("layers"), **models}  # type: ignore[dict-item]
+
+
+def as_layer(build: Callable[..., nn.Module]) -> Callable[..., tuple[nn.Module, Shape]]:
+    """A plug-in model builder (options, input_shape, num_classes) -> module, as a layer builder: its output shape
+    is measured on a zero batch of two (the builder then checks it like any layer's)."""
+    def layer(params: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        module = build(params, tuple(shape), ctx.num_classes).eval()
+        with torch.no_grad():
+            out = module(torch.zeros(2, *shape))
+        return module.train(), tuple(out.shape[1:])
+    return layer
 
 
 class Builder:

@@ -107,3 +107,9 @@ def salt_pepper(x: torch.Tensor, options: dict, g: torch.Generator) -> torch.Ten
     hit = torch.rand(x.shape, generator=g, device=g.device).to(x.device) < float(options["amount"])
     salt = (torch.rand(x.shape, generator=g, device=g.device) < 0.5).to(x.device, x.dtype)
     return torch.where(hit, salt, x)
+
+
+@plugin("a whole network: flatten, fc hidden, relu, fc num_classes (any input shape)", options={"hidden": 32})
+def small_mlp(options: dict, shape: tuple, num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), options["hidden"]), nn.ReLU(),
+                         nn.Linear(options["hidden"], num_classes))
