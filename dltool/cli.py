@@ -68,6 +68,8 @@ def print_help() -> None:
 def with_plugins(args: list[str]) -> list[str]:
     """`dltool --plugins FILE [--plugins FILE2] COMMAND ...`: run the named files (they register plug-in entries);
     only argv before the command is read, never a config, an override or a run directory."""
+    if not any(a == "--plugins" or a.startswith("--plugins=") for a in args):
+        return args  # the common case: no plug-in module imported here (start-up time, issue 22)
     from dltool import plugins
 
     files, rest = plugins.split_flags(args)
