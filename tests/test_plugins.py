@@ -421,3 +421,15 @@ def test_a_model_registered_in_python_is_named_in_model_layers_and_measured(tmp_
             plugins.register_layer("tiny_net", tiny, "a layer of the same name")
     finally:
         plugins.unregister("models", "tiny_net")
+
+
+@pytest.mark.slow
+def test_gradcheck_and_sanity_check_run_through_a_plugin_layer_and_loss(example, cli):
+    """The plug-in layer's backward agrees with the numerical gradient, and the net can overfit a batch with focal."""
+    layers = "model.layers=[{conv: {filters: 4, padding: 1}}, relu, {se_block: 2}, flatten, {fc: 10}]"
+    r = cli("gradcheck", layers, "loss=focal")
+    assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if "se_block1.fc" in line]
+    assert len(rows) == 4 and all(line.rstrip(" │").endswith("ok") for line in rows)
+    r = cli("overfit-sanity-check", layers, "loss=focal")
+    assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
