@@ -433,3 +433,23 @@ def test_gradcheck_and_sanity_check_run_through_a_plugin_layer_and_loss(example,
     assert len(rows) == 4 and all(line.rstrip(" │").endswith("ok") for line in rows)
     r = cli("overfit-sanity-check", layers, "loss=focal")
     assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("stored", ["trainer: {callbacks: [evil_mod:run]}", "trainer: {metrics: [evil_mod.metric]}",
+                                    pytest.param("model: {layers: [flatten, evil_mod.layer, {fc: 10}]}",
+                                                 marks=pytest.mark.slow),  # refused when the model is built
+                                    "loss: {name: evil_mod}", "data: {name: evil_mod}"])
+def test_a_stored_run_config_naming_a_module_is_refused_without_importing_it(cli, tmp_path, monkeypatch, stored):
+    plugins.reset()
+    (tmp_path / "evil_mod.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "config.yaml").write_text(stored + "\n")
+    before = fingerprint(tmp_path)
+    r = cli("train", "resume=run", "trainer.epochs=5")
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "evil_mod" in lines[0], lines
+    assert not (tmp_path / "evil_mod.ran").exists() and "evil_mod" not in __import__("sys").modules
+    assert fingerprint(tmp_path) == before
