@@ -232,7 +232,8 @@ EVIL = "import pathlib\npathlib.Path(__file__).with_suffix('.ran').write_text('r
 @pytest.mark.parametrize("args", [
     ["train", "+plugins=EVIL"],  # an override naming a file
     ["train", "trainer.callbacks=[EVIL]"],  # a callback named by path
-    ["train", "model.layers=[flatten, {evil_mod.layer: {}}, {fc: 10}]"],  # a layer named by module path
+    pytest.param(["train", "model.layers=[flatten, {evil_mod.layer: {}}, {fc: 10}]"],  # a layer named by module path
+                 marks=pytest.mark.slow),  # refused when the model is built (after the data is loaded)
     ["train", "loss.name=evil_mod:loss"],  # a loss named by module:function
     ["train", "conf.yaml"],  # a config file with a plugins key
 ])
