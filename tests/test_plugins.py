@@ -454,3 +454,15 @@ def test_a_stored_run_config_naming_a_module_is_refused_without_importing_it(cli
     assert r.returncode == 2 and len(lines) == 1 and "evil_mod" in lines[0], lines
     assert not (tmp_path / "evil_mod.ran").exists() and "evil_mod" not in __import__("sys").modules
     assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_trainer_monitor_may_name_a_plugin_metric(example):
+    from tests.conftest import make_config
+
+    cfg = make_config("trainer.metrics=[top2]", "trainer.monitor=val_top2", "trainer.mode=max")
+    assert (cfg.trainer.monitor, cfg.trainer.metrics) == ("val_top2", ["top2"])
+    with pytest.raises(ConfigError, match=r"trainer.monitor='val_top3'.* Did you mean 'val_top2'"):
+        make_config("trainer.metrics=[top2]", "trainer.monitor=val_top3", "trainer.mode=max")
+    with pytest.raises(ConfigError, match=r"trainer.metrics\[0\]='top3' is not known. Did you mean 'top2'"):
+        make_config("trainer.metrics=[top3]")
