@@ -25,3 +25,26 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
                 registry table (torch-free: builders named "module:function", imported when building),
                 the only module that imports rich, matplotlib (Agg) figures
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The Python API, imported on first use: `import dltool` (every CLI call) stays torch-free and fast.
+_API = {name: "dltool.api" for name in ("fit", "load", "evaluate", "Run")}
+REGISTER = ("register_layer", "register_loss", "register_dataset", "register_metric", "register_callback",
+            "register_augmentation", "register_model", "plugin")
+_API.update({name: "dltool.plugins" for name in REGISTER})
+_API["ConfigError"] = "dltool.errors"
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'dltool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

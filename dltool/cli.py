@@ -50,7 +50,7 @@ def print_help() -> None:
     from dltool.console import console, table
 
     console.print("[bold]dltool[/] - the textbook neural-network training recipe as one YAML config.\n")
-    console.print("usage: dltool COMMAND \\[CONFIG.yaml] \\[key=value ...]\n")
+    console.print("usage: dltool \\[--plugins FILE.py] COMMAND \\[CONFIG.yaml] \\[key=value ...]\n")
     console.print(table("commands", ["command", "what it does"],
                         [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()], False))
     console.print("\nExamples:\n  dltool train\n  dltool train model=mlp optimizer.lr=0.01\n"
@@ -63,6 +63,22 @@ def print_help() -> None:
                   "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
                   "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n  dltool compare RUN1 RUN2\n\n"
                   "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
+
+
+def with_plugins(args: list[str]) -> list[str]:
+    """`dltool --plugins FILE [--plugins FILE2] COMMAND ...`: run the named files (they register plug-in entries);
+    only argv before the command is read, never a config, an override or a run directory."""
+    if not any(a == "--plugins" or a.startswith("--plugins=") for a in args):
+        return args  # the common case: no plug-in module imported here (start-up time, issue 22)
+    from dltool import plugins
+
+    files, rest = plugins.split_flags(args)
+    for f in files:
+        plugins.load_file(f)
+    if not rest or any(a == plugins.FILE_FLAG or a.startswith(plugins.FILE_FLAG + "=") for a in rest):
+        raise ConfigError("--plugins FILE goes before the command (dltool --plugins my_layers.py train ...), the only "
+                          "place dltool reads it; nothing after the command can load code.")
+    return rest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
     terminal_logging()
     try:
+        args = with_plugins(args)
         command = lookup(COMMANDS, args[0], "command")
         code = 0 if wants_help(args[1:], command) else command(args[1:])
     except ConfigError as ex:

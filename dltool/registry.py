@@ -59,6 +59,7 @@ class Entry:
     doc: str
     keys: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    obj: Any = field(default=None, compare=False, repr=False)  # a plug-in's own callable (dltool/plugins.py)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -66,7 +67,7 @@ class Entry:
         return tuple(self.defaults) or self.keys
 
     def load(self) -> Callable[..., Any]:
-        return resolve(self.builder)
+        return self.obj if self.obj is not None else resolve(self.builder)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.load()(*args, **kwargs)

@@ -254,6 +254,11 @@ CASES = [
     case(["train", "hydra.job_logging.handlers.console.class=os.system"], "hydra.job_logging", slow=True),
     case(["train", "+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"], "env_set", slow=True),
     case(["train", "code.yaml"], "_target_", slow=True),
+    # plug-ins (issue 20): names only, never paths; a built-in reads no plug-in options
+    case(["train", "trainer.callbacks=[evil_mod:run]"], "trainer.callbacks[0]"),
+    case(["train", "trainer.metrics=[/tmp/evil.py]"], "trainer.metrics[0]", slow=True),
+    case(["train", "+plugins=[/tmp/evil.py]"], "plugins", slow=True),
+    case(["train", "+loss.options.gamma=1"], "loss.options", slow=True),
     # config files
     case(["train", "bad.yaml"], "bad.yaml:4"),
     case(["train", "empty.yaml"], "empty.yaml"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from dltool import plugins
 from dltool.commands.advice import (
     Finding,
     Step,
@@ -76,6 +77,7 @@ def load_run(run_dir: Path) -> Run:
     if not run_dir.is_dir() or not (run_dir / "config.yaml").exists():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml in it); pass the directory "
                           f"`dltool train` printed, e.g. outputs/2024-01-01_12-00-00_cnn_digits.")
+    plugins.require(run_dir, f"the run {run_dir}")
     cfg = read_yaml(run_dir / "config.yaml", "the run's config")
     ck_path = run_dir / "checkpoints" / "last.pt"
     ck = ckpt_io.load(ck_path) if ck_path.exists() else None

@@ -32,6 +32,7 @@ from dltool.plots import confusion_matrix
 from dltool.train.infer import infer, resolve_precision
 from dltool.train.losses import LossContext, build_loss
 from dltool.train.metrics import probabilities, split_metrics, tune_threshold
+from dltool.train.plugged import plugin_metrics
 from dltool.train.report import finite_or_null
 from dltool.train.restore import Restored, restore
 
@@ -138,6 +139,7 @@ def run_evaluate(target: str, opts: dict[str, Any], data: dict[str, Any]) -> dic
         return evaluate_task(r, task, opts, logits, y, loss, names, batch_size)
     m = metrics(logits, y, int(opts["topk"]))
     m.update({k: v for k, v in split_metrics(task, logits, y).items() if k != "acc"})
+    m.update({k: float(fn(logits, y)) for k, fn in plugin_metrics(r.cfg.trainer.metrics).items()})  # plug-ins
     json_name, png_name = output_names(str(opts["split"]), r.path)
     result = {"checkpoint": str(r.path), "epoch": r.ckpt.get("epoch"), "split": str(opts["split"]),
               "task": task, "loss": loss, **m, "class_names": names, "files": [json_name, png_name],

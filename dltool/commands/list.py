@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from dltool import plugins
 from dltool.catalog import ALIASES, BACKBONE_FAMILIES, REGISTRIES
 from dltool.config.keys import GROUPS, OPTIONS
 from dltool.config.keyspec import Group, type_name, yaml_value
@@ -22,12 +23,12 @@ KEY_GROUPS = {**{g: GROUPS[g] for g in ("model", "regularization", "augment", "t
 
 def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) -> int:
     """`dltool list [layers|losses|optimizers|schedulers|initializers|datasets|augmentations|backbones|tasks|model|
-    regularization|augment|trainer|sanity|gradcheck|lr_find|all]`.
+    regularization|augment|trainer|sanity|gradcheck|lr_find|plugins|all]`.
 
     backbone_models: torchvision's classification models by name (cli passes them when `backbones` is asked
     for by name; they come from the installed torchvision, the one table that needs it imported).
     """
-    every = [*REGISTRIES, "tasks", *KEY_GROUPS]
+    every = [*REGISTRIES, "tasks", *KEY_GROUPS, "plugins"]
     wanted = every if not args or "all" in args else args
     for name in wanted:
         if name not in every:
@@ -74,6 +75,11 @@ def keyed_rows(name: str) -> list[tuple]:
 def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
     """(title, columns, rows) of one registry or key group; layers get their aliases, backbones their model.* keys,
     the registries of config variants each entry's keys with type, default and doc."""
+    if name == "plugins":
+        return ("plug-ins (installed packages' entry points, --plugins files, dltool.register_*)",
+                ["registry", "name", "options (defaults)", "from", "what"],
+                [(g, n, ", ".join(f"{k}={v}" for k, v in p.options.items()) or "-", p.where, p.doc)
+                 for g in plugins.GROUPS for n, p in plugins.table(g).items()])
     if name == "tasks":
         own = {t: [d for d, task in DATASET_TASKS.items() if task == t] for t in TASKS}
         own["classification"] = ["every other built-in set"]
@@ -88,18 +94,29 @@ def rows_of(name: str) -> tuple[str, list[str], list[tuple]]:
                 [key_row(group, k, next(iter(group.files), None)) for k in group.keys])
     if name in SECTIONS and name != "backbones":
         section = SECTIONS[name]
+        own = [(r[0], f"{section}.options", "mapping", *r[2:]) for r in plugin_rows(name)]
         return (f"{name} ({section}=NAME; keys {section}.*)", ["name", "key", "type", "default", "what"],
-                keyed_rows(name))
+                keyed_rows(name) + own)
     entries = REGISTRIES[name]
     if name == "layers":
         aliases: dict[str, list[str]] = {}
         for a, k in ALIASES.items():
             aliases.setdefault(k, []).append(a)
         return ("layers", ["name", "aliases", "options (defaults)", "what"],
-                [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()])
+                [(k, ", ".join(aliases.get(k, [])), options(e), e.doc) for k, e in entries.items()] + plugin_rows(name))
     title = {"backbones": "backbone families (model.backbone: `dltool list backbones` names every model)"}.get(name,
                                                                                                         name)
     head = "options (defaults)" if name == "augmentations" else f"keys ({SECTIONS.get(name, name)}.*)"
     offered = {k: e for k, e in entries.items() if (SECTIONS.get(name), k) not in REFUSED}  # e.g. init constant
-    return title, ["name", head, "what"], [(k, options(e), e.doc) for k, e in offered.items()]
+    rows = [(k, options(e), e.doc) for k, e in offered.items()]
+    return title, ["name", head, "what"], rows + [r[:1] + r[2:] for r in plugin_rows(name)]
+
+
+def plugin_rows(name: str) -> list[tuple[str, str, str, str]]:
+    """(name, aliases, options, doc with its origin) of the plug-in entries of one registry."""
+    if name not in plugins.GROUPS:
+        return []
+    extra = {"p": 1.0} if name == "augmentations" else {}  # dltool applies p to a plug-in op, per example
+    return [(n, "", ", ".join(f"{k}={v}" for k, v in {**p.options, **extra}.items()) or "-",
+             f"{p.doc} (plug-in: {p.where})") for n, p in plugins.table(name).items()]
 

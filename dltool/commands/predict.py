@@ -117,6 +117,11 @@ def run_predict(target: str, inputs: list[str], opts: dict[str, Any], data: dict
     labels at or above the run's threshold; regression: the predicted values in the targets' original units."""
     r = restore(target, str(opts["checkpoint"]), str(opts["device"]), data)
     x, labels = read_inputs(inputs, raw_shape(r.ckpt), bool(opts["invert"]), r.ckpt.get("feature_names"))
+    return predictions(r, x, labels, opts)
+
+
+def predictions(r: Restored, x: torch.Tensor, labels: list[str], opts: dict[str, Any]) -> dict[str, Any]:
+    """What `dltool predict` prints, for raw inputs x (N, ...) of a restored run (also the API's run.predict)."""
     out = outputs(r, x, max(1, int(opts["batch_size"])))
     task = r.ckpt.get("task", "classification")
     names = [str(n) for n in (r.ckpt.get("class_names") or range(int(r.ckpt["num_classes"])))]

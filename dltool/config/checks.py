@@ -10,9 +10,10 @@ import math
 import re
 from typing import Any, Callable
 
-from dltool.config.variants import SELECTOR, VARIANTS
+from dltool import plugins
+from dltool.config.variants import SELECTOR, VARIANTS, variants
 from dltool.errors import ConfigError
-from dltool.registry import closest
+from dltool.registry import closest, unknown
 from dltool.tasks import check_loss, check_monitor, config_task, recorded
 
 
@@ -106,7 +107,7 @@ def in_use(cfg: dict, key: str) -> bool:
     if group not in VARIANTS:
         return True
     variant = str(cfg.get(group, {}).get(SELECTOR[group]))
-    return leaf in VARIANTS[group].get(variant, ())
+    return leaf in variants(group).get(variant, ())
 
 
 def check_values(cfg: dict) -> None:
@@ -127,16 +128,32 @@ def check_values(cfg: dict) -> None:
     check_task(cfg)
 
 
+def check_plugin_names(trainer: dict) -> None:
+    """trainer.metrics and trainer.callbacks name plug-in entries (never paths): checked before any run dir exists."""
+    for key, group in (("metrics", "metrics"), ("callbacks", "callbacks")):
+        for i, item in enumerate(trainer.get(key) or []):
+            name = next(iter(item), None) if isinstance(item, dict) and len(item) == 1 else item
+            if isinstance(name, str) and name not in plugins.table(group):
+                raise unknown(f"trainer.{key}[{i}]", name, plugins.table(group))
+
+
 def check_task(cfg: dict) -> None:
     """The run's task (data.task, or the data set's own), the loss that must fit it and the monitored metric."""
     data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
     task = config_task(data)
     if "loss" in cfg and isinstance(cfg["loss"], dict) and "name" in cfg["loss"]:
-        check_loss(task, str(cfg["loss"]["name"]))
-    monitor, valid = trainer.get("monitor"), recorded(task)
+        own = plugins.get("losses", cfg["loss"]["name"])
+        if own is None:
+            check_loss(task, str(cfg["loss"]["name"]))
+        elif task is not None and task not in own.tasks:
+            raise ConfigError(f"loss.name={own.name} (plug-in from {own.where}) does not fit the task {task}; it "
+                              f"declares tasks {', '.join(own.tasks)}.")
+    check_plugin_names(trainer)
+    monitor, valid = trainer.get("monitor"), recorded(task) + [f"val_{m}" for m in trainer.get("metrics") or []]
     if monitor not in valid:
         guess = closest(str(monitor), valid)
         hint = f" Did you mean '{guess}'?" if guess else ""
         raise ConfigError(f"trainer.monitor={monitor!r} is not a logged metric of the task {task}.{hint} "
                           f"Valid: {', '.join(valid)}.")
-    check_monitor(task, monitor, trainer.get("mode", "min"), True)
+    if monitor in recorded(task):  # a plug-in metric's direction is trainer.mode, as the user set it
+        check_monitor(task, monitor, trainer.get("mode", "min"), True)

@@ -6,17 +6,19 @@ nothing below config/ ever sees a DictConfig.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import hydra
 import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
@@ -24,9 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 # hydra/sweeper=optuna also where an editable install hides dltool's plugin from Hydra's namespace scan
 import hydra_plugins.dltool_optuna_sweeper.config  # noqa: F401  (importing it registers its configs)
+from dltool import plugins
 from dltool.config.safety import check_hydra, check_overrides, refuse_targets
 from dltool.config.schema import register_schemas, to_dict, translate, validate
-from dltool.config.variants import config_dir, rewrite_selectors
+from dltool.config.variants import PLUGGABLE, SELECTOR, config_dir, plugin_variants, rewrite_selectors
 from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
 
@@ -106,6 +109,23 @@ def refuse_sweep(overrides: list[str]) -> None:
                               f"(dltool train -m ... {raw}), or give {o.get_key_element()} one value.")
 
 
+@contextlib.contextmanager
+def plugin_choices() -> Iterator[None]:
+    """`loss=focal`, `data=my_reader`: each plug-in variant is a config-group option while Hydra composes (a node
+    {name: focal} in Hydra's ConfigStore), removed afterwards so no Hydra state outlives the call."""
+    store, added = ConfigStore.instance(), []
+    for group in PLUGGABLE:
+        for name in plugin_variants(group):
+            if not (config_dir() / group / f"{name}.yaml").exists():
+                store.store(group=group, name=name, node={SELECTOR[group]: name}, provider="dltool-plugins")
+                added.append((group, name))
+    try:
+        yield
+    finally:
+        for group, name in added:
+            store.repo.get(group, {}).pop(f"{name}.yaml", None)
+
+
 def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: bool = False) -> Any:
     """Compose with Hydra's compose API and validate against the schema (ConfigError on any mistake).
 
@@ -118,7 +138,7 @@ def compose(name: str, extra_dir: str | None, overrides: list[str], with_hydra: 
     extra = [f"hydra.searchpath=[file://{config_dir()}]", *DLTOOL_LOGGING] if extra_dir else []
     extra += [o for o in overrides if o.lstrip("+~").startswith("hydra.")]
     try:
-        with initialize_config_dir(config_dir=primary_dir, version_base=None):
+        with plugin_choices(), initialize_config_dir(config_dir=primary_dir, version_base=None):
             cfg = hydra_compose(config_name=name, overrides=extra + first_values(overrides), return_hydra_config=True)
     except ConfigError:
         raise
@@ -168,7 +188,7 @@ def missing_option(ex: Exception, extra_dir: str | None) -> ConfigError | None:
     group, name = m.groups()
     choices = {p.stem for d in filter(None, [str(config_dir()), extra_dir])
                for p in (Path(d) / group).glob("*.yaml")}
-    choices |= set(PLUGIN_OPTIONS.get(group, ()))
+    choices |= set(PLUGIN_OPTIONS.get(group, ())) | set(plugin_variants(group))
     if not choices and group.startswith("hydra/"):
         return ConfigError(f"{group}={name!r} is not an installed Hydra plugin option "
                            f"(joblib and submitit_slurm/submitit_local launchers, optuna sweeper are).")
@@ -205,6 +225,7 @@ def resume_config(target: str, overrides: list[str]) -> Any:
     if link is not None:  # a resumed run writes into its dir: never through a link planted there
         raise ConfigError(f"resume={target}: {link} is a symbolic link; dltool never writes through a link out of a "
                           f"run directory: remove it and resume again.")
+    plugins.require(run, f"resume={target}")
     stored = read_yaml(run / "config.yaml", "the stored config")
     cfg = OmegaConf.create(to_dict(validate(stored, stored=True)))
     for o in overrides:
@@ -237,7 +258,8 @@ def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrid
     old = sys.argv
     sys.argv = argv
     try:
-        app()
+        with plugin_choices():
+            app()
     finally:
         sys.argv = old
         close_log_files()

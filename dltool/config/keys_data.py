@@ -6,9 +6,9 @@ defaults and docs where they differ from the key's own (`python scripts/make_con
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
-from dltool.config.keyspec import MISSING, Group, Key, Variant
+from dltool.config.keyspec import MISSING, PLUGIN_OPTIONS, Group, Key, Variant
 
 NORMALIZE = ("none", "mean", "standardize", "pca", "zca")
 
@@ -47,6 +47,7 @@ KEYS = {
     "bad_images": Key(str, "error", "a file PIL cannot read: error (stop, naming it) | skip (leave it out, with a "
                                     "warning)", ("error", "skip")),
     "num_classes": Key(Optional[int], None, "number of classes (null: from the data)"),
+    "options": Key(Optional[Dict[str, Any]], None, PLUGIN_OPTIONS),
     "points_per_class": Key(int, 100, "points generated on each arm"),
     "noise": Key(float, 0.2, "standard deviation of the angle noise (radians); 0 gives clean arms"),
     "length": Key(int, 50, "time steps per sequence (the memory span)"),
@@ -178,5 +179,5 @@ VARIANTS = {
 }
 
 # folds/fold: cross-validation; input_shape, num_classes: the shapes for `dltool summary` without loading data
-DATA = Group(KEYS, VARIANTS, selector="name", optional=("folds", "fold", "input_shape", "num_classes"),
+DATA = Group(KEYS, VARIANTS, selector="name", optional=("folds", "fold", "input_shape", "num_classes", "options"),
              doc="data set, splits and normalization")

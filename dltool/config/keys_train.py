@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from dltool.config.keyspec import MISSING, Group, Key, Variant
+from dltool.config.keyspec import MISSING, PLUGIN_OPTIONS, Group, Key, Variant
 
 TOP = Group({
     "name": Key(str, "run", "run name, used in the run directory's name"),
@@ -40,6 +40,7 @@ LOSS = Group({
     "pos_weight": Key(Any, None, "null | balanced (negatives / positives per label, training split) | [w per label]"),
     "delta": Key(float, 1.0, "where the loss turns from quadratic to linear (in standard deviations of the target)"),
     "beta": Key(float, 1.0, "where the loss turns from quadratic to linear (in standard deviations of the target)"),
+    "options": Key(Optional[Dict[str, Any]], None, PLUGIN_OPTIONS),
 }, {
     "cross_entropy": Variant("Softmax cross-entropy on the logits (the softmax classifier's loss).",
                              ("name", "label_smoothing", "class_weights")),
@@ -58,7 +59,7 @@ LOSS = Group({
                      "outliers).", ("name", "delta"), defaults={"name": "huber"}),
     "smooth_l1": Variant("Smooth L1 loss on standardized regression targets: Huber divided by beta (Fast R-CNN's box "
                          "loss).", ("name", "beta"), defaults={"name": "smooth_l1"}),
-}, selector="name", doc="data loss on the logits")
+}, selector="name", optional=("options",), doc="data loss on the logits")
 
 COUPLED = "coupled L2 added to the gradient"
 OPTIMIZER = Group({
@@ -224,6 +225,9 @@ TRAINER = Group({
                                            "null: outputs/mlflow.db"),
     "devices": Key(int, 1, "data-parallel processes (DDP): one per GPU, or CPU processes; batch_size is per device"),
     "dist_timeout": Key(float, 300.0, "seconds a rank waits for the others in a collective before the run stops"),
+    "callbacks": Key(List[Any], [], "plug-in callbacks: [name, {name: {option: value}}] (`dltool list callbacks`)"),
+    "metrics": Key(List[str], [], "plug-in metrics computed on each validation pass, logged as val_NAME "
+                                  "(`dltool list metrics`)"),
 }, doc="epochs, batch size, device, precision, checkpointing, early stopping", width=30)
 TRAINER = Group(TRAINER.keys, {"default": Variant("The training loop, checkpointing and early stopping.",
                                                   tuple(TRAINER.keys))}, doc=TRAINER.doc, width=30)

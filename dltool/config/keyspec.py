@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 MISSING = "???"  # a required value (OmegaConf's MISSING): the user must give it, e.g. data.path=PATH
+PLUGIN_OPTIONS = "a plug-in's own options (read only by plug-in entries: `dltool list` shows each one's keys)"
 
 
 @dataclass(frozen=True)

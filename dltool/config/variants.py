@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from dltool import plugins
 from dltool.config.keys import GROUPS, variant_groups
 from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
@@ -57,8 +58,29 @@ def default_choices() -> dict[str, str]:
     return out
 
 
+# variant groups plug-ins can add to (dltool/plugins.py): the registry, and the built-in variant whose keys a
+# plug-in variant reads besides its own `options` (a plug-in data set is split and normalized like digits)
+PLUGGABLE = {"loss": ("losses", "mse"), "data": ("datasets", "digits")}
+
+
+def plugin_variants(group: str) -> dict[str, tuple[str, ...]]:
+    """{name: keys} of the plug-in variants of a group (their keys: a built-in's shared keys, then `options`)."""
+    if group not in PLUGGABLE:
+        return {}
+    registry, like = PLUGGABLE[group]
+    return {name: VARIANTS[group][like] for name in plugins.table(registry)}
+
+
+def variants(group: str) -> dict[str, tuple[str, ...]]:
+    """Every variant of a group, dltool's own and the plug-ins', with the keys it reads."""
+    return {**VARIANTS[group], **plugin_variants(group)}
+
+
 def variant_defaults(group: str, name: str) -> dict[str, Any]:
     """The default of each key of the variant (what configs/<group>/<name>.yaml lists; a fresh copy)."""
+    if name in plugin_variants(group):
+        like = PLUGGABLE[group][1]
+        return {**GROUPS[group].defaults(like), SELECTOR[group]: name}
     return GROUPS[group].defaults(name) if name in GROUPS[group].files else {}
 
 
@@ -71,15 +93,15 @@ def variant_of(group: str, node: Any) -> str:
     name = str(name)
     if (group, name) in REFUSED:
         raise ConfigError(REFUSED[(group, name)])
-    if name not in VARIANTS[group]:
-        raise unknown(f"{group}.{key}", name, VARIANTS[group])
+    if name not in variants(group):
+        raise unknown(f"{group}.{key}", name, variants(group))
     return name
 
 
 def foreign_key_error(group: str, name: str, keys: Iterable[str]) -> ConfigError:
     """`optimizer.momentum` with adam -> one sentence naming the variant and the keys it does read."""
     keys = list(keys)
-    reads = VARIANTS[group][name]
+    reads = variants(group)[name]
     guess = closest(keys[0], reads)
     hint = f" Did you mean '{group}.{guess}'?" if guess and guess not in keys else ""
     others = sorted(v for v, ks in VARIANTS[group].items() if keys[0] in ks)
@@ -97,18 +119,24 @@ def check_group(group: str, node: Any, stored: bool = False) -> dict[str, Any]:
     """
     name = variant_of(group, node)
     given = dict(node.items()) if hasattr(node, "items") else {}
-    foreign = [k for k in given if k not in VARIANTS[group][name] + OPTIONAL.get(group, ())]
+    foreign = [k for k in given if k not in variants(group)[name] + OPTIONAL.get(group, ())]
     if foreign and not stored:
         raise foreign_key_error(group, name, foreign)
     out = variant_defaults(group, name)
     out.update({k: v for k, v in given.items() if k not in foreign})
     out[SELECTOR[group]] = name
+    if name in plugin_variants(group):  # its own options: checked against what it declares, defaults filled in
+        out["options"] = plugins.options_of(PLUGGABLE[group][0], name, out.get("options"), f"{group}.options")
+    elif out.get("options") is not None:
+        raise ConfigError(f"{group}.options={out['options']!r}: {group} {name} is built into dltool and reads no "
+                          f"options mapping (only plug-in entries do); {group} {name} reads "
+                          f"{', '.join(variants(group)[name])}.")
     return out
 
 
 def prune(group: str, values: dict[str, Any]) -> dict[str, Any]:
     """Only the keys the group's chosen variant reads (for config.yaml, checkpoints and the printed tree)."""
-    keys = VARIANTS[group].get(str(values.get(SELECTOR[group])))
+    keys = variants(group).get(str(values.get(SELECTOR[group])))
     if keys is None:
         return values
     return {k: v for k, v in values.items()
@@ -126,11 +154,12 @@ def rewrite_selectors(overrides: list[str]) -> list[str]:
     for o in overrides:
         key, sep, value = o.partition("=")
         group, _, leaf = key.partition(".")
-        if sep and leaf in OPTIONAL.get(group, ()):  # not in the variant files: add it (or set it when present)
+        if sep and leaf.split(".")[0] in OPTIONAL.get(group, ()):  # not in the variant files: add it
             o = f"++{key}={value}"
         elif sep and group in SELECTOR and leaf == SELECTOR[group]:
             values = [v.strip() for v in value.split(",")]
-            if values and all(v and (config_dir() / group / f"{v}.yaml").is_file() for v in values):
+            if values and all(v and ((config_dir() / group / f"{v}.yaml").is_file() or v in plugin_variants(group))
+                              for v in values):
                 o = f"{group}={value}"
         out.append(o)
     return out

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from dltool.catalog import AUGMENTATIONS
+from dltool import plugins
+from dltool.catalog import AUGMENTATIONS, Augmentation
 from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
 from dltool.registry import check_keys, lookup, resolve
@@ -220,7 +221,27 @@ def v2_erase(o: dict) -> Any:
 
 def v2_transform(name: str, opts: dict) -> Any:
     """The folder-data (torchvision.transforms.v2) form of the op `name`."""
+    if name in plugins.table("augmentations"):
+        raise ConfigError(f"augment.ops: the plug-in augmentation '{name}' works on in-memory batches only, not on "
+                          f"folder data (data=imagefolder), which augments each image in the loader workers.")
     return resolve(AUGMENTATIONS[name].v2)(opts)
+
+
+def with_probability(fn: Callable[[Batch, dict, torch.Generator], Batch]) -> Callable[..., Batch]:
+    """A plug-in op applied to each example with probability p (dltool adds the `p` option, default 1)."""
+    def op(x: Batch, opts: dict, g: torch.Generator) -> Batch:
+        changed = fn(x, {k: v for k, v in opts.items() if k != "p"}, g)
+        keep = torch.rand(x.shape[0], generator=g, device=g.device) >= float(opts["p"])  # (N,)
+        return torch.where(keep.view(-1, *[1] * (x.dim() - 1)).to(x.device), x, changed)
+    return op
+
+
+def table() -> dict[str, Augmentation]:
+    """dltool's ops and the plug-in ops (dltool/plugins.py; any layout, in-memory batches only)."""
+    own = {name: Augmentation(e.builder, e.doc, defaults={**e.defaults, "p": e.defaults.get("p", 1.0)},
+                              obj=with_probability(e.load()), image_only=False)
+           for name, e in plugins.entries("augmentations").items()}
+    return {**AUGMENTATIONS, **own}
 
 
 # --------------------------------------------------------------------------- from the config
@@ -236,8 +257,8 @@ def parse(ops: list, layout: str = "image") -> list[tuple[str, dict]]:
         else:
             raise ConfigError(f"augment.ops[{i}]={item!r} must be an op name or `name: {{options}}` "
                               f"(e.g. `rotate: {{degrees: 10}}`); "
-                              f"ops: {', '.join(AUGMENTATIONS)}.")
-        op = lookup(AUGMENTATIONS, name, f"augment.ops[{i}]")
+                              f"ops: {', '.join(table())}.")
+        op = lookup(table(), name, f"augment.ops[{i}]")
         check_keys(given, op.defaults, f"augment.ops[{i}] ({name})")
         opts = {**op.defaults, **given}
         if not 0.0 <= float(opts["p"]) <= 1.0:
@@ -254,8 +275,9 @@ def dry_run(name: str, opts: dict, where: str, layout: str) -> None:
     """Try the op once on a tiny batch, so a bad option value fails before training starts."""
     x = torch.rand(2, 3, 12, 12) if layout == "image" else torch.rand(2, 4, 4)
     try:
-        AUGMENTATIONS[name](x, opts, torch.Generator().manual_seed(0))
-        v2_transform(name, opts) if layout == "image" else None
+        ops = table()
+        ops[name](x, opts, torch.Generator().manual_seed(0))
+        v2_transform(name, opts) if layout == "image" and name in AUGMENTATIONS else None
     except ConfigError as ex:
         raise ConfigError(f"{where}: {ex}") from None
     except (TypeError, ValueError, RuntimeError) as ex:
@@ -307,13 +329,14 @@ def build_batched(ops: list, norm: dict, layout: str) -> Callable[[Batch, torch.
     if not steps:
         return None
     to_pixels, to_inputs = denormalizer(norm)
+    ops = table()  # looked up once, not per batch
 
     def augment(x: Batch, generator: torch.Generator) -> Batch:
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         g = torch.Generator(device=x.device).manual_seed(seed)
         out = to_pixels(x)
         for name, opts in steps:
-            out = AUGMENTATIONS[name](out, opts, g)
+            out = ops[name](out, opts, g)
         return to_inputs(out)
 
     return augment

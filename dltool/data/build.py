@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from dltool import plugins
 from dltool.catalog import DATASETS
 from dltool.config.schema import DataConfig
 from dltool.data.normalize import apply_norm, fit_norm
@@ -15,6 +16,9 @@ from dltool.registry import lookup
 
 def load(cfg: DataConfig) -> RawData | DataBundle:
     """The data set data.name as its loader returns it: all examples (RawData) or streamed splits (DataBundle)."""
+    own = plugins.get("datasets", cfg.name)
+    if own is not None:  # a plug-in data set: its options (checked and filled when the config was validated)
+        return own.obj(dict(cfg.options or {}), cfg)
     return lookup(DATASETS, cfg.name, "data.name")(cfg)
 
 

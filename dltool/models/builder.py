@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from dltool.catalog import ALIASES, BLOCKS, LAYERS
+from dltool import plugins
+from dltool.catalog import ALIASES, BLOCKS, LAYERS, Layer
 from dltool.config.schema import ModelConfig
 from dltool.errors import ConfigError
 from dltool.models.blocks import Branches
@@ -62,9 +64,10 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
     kind = ALIASES.get(kind, kind)
     if kind in BLOCKS:
         return kind, params
-    if kind not in LAYERS:
-        raise unknown(f"{where}: layer", kind, list(LAYERS) + list(BLOCKS) + list(ALIASES))
-    entry = LAYERS[kind]
+    table = layer_table()
+    if kind not in table:
+        raise unknown(f"{where}: layer", kind, list(table) + list(BLOCKS) + list(ALIASES))
+    entry = table[kind]
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -82,6 +85,23 @@ def parse_item(item: Any, where: str) -> tuple[str, dict]:
                 isinstance(v, (list, tuple)) and any(isinstance(x, (int, float)) and x <= 0 for x in v):
             raise ConfigError(f"{where} ({kind}): {k}={v!r} is not valid; a {k} must be a positive whole number.")
     return kind, merged
+
+
+def layer_table() -> dict[str, Layer]:
+    """dltool's layers, the plug-in layers and the plug-in models (dltool/plugins.py), looked up the same way."""
+    models = {name: replace(e, obj=as_layer(e.load())) for name, e in plugins.entries("models").items()}
+    return {**LAYERS, **plugins.entries("layers"), **models}  # type: ignore[dict-item]
+
+
+def as_layer(build: Callable[..., nn.Module]) -> Callable[..., tuple[nn.Module, Shape]]:
+    """A plug-in model builder (options, input_shape, num_classes) -> module, as a layer builder: its output shape
+    is measured on a zero batch of two (the builder then checks it like any layer's)."""
+    def layer(params: dict, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        module = build(params, tuple(shape), ctx.num_classes).eval()
+        with torch.no_grad():
+            out = module(torch.zeros(2, *shape))
+        return module.train(), tuple(out.shape[1:])
+    return layer
 
 
 class Builder:
@@ -117,7 +137,7 @@ class Builder:
 
     def build_layer(self, kind: str, params: dict, shape: Shape, prefix: str, depth: int, where: str,
                     is_last: bool) -> tuple[str, nn.Module, Shape]:
-        entry = LAYERS[kind]
+        entry = layer_table()[kind]
         init = params.pop("init", None)
         name = self.name(entry.prefix)
         ctx = BuildContext(f"{where} ({prefix}{name}: {kind}, input {fmt(shape)})", self.num_classes, self.strict,

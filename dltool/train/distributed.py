@@ -38,7 +38,8 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, r
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
-from dltool.config.schema import TrainConfig
+from dltool import plugins
+from dltool.config.schema import TrainConfig, to_dict
 from dltool.errors import ConfigError
 from dltool.train import checkpoint as ckpt_io
 from dltool.train.callbacks import Callback, EpochReporter, FitState
@@ -123,6 +124,7 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
     """Start trainer.devices ranks on this machine, wait for them, return rank 0's summary."""
     n = cfg.trainer.devices
     backend_and_devices(cfg, n)
+    plugins.check_spawnable(to_dict(cfg))
     sub = submitit_signal()  # the launcher forwards these to the ranks, which save and stop (train/preempt.py)
     forwarded = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1"] + ([sub.name] if sub is not None else [])
     logs = tempfile.mkdtemp(prefix="dltool_ranks_")  # the launcher's per-rank error files, removed afterwards
@@ -135,7 +137,7 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
         logging.getLogger(name).setLevel(logging.CRITICAL)
     requeue = signal.getsignal(sub) if sub is not None else None  # submitit's handler, before elastic replaces it
     try:
-        results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show)
+        results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show, plugins.loaded_files())
     except ChildFailedError as ex:
         if all(f.exitcode == PREEMPTED for f in ex.failures.values()):  # the ranks were signalled directly
             raise Preempted(signal.SIGTERM, run_dir) from None
@@ -164,14 +166,18 @@ def death_sentence(ex: ChildFailedError, run_dir: Path, n: int) -> str:
 
 
 @record  # a rank's exception reaches the launcher (ChildFailedError), so RankFailed can name it
-def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool) -> dict | None:
-    """What each spawned rank runs (module level, so the launcher can pickle it)."""
+def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool,
+               plugin_files: list[str] | None = None) -> dict | None:
+    """What each spawned rank runs (module level, so the launcher can pickle it); the parent's --plugins files
+    run again here (a spawned rank is a fresh process; installed packages' entry points load by themselves)."""
     if int(os.environ.get("RANK", "0")) == 0:
         handler = logging.FileHandler(Path(run_dir) / "train.log")
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
     try:
+        for f in plugin_files or []:
+            plugins.load_file(f)
         return run_rank(cfg, Path(run_dir), hook, show)
     except ConfigError as ex:
         return {"config_error": str(ex)}

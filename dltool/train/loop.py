@@ -53,6 +53,7 @@ class Setup:
     agree: Callable[[list[bool]], list[bool]] | None = None  # DDP: this rank's stop flags -> every rank's (any)
     gather: Callable[[dict], dict] | None = None  # DDP: a cut epoch's sums of every rank, for last.pt (collective)
     rank: int = 0  # DDP: which of those sums this process continues
+    metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = field(default_factory=dict)  # plug-ins
 
 
 def pick_device(name: str) -> torch.device:
@@ -143,7 +144,8 @@ def step(s: Setup, scaler: torch.amp.GradScaler) -> None:
 
 def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int, device: torch.device,
              precision: str = "32", task: str = "classification", threshold: float = 0.5,
-             target_norm: dict | None = None, gather: Callable | None = None) -> dict:
+             target_norm: dict | None = None, gather: Callable | None = None,
+             metrics: dict[str, Callable] | None = None) -> dict:
     """The task's metrics over a whole split (loss, acc, ... per dltool.tasks), in eval mode (dropout off,
     batch-norm running stats); under DDP each rank's outputs are gathered first, so every rank gets the same
     numbers as one process over the whole split."""
@@ -155,7 +157,8 @@ def evaluate(model: nn.Module, loss_fn: Callable, split: Split, batch_size: int,
         logits, y = gather(logits), gather(y)
     with torch.no_grad():
         loss = float(loss_fn(logits.to(device), y.to(device)))
-    return {"loss": loss, **split_metrics(task, logits, y, threshold, target_norm)}
+        extra = {name: float(fn(logits, y)) for name, fn in (metrics or {}).items()}  # trainer.metrics (plug-ins)
+    return {"loss": loss, **split_metrics(task, logits, y, threshold, target_norm), **extra}
 
 
 def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -260,7 +263,7 @@ def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
     if data.val is None:
         return {}
     val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision, s.task, s.threshold,
-                   s.target_norm, s.gather_outputs)
+                   s.target_norm, s.gather_outputs, s.metrics)
     return {f"val_{k}": v for k, v in val.items()}
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dltool import plugins
 from dltool.catalog import LOSSES
 from dltool.config.schema import LossConfig, RegularizationConfig
 from dltool.errors import ConfigError
@@ -244,6 +245,12 @@ def build_loss(cfg: LossConfig, ctx: LossContext | None = None) -> LossFn:
     ctx = ctx or LossContext()
     if cfg.label_smoothing and cfg.name != "cross_entropy":
         raise ConfigError(f"loss.label_smoothing={cfg.label_smoothing} only applies to loss.name=cross_entropy.")
+    own = plugins.get("losses", cfg.name)
+    if own is not None:  # a plug-in loss: its options (checked and filled when the config was validated)
+        if ctx.task not in own.tasks:
+            raise ConfigError(f"loss.name={cfg.name} (plug-in from {own.where}) does not fit the task {ctx.task}; "
+                              f"it declares tasks {', '.join(own.tasks)}.")
+        return own.obj(dict(cfg.options or {}), ctx)
     builder = lookup(LOSSES, cfg.name, "loss.name")
     check_loss(ctx.task, cfg.name)
     return builder(cfg, ctx)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import yaml
 
+from dltool import plugins
 from dltool.config.compose import read_yaml
 from dltool.config.schema import TrainConfig, to_dict, validate
 from dltool.errors import ConfigError
@@ -127,6 +128,7 @@ def describe_mismatch(ex: RuntimeError) -> str:
 def restore(target: str, which: str = "best", device: str = "cpu", data_overrides: dict | None = None) -> Restored:
     """Load the checkpoint, rebuild the model from the stored config and put the weights in (eval mode)."""
     path, out_dir = find_checkpoint(target, which)
+    plugins.require(out_dir if Path(target).is_dir() else None, f"the run {out_dir}")
     dev = pick_device(device)
     ckpt = ckpt_io.load(path, "cpu")
     run_dir = out_dir if Path(target).is_dir() else None

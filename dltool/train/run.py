@@ -9,7 +9,7 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from dltool import plugins
 from dltool.config.schema import TrainConfig, to_dict
 from dltool.data.build import build_data
 from dltool.data.splits import DataBundle
@@ -46,6 +47,7 @@ from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, chec
 from dltool.train.loop import Setup, fit, pick_device
 from dltool.train.losses import LossContext, Penalty, build_loss, check_head
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.plugged import plugin_callbacks, plugin_metrics
 from dltool.train.preempt import Preempted, Preemption
 from dltool.train.provenance import now
 from dltool.train.report import finish
@@ -65,6 +67,7 @@ class Prepared:
     setup: Setup
     device: torch.device
     plan: Plan
+    callbacks: list[Callback] = field(default_factory=list)  # trainer.callbacks (plug-ins)
 
 
 def seed_everything(seed: int) -> None:
@@ -96,8 +99,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
     seed_everything(t.seed)
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
-    check_loss(data.task, cfg.loss.name)
-    check_monitor(data.task, t.monitor, t.mode, data.val is not None)
+    if plugins.get("losses", cfg.loss.name) is None:  # a plug-in loss declares its tasks (build_loss checks them)
+        check_loss(data.task, cfg.loss.name)
+    if t.monitor.removeprefix("val_") not in t.metrics:  # a plug-in metric: logged on each validation pass
+        check_monitor(data.task, t.monitor, t.mode, data.val is not None)
     check_threshold(t.threshold)
     check_sizes(cfg, data)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
@@ -121,8 +126,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last, task=data.task, threshold=t.threshold,
-                  target_norm=data.target_norm)
-    return Prepared(data, built, setup, device, plan)
+                  target_norm=data.target_norm, metrics=plugin_metrics(t.metrics))
+    return Prepared(data, built, setup, device, plan, plugin_callbacks(t.callbacks))
+
 
 
 def loss_context(data: DataBundle) -> LossContext:
@@ -178,6 +184,7 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     else:  # keep the callbacks that decide (best epoch, early stopping, restore), drop the writers
         callbacks = [cb for cb in callbacks if isinstance(cb, (BestCheckpoint, EarlyStopping, RestoreBest, TopK))]
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
+    callbacks += p.callbacks if writer else []  # plug-in callbacks see every hook on rank 0
 
     generator = torch.Generator().manual_seed(t.seed)
     state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task)
@@ -278,6 +285,7 @@ def write_run_files(run_dir: Path, cfg_dict: dict, p: Prepared) -> None:
         tmp.unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     (run_dir / "model_summary.txt").write_text(as_text(p.built))
+    plugins.write_record(run_dir, cfg_dict)  # plugins.json: the plug-ins this run needs to be rebuilt
 
 
 def standard_callbacks(cfg: TrainConfig, monitor: Monitor, run_dir: Path) -> tuple[BestCheckpoint, list[Callback]]:
