@@ -247,6 +247,14 @@ CASES = [
     case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "loss.pos_weight=[1, 2]"], "loss.pos_weight",
          slow=True),
     case(["evaluate", "run", "threshold=0.3"], "threshold", slow=True),
+    # weight averaging (issue 24)
+    case(["train", "trainer.ema_decay=1.0"], "trainer.ema_decay=1.0"),
+    case(["train", "trainer.swa_start=0"], "trainer.swa_start=0"),
+    case(["train", "trainer.swa_start=99", "trainer.epochs=5"], "trainer.swa_start=99", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.swa_lr=-0.1"], "trainer.swa_lr=-0.1", slow=True),
+    case(["train", "trainer.swa_lr=0.01"], "trainer.swa_start", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.ema_decay=0.99"], "use one of them", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.max_steps=100"], "trainer.max_steps=100", slow=True),
     # code from configs
     case(["train", "+hydra.callbacks.x={_target_: os.system}"], "hydra.callbacks"),
     case(["train", "+extra.x={_target_: os.system}"], "_target_"),

@@ -29,6 +29,7 @@ from dltool.registry import resolve
 from dltool.tasks import check_loss, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train import preempt
+from dltool.train.averaging import build_averaging, check_averaging, checkpoint_weights, eval_model, load_weights
 from dltool.train.callbacks import (
     BestCheckpoint,
     Callback,
@@ -88,6 +89,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
     check_loggers(t.loggers)
     parse_max_time(t.max_time)
+    check_averaging(t.ema_decay, t.swa_start, t.swa_lr, t.epochs, t.max_steps)
     if t.save_top_k is not None and t.save_top_k < -1:
         raise ConfigError(f"trainer.save_top_k={t.save_top_k} is not valid; use k >= 1 to keep the k best "
                           f"checkpoints, -1 to keep every epoch's, or null (0) for best.pt and last.pt only.")
@@ -121,7 +123,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last, task=data.task, threshold=t.threshold,
-                  target_norm=data.target_norm)
+                  target_norm=data.target_norm,
+                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr))
     return Prepared(data, built, setup, device, plan)
 
 
@@ -180,7 +183,8 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     callbacks += ([reporter] if reporter is not None else []) + list(extra_callbacks or [])
 
     generator = torch.Generator().manual_seed(t.seed)
-    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task)
+    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task,
+                     eval_model=eval_model(s.model, s.average) if s.average is not None else None)
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
@@ -236,7 +240,7 @@ def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dic
 
     def make_checkpoint() -> dict:
         return {
-            "model": s.model.state_dict(),
+            **checkpoint_weights(s.model, s.average),
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "epoch": state.epoch,
@@ -333,8 +337,9 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     src = Path(path)
     file = src / "checkpoints" / "last.pt" if src.is_dir() else src
     ck = ckpt_io.load(file, s.device)
+    swa = s.average is not None and s.average.in_swa(int((ck.get("progress") or {}).get("done", ck["epoch"])))
     try:
-        s.model.load_state_dict(ck["model"])
+        load_weights(ck, s.model, s.average, file)
         s.optimizer.load_state_dict(ck["optimizer"])
     except (RuntimeError, ValueError) as ex:
         raise ConfigError(f"resume: {file} does not match this config's model or optimizer "
@@ -345,9 +350,10 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
             raise ConfigError("resume: scheduler.name=onecycle plans its whole cycle from trainer.epochs, so "
                               "trainer.epochs cannot change on resume; keep the original value.")
         s.scheduler.load_state_dict(ck["scheduler"])
-        if isinstance(s.scheduler, torch.optim.lr_scheduler.LambdaLR):  # lr from the (maybe longer) schedule
+        if isinstance(s.scheduler, torch.optim.lr_scheduler.LambdaLR) and not swa:  # lr from the (longer) schedule
             for g, base, f in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
                 g["lr"] = base * f(s.scheduler.last_epoch)
+    s.interval = "swa" if swa else s.interval  # SWA's phase: SWALR (or nothing) sets the lr, not the schedule
     state.history, state.epoch = list(ck["history"]), int(ck["epoch"])
     state.progress = dict(ck.get("progress") or {"done": int(ck["epoch"])})
     for k, cb in stateful.items():
