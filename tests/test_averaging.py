@@ -134,9 +134,10 @@ class StopAfter(Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("average", ["trainer.ema_decay=0.9", "trainer.swa_start=2"])
-def test_resume_with_weight_averaging_is_bitwise(tmp_path, average):
-    keys = (*CNN, average, "trainer.epochs=3", "trainer.patience=null", "trainer.batch_size=64")
+@pytest.mark.parametrize("average", ["trainer.ema_decay=0.9", "trainer.swa_start=2",
+                                     "augment.mixup_alpha=0.2,augment.cutmix_alpha=1.0"])
+def test_resume_with_weight_averaging_or_mixing_is_bitwise(tmp_path, average):
+    keys = (*CNN, *average.split(","), "trainer.epochs=3", "trainer.patience=null", "trainer.batch_size=64")
     train(make_config(*keys), tmp_path / "straight")
     with pytest.raises(Interrupt):  # 4 batches per epoch: stopped in epoch 3, last.pt holds epoch 2's end
         train(make_config(*keys), tmp_path / "resumed", extra_callbacks=[StopAfter(10)])
@@ -150,3 +151,5 @@ def test_resume_with_weight_averaging_is_bitwise(tmp_path, average):
                 assert torch.equal(a[part][k], b[part][k]), (name, part, k)
     sa, sb = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("straight", "resumed"))
     assert sa["test_acc"] == sb["test_acc"] and sa["test_loss"] == sb["test_loss"]
+    ha, hb = (checkpoint.load(tmp_path / d / "checkpoints" / "last.pt")["history"] for d in ("straight", "resumed"))
+    assert [(r["train_loss"], r["train_acc"]) for r in ha] == [(r["train_loss"], r["train_acc"]) for r in hb]

@@ -255,6 +255,12 @@ CASES = [
     case(["train", "trainer.swa_lr=0.01"], "trainer.swa_start", slow=True),
     case(["train", "trainer.swa_start=2", "trainer.ema_decay=0.99"], "use one of them", slow=True),
     case(["train", "trainer.swa_start=2", "trainer.max_steps=100"], "trainer.max_steps=100", slow=True),
+    # MixUp/CutMix where they do not apply (issue 24)
+    case(["train", "augment.mixup_alpha=0.2", "loss=hinge"], "loss.name=hinge"),
+    case(["train", "data=diabetes", "loss=mse", "model=mlp", "augment.mixup_alpha=0.2"], "task=classification"),
+    case(["train", "augment.cutmix_alpha=-1"], "augment.cutmix_alpha=-1", slow=True),
+    case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "augment.mixup_alpha=0.2"], "task=classification",
+         slow=True),
     # code from configs
     case(["train", "+hydra.callbacks.x={_target_: os.system}"], "hydra.callbacks"),
     case(["train", "+extra.x={_target_: os.system}"], "_target_"),

@@ -177,7 +177,11 @@ INIT = Group({
 
 AUGMENT = Group({
     "ops": Key(List[Any], [], "ordered list of augmentations for the training split"),
-}, {"none": Variant("No augmentation.", ("ops",))},
+    "mixup_alpha": Key(float, 0.0, "MixUp: Beta(alpha, alpha) mixing of batch pairs and their targets (0 = off; "
+                                   "e.g. 0.2)"),
+    "cutmix_alpha": Key(float, 0.0, "CutMix: pastes a box of another image, targets by area (0 = off; e.g. 1.0; "
+                                    "images only)"),
+}, {"none": Variant("No augmentation.", ("ops", "mixup_alpha", "cutmix_alpha"))},
     doc="training-time augmentation (the other configs/augment/*.yaml are written by hand)")
 
 TRAINER = Group({

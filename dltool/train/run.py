@@ -26,7 +26,7 @@ from dltool.models.builder import BuiltModel, build_model
 from dltool.models.init import initialize
 from dltool.models.summary import as_text
 from dltool.registry import resolve
-from dltool.tasks import check_loss, check_monitor
+from dltool.tasks import check_loss, check_mixing, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train import preempt
 from dltool.train.averaging import build_averaging, check_averaging, checkpoint_weights, eval_model, load_weights
@@ -79,6 +79,15 @@ def augmenter(data: DataBundle, ops: list) -> Callable | None:
     return resolve("dltool.data.augment:attach")(data, ops) if ops else None
 
 
+def mixer(cfg: TrainConfig, data: DataBundle) -> Callable | None:
+    """Setup.mix for augment.mixup_alpha/cutmix_alpha (None when both are 0), checked against the task and loss."""
+    a = cfg.augment
+    check_mixing(data.task, cfg.loss.name, tuple(data.input_shape), a.mixup_alpha, a.cutmix_alpha)
+    if not (a.mixup_alpha or a.cutmix_alpha):
+        return None
+    return resolve("dltool.data.mixing:attach")(data.num_classes, a.mixup_alpha, a.cutmix_alpha)
+
+
 def prepare(cfg: TrainConfig) -> Prepared:
     """Seed, pick the device, build data, model (+ init), loss, penalty, optimizer and schedule."""
     t = cfg.trainer
@@ -99,6 +108,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     device = pick_device(t.device)
     data = build_data(cfg.data, device)
     check_loss(data.task, cfg.loss.name)
+    mix = mixer(cfg, data)
     check_monitor(data.task, t.monitor, t.mode, data.val is not None)
     check_threshold(t.threshold)
     check_sizes(cfg, data)
@@ -124,7 +134,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last, task=data.task, threshold=t.threshold,
                   target_norm=data.target_norm,
-                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr))
+                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr), mix=mix)
     return Prepared(data, built, setup, device, plan)
 
 
