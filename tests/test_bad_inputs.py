@@ -261,6 +261,14 @@ CASES = [
     case(["train", "augment.cutmix_alpha=-1"], "augment.cutmix_alpha=-1", slow=True),
     case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "augment.mixup_alpha=0.2"], "task=classification",
          slow=True),
+    # dltool recipe (issue 24)
+    case(["recipe", "recipe.coarse_trials=0"], "recipe.coarse_trials=0"),
+    case(["recipe", "resume=nowhere"], "resume=nowhere"),
+    case(["recipe", "recipe.l2_low=1", "recipe.l2_high=0.1"], "recipe.l2_low=1", slow=True),
+    case(["recipe", "-m", "optimizer.lr=1e-3,1e-2"], "drop -m", slow=True),
+    case(["recipe", "resume=run", "model=mlp"], "resume=run", slow=True),
+    case(["recipe", "recipe.out_dir=run"], "recipe.out_dir=run is not empty", slow=True),
+    case(["recipe", "optimizer.lr=abc"], "optimizer.lr", slow=True),
     # code from configs
     case(["train", "+hydra.callbacks.x={_target_: os.system}"], "hydra.callbacks"),
     case(["train", "+extra.x={_target_: os.system}"], "_target_"),
