@@ -28,6 +28,7 @@ def test_fine_ranges_span_the_best_coarse_trials_twice_beyond_on_log_scales():
                                         "model.dropout": [0.0, pytest.approx(0.4), False]}
     args = sweep_args(fine_space(best, coarse), 4, 6, Path("/x/5_fine"))
     assert "optimizer.lr=tag(log, interval(0.002, 0.02))" in args and "hydra.sweeper.n_trials=4" in args
+    assert "hydra.sweeper.pruner.n_warmup_steps=3" in args and "hydra.sweeper.pruner.n_startup_trials=2" in args
     assert "model.dropout=interval(0, 0.4)" in args and "trainer.epochs=6" in args
     assert "hydra/sweeper/pruner=median" in args and args[0] == "-m"
 
@@ -132,3 +133,14 @@ def test_the_digits_recipe_end_to_end_agrees_with_each_command_run_on_its_own(cl
     md = (r / "recipe.md").read_text()
     assert f"test_acc: **{summary['test_acc']:.4f}**" in md and f"suggested lr **{suggested:.3g}**" in md
     assert torch.load(r / "6_final" / "checkpoints" / "best.pt", weights_only=True)["epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_the_default_digits_recipe_passes_every_stage_within_its_budget(cli, tmp_path):
+    """The recipe as a user starts it, default budgets (minutes on 2 CPU cores; README "The recipe" has the times)."""
+    assert cli("recipe", "recipe.out_dir=r").returncode == 0
+    stages = json.loads((tmp_path / "r" / "recipe_state.json").read_text())["stages"]
+    assert len(stages) == 7 and all(s["passed"] for s in stages)
+    assert sum(s["seconds"] for s in stages) < 1800  # recipe.time_budget's default
+    summary = json.loads((tmp_path / "r" / "6_final" / "summary.json").read_text())
+    assert summary["test_acc"] > 0.95

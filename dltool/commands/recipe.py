@@ -172,9 +172,12 @@ def fine_space(best: list[dict], coarse: dict[str, list]) -> dict[str, list]:
 
 def sweep_args(space: dict[str, list], trials: int, epochs: int, out: Path) -> list[str]:
     """The `dltool train -m` overrides of one search stage (dltool's Optuna sweeper, random sampler, median
-    pruner; each trial a normal run dir, quiet: csv metrics only)."""
+    pruner; each trial a normal run dir, quiet: csv metrics only). The pruner waits for a third of the trials
+    and judges from half of each trial's epochs on: at epoch 1 a small learning rate always looks worse, so an
+    earlier verdict would prune the small rates and leave the search only large ones."""
     args = ["-m", "hparams_search=optuna", f"hydra.sweep.dir='{out}'", f"hydra.sweeper.n_trials={trials}",
-            "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2", f"trainer.epochs={epochs}",
+            "hydra/sweeper/pruner=median", f"hydra.sweeper.pruner.n_startup_trials={max(2, trials // 3)}",
+            f"hydra.sweeper.pruner.n_warmup_steps={epochs // 2}", f"trainer.epochs={epochs}",
             "trainer.diagnostics=false", "trainer.loggers=[csv]", "trainer.progress=false"]
     for key, (low, high, log) in space.items():
         args.append(f"{key}=tag(log, interval({low:.4g}, {high:.4g}))" if log else
