@@ -45,9 +45,8 @@ def cmd_recipe(args: list[str]) -> int:
     cfg = train_config(rest)  # the config is checked in full before anything is written
     if not resume:
         recipe_dir = new_recipe_dir(opts, cfg.name)
-        state = {"args": rest, "recipe_args": recipe_args, "stages": [], "name": cfg.name,
-                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    state["options"] = as_dict(opts)
+        state = {"args": rest, "stages": [], "name": cfg.name, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    state["recipe_args"], state["options"] = recipe_args, as_dict(opts)  # a resume's new options are kept too
     write_state(recipe_dir, state)
     return run_stages(recipe_dir, state, opts, cfg, rest)
 

@@ -14,7 +14,16 @@ import torch
 import yaml
 from sklearn.datasets import make_multilabel_classification
 
-from dltool.commands.recipe import Stage, fine_space, stage_init_loss, stage_lr_find, stage_overfit, sweep_args
+from dltool.commands.recipe import (
+    RecipeOptions,
+    Stage,
+    coarse_space,
+    fine_space,
+    stage_init_loss,
+    stage_lr_find,
+    stage_overfit,
+    sweep_args,
+)
 from tests.conftest import make_config
 
 TINY = ("model=mlp", "trainer.device=cpu", "recipe.coarse_trials=2", "recipe.coarse_epochs=1",
@@ -31,6 +40,14 @@ def test_fine_ranges_span_the_best_coarse_trials_twice_beyond_on_log_scales():
     assert "hydra.sweeper.pruner.n_warmup_steps=3" in args and "hydra.sweeper.pruner.n_startup_trials=2" in args
     assert "model.dropout=interval(0, 0.4)" in args and "trainer.epochs=6" in args
     assert "hydra/sweeper/pruner=median" in args and args[0] == "-m"
+
+
+def test_the_coarse_space_centres_the_lr_on_the_suggestion_and_reads_dropout_only_where_the_model_does():
+    opts = RecipeOptions()
+    assert coarse_space(make_config("model=mlp"), 0.01, opts) == {
+        "optimizer.lr": [pytest.approx(0.001), pytest.approx(0.1), True], "regularization.l2": [1e-6, 1e-2, True]}
+    cnn = coarse_space(make_config("model=cnn_digits", "scheduler=onecycle"), 0.01, opts)
+    assert list(cnn) == ["scheduler.max_lr", "regularization.l2", "model.dropout"]  # onecycle's peak, like lr-find
 
 
 def test_a_failed_stage_names_the_key_found_in_its_diagnosis():

@@ -23,7 +23,7 @@ from typing import Any
 from dltool.commands.diagnose import diagnose_run
 from dltool.commands.evaluate import OPTIONS as EVAL_OPTIONS
 from dltool.commands.evaluate import run_evaluate
-from dltool.commands.lr_find import LrFindOptions, check_options, range_test, suggest
+from dltool.commands.lr_find import LrFindOptions, check_options, override_for, range_test, suggest
 from dltool.commands.lr_find import write_outputs as write_lr_find
 from dltool.commands.rundir import write_text
 from dltool.commands.sanity import SanityOptions, overfit
@@ -151,7 +151,8 @@ def reads_dropout(cfg: TrainConfig) -> bool:
 
 def coarse_space(cfg: TrainConfig, lr: float, opts: Any) -> dict[str, list]:
     """key -> [low, high, log]: lr around the range test's suggestion, L2 wide, dropout where the model reads it."""
-    space = {"optimizer.lr": [lr / opts.coarse_lr_span, lr * opts.coarse_lr_span, True],
+    key = override_for(cfg, lr).split("=")[0]  # optimizer.lr, or scheduler.max_lr under onecycle (as lr-find says)
+    space = {key: [lr / opts.coarse_lr_span, lr * opts.coarse_lr_span, True],
              "regularization.l2": [opts.l2_low, opts.l2_high, True]}
     if reads_dropout(cfg):
         space["model.dropout"] = [0.0, 0.6, False]
@@ -222,7 +223,7 @@ def stage_final(out: Path) -> Stage:
     if not summary:
         return st.failed([f"the final training wrote no summary.json to {out}; its train.log says why"])
     head = HEADLINE[summary.get("task", "classification")]
-    st.did = f"{summary['epochs_run']} epochs ({summary['stop_reason']})"
+    st.did = f"{summary['epochs_run']} epochs ({str(summary['stop_reason']).rstrip('.')})"
     st.found = (f"best {summary['monitor']} {summary['best_value']:.4g} at epoch {summary['best_epoch']}; "
                 f"test_{head}={summary.get(f'test_{head}', float('nan')):.4f}")
     st.passes_on.update({f"test_{head}": summary.get(f"test_{head}"), "seconds": summary.get("seconds")})

@@ -63,7 +63,8 @@ def final_metrics(recipe_dir: Path) -> list[str]:
     tests = {k: v for k, v in s.items() if k.startswith("test_") and isinstance(v, (int, float))}
     head = f"test_{HEADLINE[s.get('task', 'classification')]}"
     lines = [f"- {k}: {'**' if k == head else ''}{v:.4f}{'**' if k == head else ''}" for k, v in tests.items()]
-    return [f"Tested: {s.get('tested', 'n/a')}; {s['epochs_run']} epochs ({s['stop_reason']}).", "", *lines]
+    return [f"Tested: {s.get('tested', 'n/a')}; {s['epochs_run']} epochs ({str(s['stop_reason']).rstrip('.')}).", "",
+            *lines]
 
 
 def write_report(recipe_dir: Path, state: dict) -> None:
@@ -89,8 +90,11 @@ def write_report(recipe_dir: Path, state: dict) -> None:
 def draw(recipe_dir: Path, stages: list[dict], by: dict[str, dict]) -> None:
     lr_json = recipe_dir / "3_lr_find" / "lr_find.json"
     curve = json.loads(lr_json.read_text()) if "3_lr_find" in by and lr_json.is_file() else None
-    chosen = by.get("5_fine", {}).get("passes_on", {}).get("best", {}).get("optimizer.lr")
-    coarse = by.get("4_coarse", {}).get("passes_on", {}).get("space", {}).get("optimizer.lr")
+    lr_keys = ("optimizer.lr", "scheduler.max_lr")
+    best = by.get("5_fine", {}).get("passes_on", {}).get("best", {})
+    space = by.get("4_coarse", {}).get("passes_on", {}).get("space", {})
+    chosen = next((best[k] for k in lr_keys if k in best), None)
+    coarse = next((space[k] for k in lr_keys if k in space), None)
     inside(recipe_dir, recipe_dir / "recipe.png")
     recipe_figure(stages, curve, float(chosen) if chosen is not None else None, coarse[:2] if coarse else None,
                   recipe_dir / "recipe.png", f"dltool recipe: {recipe_dir.name}")
