@@ -91,7 +91,8 @@ def run_stages(recipe_dir: Path, state: dict, opts: Any, cfg: Any, rest: list[st
                 f"raise it and continue with: dltool recipe resume={recipe_dir} recipe.time_budget="
                 f"{2 * opts.time_budget:g}"], "recipe.time_budget")
         else:
-            set_aside(recipe_dir / name)
+            if not resumable(recipe_dir / name):
+                set_aside(recipe_dir / name)
             st = timed(run_one, name, recipe_dir, done, opts, cfg, rest, state)
         state["stages"] = [s for s in state["stages"] if s["name"] != name] + [as_record(st)]
         write_state(recipe_dir, state)
@@ -101,6 +102,11 @@ def run_stages(recipe_dir: Path, state: dict, opts: Any, cfg: Any, rest: list[st
             return 1
     note(f"recipe done in {elapsed(state):.0f} s: {recipe_dir / 'recipe.md'}, {recipe_dir / 'recipe.png'}")
     return 0
+
+
+def resumable(out: Path) -> bool:
+    """A final training killed after its first last.pt: `dltool train resume=` continues it where it stopped."""
+    return out.name == "6_final" and (out / "checkpoints" / "last.pt").is_file() and not (out / "summary.json").exists()
 
 
 def set_aside(out: Path) -> None:
@@ -156,6 +162,9 @@ def final(out: Path, best: dict, opts: Any, rest: list[str], spent: float) -> An
     from dltool.cli_train import cmd_train
     from dltool.commands.recipe import stage_final
 
+    if resumable(out):  # the stored config.yaml holds the winner's values and the budget
+        cmd_train([f"resume={out}"])
+        return stage_final(out)
     args = without(rest, set(best) | {"hydra.run.dir"}) + [f"{k}={v}" for k, v in best.items()]
     if opts.final_epochs is not None:
         args = without(args, {"trainer.epochs"}) + [f"trainer.epochs={opts.final_epochs}"]

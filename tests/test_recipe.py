@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from dltool.commands.recipe import (
     stage_overfit,
     sweep_args,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, run_cli
 
 TINY = ("model=mlp", "trainer.device=cpu", "recipe.coarse_trials=2", "recipe.coarse_epochs=1",
         "recipe.fine_trials=2", "recipe.fine_epochs=2", "recipe.final_epochs=3", "recipe.fine_keep=2")
@@ -161,3 +166,29 @@ def test_the_default_digits_recipe_passes_every_stage_within_its_budget(cli, tmp
     assert sum(s["seconds"] for s in stages) < 1800  # recipe.time_budget's default
     summary = json.loads((tmp_path / "r" / "6_final" / "summary.json").read_text())
     assert summary["test_acc"] > 0.95
+
+
+@pytest.mark.slow
+def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_rest(tmp_path):
+    """The real console command, killed with SIGKILL once the final run wrote last.pt, then `resume=`."""
+    args = [a for a in TINY if not a.startswith("recipe.final_epochs")] + ["recipe.final_epochs=60",
+                                                                           "trainer.patience=null", "recipe.out_dir=r"]
+    env = {**os.environ, "DLTOOL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dltool", "recipe", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "r" / "6_final" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.is_file() and not (tmp_path / "r" / "6_final" / "summary.json").exists()
+    before = fingerprint(tmp_path / "r" / "4_coarse")
+    done = run_cli("recipe", "resume=r", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = json.loads((tmp_path / "r" / "recipe_state.json").read_text())
+    assert len(state["stages"]) == 7 and all(s["passed"] for s in state["stages"])
+    assert fingerprint(tmp_path / "r" / "4_coarse") == before  # finished stages were not run again
+    assert not (tmp_path / "r" / "6_final.incomplete").exists()  # the final run itself was continued
+    assert "resumed from" in (tmp_path / "r" / "6_final" / "train.log").read_text()
+    assert json.loads((tmp_path / "r" / "6_final" / "summary.json").read_text())["epochs_run"] == 60
