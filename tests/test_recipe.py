@@ -192,3 +192,14 @@ def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_re
     assert not (tmp_path / "r" / "6_final.incomplete").exists()  # the final run itself was continued
     assert "resumed from" in (tmp_path / "r" / "6_final" / "train.log").read_text()
     assert json.loads((tmp_path / "r" / "6_final" / "summary.json").read_text())["epochs_run"] == 60
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_its_searches_and_final_training_on_two_ddp_ranks(cli, tmp_path):
+    """trainer.devices=2 (2 gloo CPU ranks): stages 4-6 train data-parallel, each rank half of every epoch's
+    20 batches (10 optimizer steps per epoch); stages 1-3 run in this process as the commands do on their own."""
+    assert cli("recipe", *TINY, "trainer.devices=2", "recipe.out_dir=r").returncode == 0
+    r = tmp_path / "r"
+    assert all(s["passed"] for s in json.loads((r / "recipe_state.json").read_text())["stages"])
+    assert json.loads((r / "6_final" / "summary.json").read_text())["steps_run"] == 3 * 10
+    assert json.loads((r / "4_coarse" / "0" / "summary.json").read_text())["steps_run"] == 10
