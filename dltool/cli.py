@@ -12,6 +12,7 @@ import shlex
 import sys
 from typing import Callable
 
+from dltool.cli_recipe import cmd_recipe
 from dltool.cli_runs import (
     cmd_compare,
     cmd_diagnose,
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sweep-report": cmd_sweep_report,
     "preview-augment": cmd_preview_augment,
     "show-data": cmd_show_data,
+    "recipe": cmd_recipe,
 }
 
 

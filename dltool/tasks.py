@@ -84,6 +84,29 @@ def check_loss(task: str, loss: str) -> None:
                           f"{', '.join(t.losses)}.")
 
 
+def check_mixing(task: str, loss: str, input_shape: tuple, mixup_alpha: object, cutmix_alpha: object) -> None:
+    """MixUp/CutMix mix integer class labels into soft targets over C classes (torchvision's implementations), so
+    they need task=classification and a loss that reads soft targets (cross_entropy); CutMix pastes boxes: images."""
+    for key, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ConfigError(f"augment.{key}={value!r} is not valid; use a Beta concentration > 0 (e.g. "
+                              f"{0.2 if key == 'mixup_alpha' else 1.0}) or 0 (off).")
+    key = "cutmix_alpha" if cutmix_alpha else "mixup_alpha"
+    value = cutmix_alpha or mixup_alpha
+    if not value:
+        return
+    if task != "classification":
+        raise ConfigError(f"augment.{key}={value} mixes one-hot class targets, so it needs task=classification "
+                          f"(this run's task is {task}: mixed {'label sets' if task == 'multilabel' else 'targets'} "
+                          f"are a different method); turn it off (augment.{key}=0).")
+    if loss != "cross_entropy":
+        raise ConfigError(f"augment.{key}={value} trains on soft (mixed) targets, which loss.name={loss} cannot read; "
+                          f"use loss=cross_entropy or turn it off (augment.{key}=0).")
+    if cutmix_alpha and (len(input_shape) != 3 or min(input_shape[1:]) < 2):
+        raise ConfigError(f"augment.cutmix_alpha={cutmix_alpha} pastes boxes between images, but this data's input "
+                          f"is {'x'.join(map(str, input_shape))} (not C x H x W); use augment.mixup_alpha instead.")
+
+
 def check_monitor(task: str, monitor: str, mode: str, has_val: bool) -> None:
     """trainer.monitor names a metric this task records; trainer.mode fits its direction."""
     valid = recorded(task, has_val)

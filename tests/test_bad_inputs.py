@@ -247,6 +247,28 @@ CASES = [
     case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "loss.pos_weight=[1, 2]"], "loss.pos_weight",
          slow=True),
     case(["evaluate", "run", "threshold=0.3"], "threshold", slow=True),
+    # weight averaging (issue 24)
+    case(["train", "trainer.ema_decay=1.0"], "trainer.ema_decay=1.0"),
+    case(["train", "trainer.swa_start=0"], "trainer.swa_start=0"),
+    case(["train", "trainer.swa_start=99", "trainer.epochs=5"], "trainer.swa_start=99", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.swa_lr=-0.1"], "trainer.swa_lr=-0.1", slow=True),
+    case(["train", "trainer.swa_lr=0.01"], "trainer.swa_start", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.ema_decay=0.99"], "use one of them", slow=True),
+    case(["train", "trainer.swa_start=2", "trainer.max_steps=100"], "trainer.max_steps=100", slow=True),
+    # MixUp/CutMix where they do not apply (issue 24)
+    case(["train", "augment.mixup_alpha=0.2", "loss=hinge"], "loss.name=hinge"),
+    case(["train", "data=diabetes", "loss=mse", "model=mlp", "augment.mixup_alpha=0.2"], "task=classification"),
+    case(["train", "augment.cutmix_alpha=-1"], "augment.cutmix_alpha=-1", slow=True),
+    case(["train", "data=breast_cancer", "loss=bce", "model=mlp", "augment.mixup_alpha=0.2"], "task=classification",
+         slow=True),
+    # dltool recipe (issue 24)
+    case(["recipe", "recipe.coarse_trials=0"], "recipe.coarse_trials=0"),
+    case(["recipe", "resume=nowhere"], "resume=nowhere"),
+    case(["recipe", "recipe.l2_low=1", "recipe.l2_high=0.1"], "recipe.l2_low=1", slow=True),
+    case(["recipe", "-m", "optimizer.lr=1e-3,1e-2"], "drop -m", slow=True),
+    case(["recipe", "resume=run", "model=mlp"], "resume=run", slow=True),
+    case(["recipe", "recipe.out_dir=run"], "recipe.out_dir=run is not empty", slow=True),
+    case(["recipe", "optimizer.lr=abc"], "optimizer.lr", slow=True),
     # code from configs
     case(["train", "+hydra.callbacks.x={_target_: os.system}"], "hydra.callbacks"),
     case(["train", "+extra.x={_target_: os.system}"], "_target_"),

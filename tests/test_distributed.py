@@ -82,9 +82,17 @@ def test_binary_task_with_the_balanced_sampler_under_two_ranks_equals_one_proces
 
 
 @pytest.mark.slow
-def test_two_ranks_of_32_equal_one_process_of_64(tmp_path):
-    train(tmp_path / "one", "trainer.devices=1", "trainer.batch_size=64", "trainer.epochs=1")
-    train(tmp_path / "two", "trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=1", "trainer.device=cpu")
+@pytest.mark.parametrize("average", [[], ["trainer.ema_decay=0.9"]], ids=["plain", "ema"])
+def test_two_ranks_of_32_equal_one_process_of_64(tmp_path, average):
+    """With trainer.ema_decay too (issue 24): every rank averages the same synchronized weights, so the EMA that
+    validation, best.pt and last.pt's "model" hold equals one process's."""
+    train(tmp_path / "one", "trainer.devices=1", "trainer.batch_size=64", "trainer.epochs=1", *average)
+    train(tmp_path / "two", "trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=1", "trainer.device=cpu",
+          *average)
+    if average:  # the EMA is what is compared, not the raw weights
+        ck = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
+        assert int(ck["average"]["n_averaged"]) == 20  # one epoch: 1221 examples, 20 global batches of 64
+        assert not torch.equal(ck["model"]["layers.fc1.weight"], ck["raw_model"]["layers.fc1.weight"])
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert one.keys() == two.keys()
     for k in one:  # same initial weights, same sample order, one step per global batch of 64

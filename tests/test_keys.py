@@ -16,6 +16,7 @@ from dltool.cli import main
 from dltool.commands.gradcheck import GradcheckOptions
 from dltool.commands.list import key_row
 from dltool.commands.lr_find import LrFindOptions
+from dltool.commands.recipe import RecipeOptions
 from dltool.commands.sanity import SanityOptions
 from dltool.config import checks, schema
 from dltool.config.keys import GROUPS, OPTIONS, RECORDS, TOP, generated_files, reads, variant_groups
@@ -24,7 +25,7 @@ from dltool.config.variants import OPTIONAL, SELECTOR, VARIANTS, config_dir, def
 
 GENERATED = sorted(generated_files())
 CLASSES = {**schema.CLASSES, "activity": schema.ActivityConfig, "sanity": SanityOptions, "gradcheck": GradcheckOptions,
-           "lr_find": LrFindOptions}
+           "lr_find": LrFindOptions, "recipe": RecipeOptions}
 ALL = {**GROUPS, **RECORDS, **OPTIONS}
 TABLES = {"loss": catalog.LOSSES, "optimizer": catalog.OPTIMIZERS, "scheduler": catalog.SCHEDULERS,
           "init": catalog.INITIALIZERS, "data": catalog.DATASETS}

@@ -101,3 +101,9 @@ def test_command_help_runs_nothing(command: str, phrase: str, capsys) -> None:
         main([command, "--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and phrase in out and "PASS" not in out
+
+
+def test_mixup_and_cutmix_are_turned_off_for_the_overfit_check() -> None:
+    new, was = without_regularization(make_config("augment.mixup_alpha=0.2", "augment.cutmix_alpha=1.0"))
+    assert (new.augment.mixup_alpha, new.augment.cutmix_alpha) == (0.0, 0.0)
+    assert was == ["augment.mixup_alpha=0.2", "augment.cutmix_alpha=1.0"]

@@ -65,10 +65,12 @@ def without_regularization(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
                                    ("loss.label_smoothing", lo.label_smoothing)) if v]
     was += ["regularization.activity"] if r.activity else []
     was += ["augment.ops"] if cfg.augment.ops else []
+    a = cfg.augment
+    was += [f"augment.{k}={getattr(a, k)}" for k in ("mixup_alpha", "cutmix_alpha") if getattr(a, k)]
     new = dataclasses.replace(
         cfg, regularization=dataclasses.replace(r, l1=0.0, l2=0.0, activity=[]),
         optimizer=dataclasses.replace(o, weight_decay=0.0), loss=dataclasses.replace(lo, label_smoothing=0.0),
-        augment=dataclasses.replace(cfg.augment, ops=[]),
+        augment=dataclasses.replace(cfg.augment, ops=[], mixup_alpha=0.0, cutmix_alpha=0.0),
         scheduler=dataclasses.replace(cfg.scheduler, name="none", warmup_epochs=0))  # a constant learning rate
     return new, was
 

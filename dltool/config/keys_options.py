@@ -54,5 +54,25 @@ LR_FIND = Group(LR_FIND.keys, {"lr_find": Variant(
     "from train.yaml and your overrides). Set one with `lr_find.KEY=VALUE`, e.g. lr_find.steps=200.",
     tuple(LR_FIND.keys))}, doc=LR_FIND.doc, width=24)
 
+RECIPE = Group({
+    "coarse_trials": Key(int, 10, "random-search trials of the coarse stage (lr, L2, dropout on log/linear scales)"),
+    "coarse_epochs": Key(int, 4, "epochs per coarse trial (few: the coarse stage only sorts out the ranges)"),
+    "coarse_lr_span": Key(float, 10.0, "coarse lr range: the range test's suggestion / span .. x span"),
+    "l2_low": Key(float, 1e-6, "coarse L2 range, low end (regularization.l2, log scale)"),
+    "l2_high": Key(float, 1e-2, "coarse L2 range, high end"),
+    "fine_trials": Key(int, 6, "random-search trials of the fine stage (ranges narrowed around the best coarse "
+                               "trials)"),
+    "fine_epochs": Key(int, 10, "epochs per fine trial"),
+    "fine_keep": Key(int, 3, "the fine ranges span this many best coarse trials (lr and L2 reach 2x beyond them)"),
+    "final_epochs": Key(Optional[int], None, "epochs of the final training (null: trainer.epochs)"),
+    "time_budget": Key(Optional[float], 1800.0, "seconds for the whole recipe: a stage starts only within it, the "
+                                                "final training gets what is left (trainer.max_time); null: none"),
+    "out_dir": Key(Optional[str], None, "the recipe directory (null: outputs/recipe/<time>_<name>)"),
+}, doc="options of `dltool recipe`", width=24)
+RECIPE = Group(RECIPE.keys, {"recipe": Variant(
+    "Options of `dltool recipe` (not a training config: the model, data, loss and optimizer come from\n"
+    "train.yaml and your overrides). Set one with `recipe.KEY=VALUE`, e.g. recipe.coarse_trials=10.",
+    tuple(RECIPE.keys))}, doc=RECIPE.doc, width=24)
+
 # configs/<prefix>.yaml of each check command
-OPTIONS: dict[str, Group] = {"sanity": SANITY, "gradcheck": GRADCHECK, "lr_find": LR_FIND}
+OPTIONS: dict[str, Group] = {"sanity": SANITY, "gradcheck": GRADCHECK, "lr_find": LR_FIND, "recipe": RECIPE}

@@ -178,7 +178,11 @@ INIT = Group({
 
 AUGMENT = Group({
     "ops": Key(List[Any], [], "ordered list of augmentations for the training split"),
-}, {"none": Variant("No augmentation.", ("ops",))},
+    "mixup_alpha": Key(float, 0.0, "MixUp: Beta(alpha, alpha) mixing of batch pairs and their targets (0 = off; "
+                                   "e.g. 0.2)"),
+    "cutmix_alpha": Key(float, 0.0, "CutMix: pastes a box of another image, targets by area (0 = off; e.g. 1.0; "
+                                    "images only)"),
+}, {"none": Variant("No augmentation.", ("ops", "mixup_alpha", "cutmix_alpha"))},
     doc="training-time augmentation (the other configs/augment/*.yaml are written by hand)")
 
 TRAINER = Group({
@@ -214,6 +218,12 @@ TRAINER = Group({
                                            "`patience` epochs"),
     "min_change": Key(float, 0.0, "stop when the metric improved by less than this per epoch on average ..."),
     "min_change_epochs": Key(Optional[int], None, "... over the last this many epochs (null: off)"),
+    "ema_decay": Key(float, 0.0, "EMA of the weights after every step, in [0, 1) (0 = off; 0.999 ~ last 1000 steps); "
+                                 "val/best.pt/test use it"),
+    "swa_start": Key(Optional[int], None, "stochastic weight averaging from this epoch (1..epochs) to the end; "
+                                          "null: off"),
+    "swa_lr": Key(Optional[float], None, "SWA: learning rate from swa_start on (> 0; SWALR); null: hold the "
+                                         "schedule's"),
     "restore_best_weights": Key(bool, True, "true: the run ends with (and tests) best.pt's weights; false: the last "
                                             "epoch's"),
     "eval_test": Key(bool, True, "evaluate the final weights (see restore_best_weights) on the test split at the end"),

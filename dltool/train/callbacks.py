@@ -46,6 +46,12 @@ class FitState:
     task: str = "classification"  # which metrics the logs hold (dltool.tasks)
     rank_rng: list | None = None  # under DDP: every rank's own generators at this point (dropout differs by rank)
     preempted: bool = False  # a signal stopped training after an optimizer step (train/preempt.py)
+    eval_model: torch.nn.Module | None = None  # trainer.ema_decay: the averaged weights validation reads (best.pt)
+
+    @property
+    def validated(self) -> torch.nn.Module:
+        """The weights validation reads: the EMA of the weights, or the model itself."""
+        return self.eval_model if self.eval_model is not None else self.model
 
 
 # Priorities: who must see an epoch's logs before whom (lower first; ties keep list order).
@@ -107,7 +113,7 @@ class BestCheckpoint(Callback):
         if self.m.improved(v):
             self.m.best, self.m.best_epoch = v, state.epoch
             logs["best"] = True
-            self.best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+            self.best_weights = {k: v.detach().clone() for k, v in state.validated.state_dict().items()}
             if state.make_checkpoint is not None:
                 self.save(state.make_checkpoint(), self.path)
 
@@ -274,7 +280,7 @@ class RestoreBest(Callback):
 
     def on_fit_end(self, state: FitState) -> None:
         if self.best.best_weights is not None:
-            state.model.load_state_dict(self.best.best_weights)
+            state.validated.load_state_dict(self.best.best_weights)
 
 
 class EpochLog(Callback):

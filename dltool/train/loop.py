@@ -18,6 +18,7 @@ from torch import nn
 from dltool.data.splits import DataBundle, Split
 from dltool.errors import ConfigError
 from dltool.tasks import TASKS
+from dltool.train.averaging import Averaging, eval_model
 from dltool.train.callbacks import Callback, FitState
 from dltool.train.infer import autocast, infer
 from dltool.train.metrics import correct as count_correct
@@ -54,6 +55,8 @@ class Setup:
     gather: Callable[[dict], dict] | None = None  # DDP: a cut epoch's sums of every rank, for last.pt (collective)
     rank: int = 0  # DDP: which of those sums this process continues
     metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = field(default_factory=dict)  # plug-ins
+    average: Averaging | None = None  # trainer.ema_decay / swa_start: the averaged weights (train/averaging.py)
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # MixUp/CutMix
 
 
 def pick_device(name: str) -> torch.device:
@@ -85,13 +88,16 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
     net.train()
     carry = carry or {}
     total_loss = carry.get("loss", torch.zeros(())).to(s.device, copy=True)
-    correct = carry.get("correct", torch.zeros((), dtype=torch.long)).to(s.device, copy=True)
+    kind = count_dtype(s)
+    correct = carry.get("correct", torch.zeros((), dtype=kind)).to(s.device, kind, copy=True)
     seen = int(carry.get("seen", 0))
     cut = logit(s.threshold)
     s.optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches, start=int(carry.get("batches", 0))):  # x: (N, ...), y: (N,)
         if s.augment is not None:
             x = s.augment(x, generator)
+        if s.mix is not None:  # MixUp/CutMix: y becomes (N, C) soft targets
+            x, y = s.mix(x, y)
         with autocast(s.device, s.precision):
             logits = net(x)  # (N, C)
             data_loss = s.loss_fn(logits, y)
@@ -114,6 +120,14 @@ def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor
     return out
 
 
+def count_dtype(s: Setup) -> torch.dtype:
+    """Whole examples are counted as integers; MixUp/CutMix's share of the mixed target as float (float64, except
+    on mps, which has none)."""
+    if s.mix is None:
+        return torch.long
+    return torch.float32 if s.device.type == "mps" else torch.float64
+
+
 def training_net(s: Setup) -> nn.Module:
     """DDP's wrapper (it syncs gradients) or the bare model, compiled once under trainer.compile. Checkpoints and
     evaluation use the bare model (its state_dict keys stay plain; eval mode would recompile)."""
@@ -129,7 +143,7 @@ def make_scaler(s: Setup) -> torch.amp.GradScaler:
 
 
 def step(s: Setup, scaler: torch.amp.GradScaler) -> None:
-    """(unscale) -> clip -> optimizer step -> per-step scheduler -> zero_grad."""
+    """(unscale) -> clip -> optimizer step -> weight average -> per-step scheduler -> zero_grad."""
     scaler.unscale_(s.optimizer)  # no-op when disabled; clipping must see the true gradients
     if s.clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(s.model.parameters(), s.clip_grad_norm)
@@ -137,6 +151,8 @@ def step(s: Setup, scaler: torch.amp.GradScaler) -> None:
         nn.utils.clip_grad_value_(s.model.parameters(), s.clip_grad_value)
     scaler.step(s.optimizer)  # plain optimizer.step() when disabled
     scaler.update()
+    if s.average is not None:  # EMA: the average follows every step (SWA: at epoch ends, in run_plan)
+        s.average.after_step(s.model)
     if s.interval == "step":
         s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
@@ -228,7 +244,11 @@ def run_plan(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callba
             return cut(state, callbacks, progress(done, state.step, stream, interval, partial))
         done = plan.next_stop(done)
         state.step += n // s.accumulate if plan.unit == "step" else -(-n // s.accumulate)
-        if plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
+        if s.average is not None and s.average.after_epoch(s.model, done):  # SWA: SWALR rules the lr from here
+            s.interval = "swa"
+            if s.average.scheduler is not None:
+                s.average.scheduler.step()
+        elif plan.unit == "epoch" and s.interval == "epoch":  # before the callbacks: last.pt holds the next lr
             s.scheduler.step()
         t1 = time.perf_counter()
         interval.add(out, t1 - t0)
@@ -262,8 +282,8 @@ def validate(s: Setup, data: DataBundle, batch_size: int) -> dict:
     """val_loss and the task's validation metrics (nothing when the data set has no validation split)."""
     if data.val is None:
         return {}
-    val = evaluate(s.model, s.loss_fn, data.val, batch_size, s.device, s.precision, s.task, s.threshold,
-                   s.target_norm, s.gather_outputs, s.metrics)
+    val = evaluate(eval_model(s.model, s.average), s.loss_fn, data.val, batch_size, s.device, s.precision, s.task,
+                   s.threshold, s.target_norm, s.gather_outputs, s.metrics)
     return {f"val_{k}": v for k, v in val.items()}
 
 

@@ -23,7 +23,13 @@ def logit(threshold: float) -> float:
 
 
 def correct(task: str, out: torch.Tensor, y: torch.Tensor, cut: float = 0.0) -> torch.Tensor:
-    """How many examples of a batch are right (on the device, no sync): argmax, or every label past the cut."""
+    """How many examples of a batch are right (on the device, no sync): argmax, or every label past the cut.
+
+    Soft targets (N, C) of MixUp/CutMix: the mass the mixed target puts on the predicted class, i.e.
+    lam * [argmax == y_i] + (1 - lam) * [argmax == y_j], so accuracy is measured against the mixed target.
+    """
+    if task == "classification" and y.dim() == 2 and y.is_floating_point():
+        return y.gather(1, out.argmax(dim=1, keepdim=True)).sum()
     if task == "classification":
         if out.shape[1] == 1:  # one logistic output for two classes
             return ((out[:, 0] > cut).long() == y).sum()

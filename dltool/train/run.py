@@ -27,9 +27,10 @@ from dltool.models.builder import BuiltModel, build_model
 from dltool.models.init import initialize
 from dltool.models.summary import as_text
 from dltool.registry import resolve
-from dltool.tasks import check_loss, check_monitor
+from dltool.tasks import check_loss, check_mixing, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train import preempt
+from dltool.train.averaging import build_averaging, check_averaging, checkpoint_weights, eval_model, load_weights
 from dltool.train.callbacks import (
     BestCheckpoint,
     Callback,
@@ -81,6 +82,15 @@ def augmenter(data: DataBundle, ops: list) -> Callable | None:
     return resolve("dltool.data.augment:attach")(data, ops) if ops else None
 
 
+def mixer(cfg: TrainConfig, data: DataBundle) -> Callable | None:
+    """Setup.mix for augment.mixup_alpha/cutmix_alpha (None when both are 0), checked against the task and loss."""
+    a = cfg.augment
+    check_mixing(data.task, cfg.loss.name, tuple(data.input_shape), a.mixup_alpha, a.cutmix_alpha)
+    if not (a.mixup_alpha or a.cutmix_alpha):
+        return None
+    return resolve("dltool.data.mixing:attach")(data.num_classes, a.mixup_alpha, a.cutmix_alpha)
+
+
 def prepare(cfg: TrainConfig) -> Prepared:
     """Seed, pick the device, build data, model (+ init), loss, penalty, optimizer and schedule."""
     t = cfg.trainer
@@ -91,6 +101,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
     check_loggers(t.loggers)
     parse_max_time(t.max_time)
+    check_averaging(t.ema_decay, t.swa_start, t.swa_lr, t.epochs, t.max_steps)
     if t.save_top_k is not None and t.save_top_k < -1:
         raise ConfigError(f"trainer.save_top_k={t.save_top_k} is not valid; use k >= 1 to keep the k best "
                           f"checkpoints, -1 to keep every epoch's, or null (0) for best.pt and last.pt only.")
@@ -103,6 +114,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         check_loss(data.task, cfg.loss.name)
     if t.monitor.removeprefix("val_") not in t.metrics:  # a plug-in metric: logged on each validation pass
         check_monitor(data.task, t.monitor, t.mode, data.val is not None)
+    mix = mixer(cfg, data)
     check_threshold(t.threshold)
     check_sizes(cfg, data)
     plan = make_plan(t, data.train.num_batches(t.batch_size))
@@ -126,9 +138,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
                   resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last, task=data.task, threshold=t.threshold,
-                  target_norm=data.target_norm, metrics=plugin_metrics(t.metrics))
+                  target_norm=data.target_norm, metrics=plugin_metrics(t.metrics),
+                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr), mix=mix)
     return Prepared(data, built, setup, device, plan, plugin_callbacks(t.callbacks))
-
 
 
 def loss_context(data: DataBundle) -> LossContext:
@@ -187,7 +199,8 @@ def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | Non
     callbacks += p.callbacks if writer else []  # plug-in callbacks see every hook on rank 0
 
     generator = torch.Generator().manual_seed(t.seed)
-    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task)
+    state = FitState(s.model, run_dir, epochs=t.epochs, monitor=t.monitor, task=p.data.task,
+                     eval_model=eval_model(s.model, s.average) if s.average is not None else None)
     state.make_checkpoint = checkpoint_maker(p, state, stateful, cfg_dict, monitor, generator) if writer else None
     if cfg.resume:
         resume_from(cfg.resume, s, state, stateful, generator)
@@ -243,7 +256,7 @@ def checkpoint_maker(p: Prepared, state: FitState, stateful: dict, cfg_dict: dic
 
     def make_checkpoint() -> dict:
         return {
-            "model": s.model.state_dict(),
+            **checkpoint_weights(s.model, s.average),
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
             "epoch": state.epoch,
@@ -341,8 +354,9 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
     src = Path(path)
     file = src / "checkpoints" / "last.pt" if src.is_dir() else src
     ck = ckpt_io.load(file, s.device)
+    swa = s.average is not None and s.average.in_swa(int((ck.get("progress") or {}).get("done", ck["epoch"])))
     try:
-        s.model.load_state_dict(ck["model"])
+        load_weights(ck, s.model, s.average, file)
         s.optimizer.load_state_dict(ck["optimizer"])
     except (RuntimeError, ValueError) as ex:
         raise ConfigError(f"resume: {file} does not match this config's model or optimizer "
@@ -353,9 +367,10 @@ def resume_from(path: str, s: Setup, state: FitState, stateful: dict, generator:
             raise ConfigError("resume: scheduler.name=onecycle plans its whole cycle from trainer.epochs, so "
                               "trainer.epochs cannot change on resume; keep the original value.")
         s.scheduler.load_state_dict(ck["scheduler"])
-        if isinstance(s.scheduler, torch.optim.lr_scheduler.LambdaLR):  # lr from the (maybe longer) schedule
+        if isinstance(s.scheduler, torch.optim.lr_scheduler.LambdaLR) and not swa:  # lr from the (longer) schedule
             for g, base, f in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
                 g["lr"] = base * f(s.scheduler.last_epoch)
+    s.interval = "swa" if swa else s.interval  # SWA's phase: SWALR (or nothing) sets the lr, not the schedule
     state.history, state.epoch = list(ck["history"]), int(ck["epoch"])
     state.progress = dict(ck.get("progress") or {"done": int(ck["epoch"])})
     for k, cb in stateful.items():
