@@ -16,7 +16,6 @@ import ast
 import sys
 from pathlib import Path
 
-
 from dltool.cli import COMMANDS
 from dltool.commands.list import key_row
 from dltool.config.keys import GROUPS, OPTIONS, TOP
