@@ -136,13 +136,14 @@ def config_page() -> str:
 
 
 def commands_page() -> str:
-    out = ["# Command reference", "", "Every command's `--help`, as `dltool COMMAND --help` prints it. "
+    out = ["# Command reference", "", "Every command's `--help`, as `dltool COMMAND --help` prints it (a test runs "
+           "each one and compares). "
            "`dltool --version` prints the version; `dltool --help` lists the commands.", ""]
     out += table(["command", "what it does"],
                  [(f"[`{n}`](#{n})", (f.__doc__ or "").strip().splitlines()[0]) for n, f in COMMANDS.items()])
     for name, command in COMMANDS.items():
         text = "\n".join(line.strip() for line in (command.__doc__ or "").strip().splitlines())
-        out += ["", f"## {name}", "", "```text", f"$ dltool {name} --help", text, "```"]
+        out += ["", f"## {name}", "", "```console", f"$ dltool {name} --help", text, "```"]
     return HEADER + "\n".join(out) + "\n"
 
 

@@ -7,8 +7,8 @@ lines (dltool in-process, anything else through bash, all in one fresh folder), 
 must print: every shown line must appear, in order, in the real
 output (whitespace runs count as one space); a line `...` skips any lines, a line ending in ` ...` matches any
 line it starts. Outputs that vary from run to run (times, run-dir names, training curves) are shown in ```text
-blocks instead, as recorded samples. An HTML comment `<!-- docs-test: slow -->` on the line above a console
-block puts it in the slow tier.
+blocks marked `<!-- docs-test: recorded sample ... -->` on the line above (a fence showing `$ ` lines that is
+neither fails a test). An HTML comment `<!-- docs-test: slow -->` above a console block puts it in the slow tier.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.test_readme import unclosed_fences
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SLOW_MARK = "<!-- docs-test: slow -->"
+SAMPLE_MARK = "<!-- docs-test: recorded sample"  # a real run's output shown as recorded (times, run dirs, long runs)
 
 
 def console_blocks(path: Path) -> list[tuple[int, bool, list[str]]]:
@@ -104,6 +105,25 @@ def test_console_block_prints_what_the_page_shows(path, number, block, tmp_path,
             out, err = done.stdout, done.stderr
         bad = missing(shown, out + err)
         assert bad is None, f"{path.name}:{number}: `{command}` did not print {bad!r}; it printed:\n{out}{err}"
+
+
+def unchecked_commands(path: Path) -> list[int]:
+    """Line numbers of fences that show `$ ` commands but are neither run (console) nor marked as a recorded sample."""
+    lines, out, i = path.read_text().splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].strip().startswith("```"):
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```"))
+            shows = any(ln.strip().startswith("$ ") for ln in lines[i + 1:end])
+            if shows and lines[i].strip() != "```console" and not (i and lines[i - 1].startswith(SAMPLE_MARK)):
+                out.append(i + 1)
+            i = end
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_shown_with_output_is_run_or_marked_as_a_recorded_sample(path):
+    assert unchecked_commands(path) == []
 
 
 def test_the_console_blocks_exist_and_the_matcher_can_fail():
