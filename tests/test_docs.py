@@ -126,6 +126,13 @@ def test_every_command_shown_with_output_is_run_or_marked_as_a_recorded_sample(p
     assert unchecked_commands(path) == []
 
 
+def test_readme_links_point_at_files_that_exist():
+    """README is not part of the site (mkdocs checks the pages' links): its links into docs/ are checked here."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert len(targets) > 20
+    assert [t for t in targets if not t.startswith("http") and not (ROOT / t).is_file()] == []
+
+
 def test_the_console_blocks_exist_and_the_matcher_can_fail():
     assert len(BLOCKS) >= 5
     assert missing(["a", "...", "c"], "a\nb\nc\n") is None
