@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.conftest import call_main
-from tests.test_readme import unclosed_fences
+from tests.test_readme import sections, unclosed_fences
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -131,6 +131,15 @@ def test_readme_links_point_at_files_that_exist():
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
     assert len(targets) > 20
     assert [t for t in targets if not t.startswith("http") and not (ROOT / t).is_file()] == []
+
+
+def test_readme_names_every_command():
+    """README's command list is written by hand: a command added to COMMANDS must be named there too."""
+    from dltool.cli import COMMANDS
+
+    (section,) = [lines for heading, _, lines in sections((ROOT / "README.md").read_text()) if heading == "## Commands"]
+    named = set(re.findall(r"`([a-z-]+)`", "\n".join(section)))
+    assert set(COMMANDS) <= named
 
 
 def test_the_console_blocks_exist_and_the_matcher_can_fail():
