@@ -133,6 +133,59 @@ def test_readme_links_point_at_files_that_exist():
     assert [t for t in targets if not t.startswith("http") and not (ROOT / t).is_file()] == []
 
 
+def bash_commands(path: Path) -> list[tuple[int, str]]:
+    """(line number, command) of every `dltool ...` line in the page's ```bash blocks (continuations joined)."""
+    lines, out, i = path.read_text().splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].strip().startswith("```"):
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```"))
+            k = i + 1
+            while lines[i].strip() == "```bash" and k < end:
+                start, line = k, lines[k].strip()
+                while line.endswith("\\") and k + 1 < end:
+                    k += 1
+                    line = line[:-1] + " " + lines[k].strip()
+                if line.startswith(("dltool ", "python -m dltool ")):
+                    out.append((start + 1, line))
+                k += 1
+            i = end
+        i += 1
+    return out
+
+
+def misnamed(command: str) -> list[str]:
+    """What a shown command names that does not exist: a command, a config key, or a config file of a group."""
+    from dltool.cli import COMMANDS
+    from dltool.config.keys import GROUPS, OPTIONS
+    from dltool.config.variants import config_dir
+
+    argv = shlex.split(command, comments=True)
+    argv = ["dltool", *argv[3:]] if argv[:3] == ["python", "-m", "dltool"] else argv
+    out = [f"command {argv[1]}"] if len(argv) > 1 and argv[1][0] != "-" and argv[1] not in COMMANDS else []
+    for arg in (a for a in argv[2:] if "=" in a and not a.startswith("-")):
+        key, _, value = arg.lstrip("+~").partition("=")
+        head, _, rest = key.partition(".")
+        table = GROUPS.get(head) or OPTIONS.get(head)
+        if table is not None and rest and rest.split(".")[0] not in table.keys:
+            out.append(f"key {key}")
+        elif not rest and (head in GROUPS or head in ("experiment", "hparams_search")) and "(" not in value:
+            out += [f"config {head}={v}" for v in value.split(",")
+                    if v not in ("", "null") and not (config_dir() / head / f"{v}.yaml").is_file()]
+    return out
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_in_a_bash_block_names_real_commands_keys_and_files(path):
+    """Commands shown without output are not run, but what they name must exist: a renamed key fails here."""
+    assert [(n, misnamed(c)) for n, c in bash_commands(path) if misnamed(c)] == []
+
+
+def test_the_command_check_can_fail():
+    assert misnamed("dltool train optimizer.lrr=0.1 model=mpl") == ["key optimizer.lrr", "config model=mpl"]
+    assert misnamed("dltool trian") == ["command trian"]
+    assert misnamed("dltool train -m 'optimizer=choice(adam, sgd)' trainer.epochs=5  # a comment") == []
+
+
 def test_readme_names_every_command():
     """README's command list is written by hand: a command added to COMMANDS must be named there too."""
     from dltool.cli import COMMANDS
