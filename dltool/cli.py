@@ -25,6 +25,7 @@ from dltool.cli_runs import (
     cmd_summary,
     wants_help,
 )
+from dltool.cli_schema import cmd_schema
 from dltool.cli_train import cmd_cross_validate, cmd_gradcheck, cmd_lr_find, cmd_sanity, cmd_sweep_report, cmd_train
 from dltool.errors import ConfigError
 
@@ -45,6 +46,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "preview-augment": cmd_preview_augment,
     "show-data": cmd_show_data,
     "recipe": cmd_recipe,
+    "schema": cmd_schema,
 }
 
 
@@ -63,8 +65,11 @@ def print_help() -> None:
                   "  dltool evaluate outputs/RUN split=val\n  dltool overfit-sanity-check model=mlp\n"
                   "  dltool gradcheck\n  dltool predict outputs/RUN digit.png\n"
                   "  dltool export outputs/RUN --format onnx\n  dltool lr-find\n"
-                  "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n  dltool compare RUN1 RUN2\n\n"
-                  "Every command takes --help. Set DLTOOL_DEBUG=1 to see full tracebacks.")
+                  "  dltool cross-validate data.folds=5\n  dltool diagnose outputs/RUN\n  dltool compare RUN1 RUN2\n"
+                  "  dltool recipe\n  dltool schema --out dltool.schema.json\n"
+                  "  dltool --plugins my_layers.py list plugins\n\n"
+                  "Every command takes --help; `dltool --version` prints the version. Set DLTOOL_DEBUG=1 to see full "
+                  "tracebacks.")
 
 
 def with_plugins(args: list[str]) -> list[str]:
@@ -91,6 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     quiet_third_party()
     if not args or args[0] in ("-h", "--help", "help"):
         print_help()
+        sys.exit(0)
+    if args[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"dltool {version('dltool')}")
         sys.exit(0)
     from dltool.registry import lookup
 

@@ -438,6 +438,11 @@ CASES = [
     case(["diagnose", "nowhere"], "nowhere"),
     case(["diagnose"], "diagnose"),
     case(["diagnose", "run", "extra"], "diagnose", slow=True),
+    # schema
+    case(["schema", "--group", "optimzer"], "--group='optimzer'"),
+    case(["schema", "--out", "afile"], "--out afile"),
+    case(["schema", "--out", "nowhere/schema.json"], "nowhere", slow=True),
+    case(["schema", "extra"], "schema", slow=True),
 ]
 
 

@@ -26,6 +26,12 @@ def test_wheel_contains_configs_and_runs_from_another_directory(tmp_path):
     assert module_file.startswith(str(target)) and cfg_dir.startswith(str(target))
     assert (target / "dltool" / "configs" / "train.yaml").is_file()
     assert (target / "dltool" / "configs" / "model" / "mlp.yaml").is_file()
+    # the JSON Schemas ship beside the configs, where their modelines point (`$schema=../_schema/model.schema.json`)
+    assert (target / "dltool" / "configs" / "_schema" / "model.schema.json").is_file()
+    assert "$schema=../_schema/model.schema.json" in (target / "dltool" / "configs" / "model" / "mlp.yaml").read_text()
+    version = subprocess.run([sys.executable, "-m", "dltool", "--version"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("dltool 0."), version.stdout + version.stderr
     out = subprocess.run([sys.executable, "-m", "dltool", "summary", "model=mlp"], cwd=elsewhere, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -21,24 +21,33 @@ def num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def bounded(test: Callable[[Any], bool], **bounds: Any) -> Callable[[Any], bool]:
+    """The test, carrying its range as JSON Schema keywords (minimum, exclusiveMaximum, ...) for `dltool schema`."""
+    test.bounds = bounds  # type: ignore[attr-defined]
+    return test
+
+
 def at_least(low: float) -> Callable[[Any], bool]:
-    return lambda v: num(v) and v >= low
+    return bounded(lambda v: num(v) and v >= low, minimum=low)
 
 
 def above(low: float) -> Callable[[Any], bool]:
-    return lambda v: num(v) and v > low
+    return bounded(lambda v: num(v) and v > low, exclusiveMinimum=low)
 
 
 def between(low: float, high: float, closed: bool = False) -> Callable[[Any], bool]:
-    return lambda v: num(v) and low <= v and (v <= high if closed else v < high)
+    return bounded(lambda v: num(v) and low <= v and (v <= high if closed else v < high),
+                   minimum=low, **({"maximum": high} if closed else {"exclusiveMaximum": high}))
 
 
 def optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or test(v)
+    return bounded(lambda v: v is None or test(v), **getattr(test, "bounds", {}))
 
 
 def pair(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
+    items = getattr(test, "bounds", {})
+    return bounded(lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v),
+                   minItems=2, maxItems=2, **({"items": items} if items else {}))
 
 
 def safe_name(v: Any) -> bool:
@@ -60,9 +69,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.factor": (between(0, 1), "a factor in (0, 1), e.g. 0.1"),
     "scheduler.patience": (at_least(0), "a whole number of epochs >= 0"),
     "scheduler.max_lr": (optional(above(0)), "null or a positive learning rate"),
-    "scheduler.pct_start": (lambda v: num(v) and 0 < v < 1, "a share in (0, 1), e.g. 0.3"),
+    "scheduler.pct_start": (bounded(lambda v: num(v) and 0 < v < 1, exclusiveMinimum=0, exclusiveMaximum=1),
+                            "a share in (0, 1), e.g. 0.3"),
     "scheduler.warmup_epochs": (at_least(0), "a whole number of epochs >= 0"),
-    "scheduler.warmup_start_factor": (lambda v: num(v) and 0 < v <= 1, "a factor in (0, 1], e.g. 0.1"),
+    "scheduler.warmup_start_factor": (bounded(lambda v: num(v) and 0 < v <= 1, exclusiveMinimum=0, maximum=1),
+                                      "a factor in (0, 1], e.g. 0.1"),
     "loss.label_smoothing": (between(0, 1), "a number in [0, 1), e.g. 0.1"),
     "loss.margin": (above(0), "a positive number, e.g. 1.0"),
     "init.gain": (above(0), "a positive scale (0 gives all-zero weights, which never break the symmetry)"),

@@ -31,7 +31,9 @@ GROUPS: dict[str, Group] = {
     "regularization": REGULARIZATION, "init": INIT, "augment": AUGMENT, "trainer": TRAINER,
 }
 RECORDS: dict[str, Group] = {"activity": ACTIVITY}  # list entries inside a group (regularization.activity)
-__all__ = ["GROUPS", "OPTIONS", "RECORDS", "TOP", "generated_files", "reads", "variant_groups"]
+__all__ = ["GROUPS", "OPTIONS", "RECORDS", "TOP", "generated_files", "modeline", "reads", "schema_of",
+           "variant_groups"]
+SCHEMA_DIR = "_schema"  # configs/_schema/<name>.schema.json: the JSON Schemas (dltool/config/json_schema.py)
 
 
 def variant_groups() -> dict[str, Group]:
@@ -45,7 +47,23 @@ def reads(group: str, variant: str) -> tuple[str, ...]:
     return tuple(k for k in g.files[variant].keys if k != g.selector)
 
 
+def schema_of(rel: str) -> str:
+    """The schema a config file under configs/ follows: its group's (optimizer/sgd.yaml: optimizer), a check
+    command's options (sanity.yaml: sanity), else a whole config (train.yaml, experiment/*, hparams_search/*)."""
+    parts = rel.split("/")
+    if len(parts) == 2 and parts[0] in GROUPS:
+        return parts[0]
+    return parts[0][:-len(".yaml")] if len(parts) == 1 and parts[0][:-len(".yaml")] in OPTIONS else "config"
+
+
+def modeline(rel: str) -> str:
+    """The first line of a shipped config file: editors with the YAML language server validate and complete it."""
+    up = "../" * rel.count("/")
+    return f"# yaml-language-server: $schema={up}{SCHEMA_DIR}/{schema_of(rel)}.schema.json"
+
+
 def generated_files() -> dict[str, str]:
-    """{path under configs/: text} of every file the table generates."""
+    """{path under configs/: text} of every file the table generates (the modeline, then the rendered file)."""
     out = {f"{name}/{file}.yaml": render(g, file) for name, g in GROUPS.items() for file in g.files}
-    return {**out, **{f"{prefix}.yaml": render(g, prefix) for prefix, g in OPTIONS.items()}}
+    out.update({f"{prefix}.yaml": render(g, prefix) for prefix, g in OPTIONS.items()})
+    return {rel: f"{modeline(rel)}\n{text}" for rel, text in out.items()}

@@ -27,7 +27,8 @@ KEYS = {
                        "DataLoader worker processes (null: one per spare CPU core, at most 8; 0: none)"),
     "layout": Key(Optional[str], None, "null: the data set's own layout; signal: channels first (C, L) for conv1d"),
     "path": Key(Optional[str], None, "your data file or folder (required: data.path=PATH)"),
-    "task": Key(str, "classification", "classification | binary | multilabel | regression: what y holds (see README)",
+    "task": Key(str, "classification", "classification | binary | multilabel | regression: what y holds (see "
+                                       "docs/tutorials/tasks.md)",
                 ("classification", "binary", "multilabel", "regression")),
     "label": Key(Any, None, "the target column, or a list [a, b] (multilabel 0/1 columns, regression targets)"),
     "label_separator": Key(str, "|", "multilabel with one label column: the delimiter between tags, e.g. cat|dog"),

@@ -17,7 +17,7 @@ SANITY = Group({
     "batch_size": Key(Optional[int], None, "examples per step (null: the whole subset, i.e. full-batch gradient "
                                            "descent)"),
     "init_tolerance": Key(float, 0.5, "warn when the loss at init is off its expected value by more than this "
-                                      "fraction (why 0.5: README)"),
+                                      "fraction (why 0.5: docs/how-to/evaluate-and-predict.md)"),
     "stuck_fraction": Key(float, 0.9, "\"stuck\": the final loss is still above this fraction of the initial loss"),
     "out_dir": Key(Optional[str], None, "where loss_curve.png and sanity.json go (null: outputs/sanity/<time>_<name>)"),
 }, doc="options of `dltool overfit-sanity-check`", width=24)

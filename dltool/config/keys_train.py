@@ -200,7 +200,8 @@ TRAINER = Group({
     "seed": Key(int, 0, "seeds weights, shuffling and dropout"),
     "threads": Key(Optional[int], None, "CPU threads for torch (null: torch's default)"),
     "precision": Key(str, "32", "32 | bf16 | 16 (mixed precision where the device supports it)", ("32", "bf16", "16")),
-    "compile": Key(bool, False, "torch.compile the model for the training steps (slow first epoch; see README Speed)"),
+    "compile": Key(bool, False, "torch.compile the model for the training steps (slow first epoch; see "
+                                "docs/explanation/speed.md)"),
     "channels_last": Key(bool, False, "model and 4-D image batches in channels_last memory format (fast on GPUs "
                                       "with AMP)"),
     "accumulate": Key(int, 1, "gradient accumulation: optimizer step every N batches"),
