@@ -466,3 +466,23 @@ def test_trainer_monitor_may_name_a_plugin_metric(example):
         make_config("trainer.metrics=[top2]", "trainer.monitor=val_top3", "trainer.mode=max")
     with pytest.raises(ConfigError, match=r"trainer.metrics\[0\]='top3' is not known. Did you mean 'top2'"):
         make_config("trainer.metrics=[top3]")
+
+
+@pytest.mark.slow
+def test_a_plugin_layer_has_signals_and_a_plugin_metric_picks_the_best_epoch(example, cli, tmp_path):
+    """Per-layer signals reach the plug-in layer's parameters, and trainer.monitor=val_top2 (mode max) picks the
+    epoch with the highest val_top2 in metrics.csv, in a real training run."""
+    r = cli("train", CNN, "trainer.epochs=3", "trainer.metrics=[top2]", "trainer.monitor=val_top2",
+            "trainer.mode=max", "trainer.loggers=[csv]", "hydra.run.dir=run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = tmp_path / "run"
+    signals = (run / "signals.csv").read_text().splitlines()
+    se_rows = [line.split(",") for line in signals if line.split(",")[1].startswith("se_block1.")]
+    assert len({row[1] for row in se_rows}) == 4  # the two Linear layers' weights and biases
+    ratios = [float(row[3]) for row in se_rows if row[2] == "weight"]
+    assert len(ratios) == 2 * 3 and all(r > 0 for r in ratios)  # update/weight ratios, both weights, every epoch
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    top2 = [float(v) for v in (row[rows[0].index("val_top2")] for row in rows[1:])]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["monitor"] == "val_top2" and summary["best_value"] == pytest.approx(max(top2))
+    assert summary["best_epoch"] == top2.index(max(top2)) + 1
