@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dltool.console import status
 from dltool.errors import ConfigError
 
 
@@ -37,8 +38,10 @@ def cmd_train(args: list[str]) -> int:
     if not multirun:
         refuse_sweep(overrides)  # before Hydra: its own error would leave an empty run dir behind
     cfg = compose(name, extra_dir, overrides, with_hydra=True)
-    validate(cfg)
+    tc = validate(cfg)
     check_dropout_key(cfg, overrides)
+    status(f"dltool train: {tc.model.name} on {tc.data.name}, {tc.optimizer.name} lr={tc.optimizer.lr:g}, "
+           f"{tc.trainer.epochs} epochs{' (a sweep)' if multirun else ''}: loading torch, the data and the model")
     from dltool.commands.train import train_task
     from dltool.train.distributed import rank_overrides
 
