@@ -68,6 +68,7 @@ def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
     from dltool.commands.train import train_task
     from dltool.config.compose import launch
     from dltool.console import error, note, warning
+    from dltool.train import deferred
     from dltool.train.search import trial_reporter
     from hydra_plugins.dltool_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
@@ -78,9 +79,11 @@ def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
         note(line)
     for line in sweep.warnings:
         warning(line)
+    deferred.enable(True)  # job N's signal figures are drawn while job N+1 trains
     try:
         launch(lambda c: train_task(c, True, trial_reporter), name, extra_dir, overrides + sweep.overrides, "train")
     finally:
+        deferred.enable(False)  # every figure written before the report
         discard_if_empty(sweep)
     failed = [j.name for j in report(sweep.sweep_dir)["jobs"] if j.status == "failed"]
     if failed:

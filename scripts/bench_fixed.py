@@ -52,8 +52,13 @@ def fmt(values: list[float], unit: str) -> str:
     return f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f} {unit}"
 
 
-def env() -> dict:
-    e = dict(os.environ, DLTOOL_NO_PROGRESS="1")
+def env(terminal: bool = False) -> dict:
+    """The environment of a measured command: one OpenMP thread; off a terminal no progress bars (as piped)."""
+    e = dict(os.environ)
+    if not terminal:
+        e["DLTOOL_NO_PROGRESS"] = "1"
+    else:
+        e.pop("DLTOOL_NO_PROGRESS", None)
     e.setdefault("OMP_NUM_THREADS", "1")
     return e
 
@@ -152,10 +157,10 @@ class Terminal:
 def case9(rounds: int, tmp: Path) -> Terminal:
     t = Terminal()
     for r in range(rounds):
-        got = run_tty([*dltool(), "train", "trainer.epochs=1", f"hydra.run.dir={tmp / f'tty{r}'}"], str(tmp), env())
+        got = run_tty([*dltool(), "train", "trainer.epochs=1", f"hydra.run.dir={tmp / f'tty{r}'}"], str(tmp), env(True))
         t.first.append(got.first)
         t.tail.append(got.tail)
-        t.listing.append(run_tty([*dltool(), "list", "backbones"], str(tmp), env()).exit)
+        t.listing.append(run_tty([*dltool(), "list", "backbones"], str(tmp), env(True)).exit)
         secs, ok = interrupt(tmp / f"int{r}", tmp)
         t.interrupt.append(secs)
         t.last_ok.append(ok)
