@@ -1,6 +1,6 @@
 """dltool's speed suite: each case measures dltool against its baseline in one run, alternating rounds (medians).
 
-    python scripts/bench.py                       # all 5 cases, CPU
+    python scripts/bench.py                       # all 10 cases, CPU
     python scripts/bench.py --cases 1,2 --rounds 3
     python scripts/bench.py --quick               # tiny sizes: a smoke test (the test suite runs this)
     python scripts/bench.py --device cuda         # cases 1-4 on a GPU: data on the device, trainer.precision=bf16
