@@ -107,19 +107,20 @@ def run(args: list[str]) -> None:
 def exit_now(code: object) -> None:
     """Leave without the interpreter's teardown, which takes 1.5-3.5 s once torch, sklearn and matplotlib are loaded.
 
-    Everything a normal exit would still do for dltool happens first: threads that are not daemons are joined,
-    the atexit handlers run (logging's flush and close of train.log, TensorBoard writers, multiprocessing,
-    temporary directories), stdout and stderr are flushed; what is skipped is freeing every module's objects.
+    Everything a normal exit would still do for dltool happens first: the atexit handlers run (logging's flush and
+    close of train.log, TensorBoard writers, multiprocessing, temporary directories), stdout and stderr are
+    flushed; what is skipped is freeing every module's objects. While another library's thread that is not a
+    daemon still runs (joblib's and concurrent.futures' workers end only through the interpreter's own shutdown
+    hooks, before it joins them), the normal exit is taken instead.
     """
     import atexit
     import threading
 
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)  # the interpreter's order: thread shutdown hooks, joins, then atexit
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    for t in threading.enumerate():
-        if t is not threading.main_thread() and not t.daemon:
-            t.join()
     atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers, run now instead of at teardown
     for stream in (sys.stdout, sys.stderr):
         try:
