@@ -89,9 +89,19 @@ def with_plugins(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The console script (argv None): run the command, then exit at once; in-process callers (tests) get SystemExit."""
+    if argv is not None:
+        return run(list(argv))
+    try:
+        run(sys.argv[1:])
+    except SystemExit as ex:
+        exit_now(ex.code)
+    exit_now(0)
+
+
+def run(args: list[str]) -> None:
     os.environ["DLTOOL_COMMAND"] = shlex.join(["dltool", *args])  # provenance (summary.json): the command as typed
-    from dltool.console import quiet_third_party, terminal_logging
+    from dltool.console import clear_status, quiet_third_party, status, terminal_logging
 
     quiet_third_party()
     if not args or args[0] in ("-h", "--help", "help"):
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = with_plugins(args)
         command = lookup(COMMANDS, args[0], "command")
+        if not wants_help(args[1:], command):
+            status(f"dltool {args[0]}: starting")  # the first line on a terminal, replaced by the first real one
         code = 0 if wants_help(args[1:], command) else command(args[1:])
     except ConfigError as ex:
         if os.environ.get("DLTOOL_DEBUG"):
@@ -116,4 +128,32 @@ def main(argv: list[str] | None = None) -> None:
 
         error(str(ex))
         sys.exit(2)
+    finally:
+        clear_status()
     sys.exit(code or 0)
+
+
+def exit_now(code: object) -> None:
+    """Leave without the interpreter's teardown, which takes 1.5-3.5 s once torch, sklearn and matplotlib are loaded.
+
+    Everything a normal exit would still do for dltool happens first: the atexit handlers run (logging's flush and
+    close of train.log, TensorBoard writers, multiprocessing, temporary directories), stdout and stderr are
+    flushed; what is skipped is freeing every module's objects. While another library's thread that is not a
+    daemon still runs (joblib's and concurrent.futures' workers end only through the interpreter's own shutdown
+    hooks, before it joins them), the normal exit is taken instead.
+    """
+    import atexit
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)  # the interpreter's order: thread shutdown hooks, joins, then atexit
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # noqa: SLF001 - the documented handlers, run now instead of at teardown
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(int(code or 0) if isinstance(code, (int, bool)) or code is None else 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dltool.console import status
 from dltool.errors import ConfigError
 
 
@@ -37,8 +38,10 @@ def cmd_train(args: list[str]) -> int:
     if not multirun:
         refuse_sweep(overrides)  # before Hydra: its own error would leave an empty run dir behind
     cfg = compose(name, extra_dir, overrides, with_hydra=True)
-    validate(cfg)
+    tc = validate(cfg)
     check_dropout_key(cfg, overrides)
+    status(f"dltool train: {tc.model.name} on {tc.data.name}, {tc.optimizer.name} lr={tc.optimizer.lr:g}, "
+           f"{tc.trainer.epochs} epochs{' (a sweep)' if multirun else ''}: loading torch, the data and the model")
     from dltool.commands.train import train_task
     from dltool.train.distributed import rank_overrides
 
@@ -65,6 +68,7 @@ def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
     from dltool.commands.train import train_task
     from dltool.config.compose import launch
     from dltool.console import error, note, warning
+    from dltool.train import deferred
     from dltool.train.search import trial_reporter
     from hydra_plugins.dltool_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
@@ -75,9 +79,11 @@ def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
         note(line)
     for line in sweep.warnings:
         warning(line)
+    deferred.enable(True)  # job N's signal figures are drawn while job N+1 trains
     try:
         launch(lambda c: train_task(c, True, trial_reporter), name, extra_dir, overrides + sweep.overrides, "train")
     finally:
+        deferred.enable(False)  # every figure written before the report
         discard_if_empty(sweep)
     failed = [j.name for j in report(sweep.sweep_dir)["jobs"] if j.status == "failed"]
     if failed:

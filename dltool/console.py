@@ -23,13 +23,42 @@ console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 
+_status: Any = None  # the transient "starting" line (rich Status) while torch, the data and the model load
+
+
+def status(message: str) -> None:
+    """Show (or replace) one transient line on a terminal while a command starts; nothing when piped.
+
+    It is the first thing a user sees (within a second of Enter, before torch is imported) and disappears when
+    the command prints its first real line, so an error still reads as one sentence.
+    """
+    global _status
+    if not err_console.is_terminal or os.environ.get("DLTOOL_NO_PROGRESS"):
+        return
+    if _status is None:
+        _status = err_console.status(escape(message), spinner="dots", refresh_per_second=8)
+        _status.start()
+    else:
+        _status.update(escape(message))
+
+
+def clear_status() -> None:
+    """Remove the starting line (before the config tree, a table, a progress bar, an error or a warning)."""
+    global _status
+    if _status is not None:
+        _status.stop()
+        _status = None
+
+
 def error(message: str) -> None:
     """A user mistake: one sentence in red on stderr, no traceback."""
+    clear_status()
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages may hold [a, b]
 
 
 def warning(message: str) -> None:
     """Something the user should know that does not stop the command: one yellow `warning:` line on stderr."""
+    clear_status()
     err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
@@ -51,16 +80,19 @@ class TerminalLog(logging.Handler):
 
 
 def note(message: str) -> None:
+    clear_status()
     console.print(message, soft_wrap=True)
 
 
 def plain(message: str) -> None:
     """Text printed as is (no rich markup: square brackets stay)."""
+    clear_status()
     console.print(message, markup=False, soft_wrap=True)
 
 
 def config_tree(cfg: dict, title: str = "config") -> None:
     """Print the resolved config as a tree: one line per group, one branch line per layer."""
+    clear_status()
     tree = Tree(f"[bold]{title}[/]")
     for group, value in cfg.items():
         if not isinstance(value, dict) or not value:
@@ -101,6 +133,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], jus
 
 def progress_bar(total_label: str = "epoch") -> Progress | None:
     """A transient progress bar on a terminal (None when piped, or with DLTOOL_NO_PROGRESS set)."""
+    clear_status()
     if not console.is_terminal or os.environ.get("DLTOOL_NO_PROGRESS"):
         return None
     return Progress(TextColumn(total_label + " {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

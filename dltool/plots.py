@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -13,11 +14,16 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+# held while a figure renders: a sweep draws one job's figures on a background thread while the next job
+# redraws its curves.png (dltool/train/deferred.py), and matplotlib's caches are not made for two renderers at once
+DRAWING = threading.Lock()
+
 
 def _save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> None:
     """Write fig atomically; tight=False skips bbox_inches="tight" (a second full draw) for figures laid out by hand."""
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
+    tmp = Path(path).with_suffix(f".tmp{threading.get_ident()}.png")
+    with DRAWING:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
     tmp.replace(path)
 
 

@@ -1,6 +1,6 @@
 """dltool's speed suite: each case measures dltool against its baseline in one run, alternating rounds (medians).
 
-    python scripts/bench.py                       # all 5 cases, CPU
+    python scripts/bench.py                       # all 10 cases, CPU
     python scripts/bench.py --cases 1,2 --rounds 3
     python scripts/bench.py --quick               # tiny sizes: a smoke test (the test suite runs this)
     python scripts/bench.py --device cuda         # cases 1-4 on a GPU: data on the device, trainer.precision=bf16
@@ -16,6 +16,7 @@ Cases (ratio = dltool / baseline unless said otherwise):
   4  a default lightning.Trainer on case 1's model, data and validation: Lightning / dltool     target >= 1.9x
   5  start-up: `dltool train trainer.epochs=1` wall time minus its epoch vs a hand script
      (import torch, build the model, train one epoch, save): the difference                    target <= +1.0 s
+  6-10 the fixed costs of issue 22 (main job, sweep, small commands, terminal, CSV): see scripts/bench_fixed.py
 Every per-epoch time drops each run's first (warm-up) epoch. Ends with a Markdown table for README's Speed section.
 """
 
@@ -38,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_overhead, bench_cases beside this file
 
 import bench_cases as bc  # noqa: E402
+import bench_fixed as bf  # noqa: E402
 import bench_overhead as bo  # noqa: E402
 
 
@@ -142,6 +144,52 @@ def case5(args) -> Row:
                "<= +1.0 s", diff <= 1.0, f"difference {diff:+.2f} s")
 
 
+def ratio_row(case: str, what: str, pair: bf.Pair, target: float, unit: str = "s",
+              absolute: float | None = None) -> Row:
+    """A Row from alternating pairs: the median ratio, met when <= target (or, with absolute, dltool's median
+    figure under that many seconds)."""
+    ours, theirs, ratio = statistics.median(pair.ours), statistics.median(pair.theirs), statistics.median(pair.ratios)
+    met = ratio <= target or (absolute is not None and ours < absolute)
+    goal = f"<= {target:.2f}x" + (f" or < {absolute:g} s" if absolute is not None else "")
+    return Row(case, what, f"{ours:.2f} {unit}", f"{theirs:.2f} {unit}", ratio, goal, met,
+               f"ratio min {min(pair.ratios):.2f} median {ratio:.2f} max {max(pair.ratios):.2f}; "
+               f"dltool {bf.fmt(pair.ours, unit)}, baseline {bf.fmt(pair.theirs, unit)}")
+
+
+def seconds_row(case: str, what: str, values: list[float], limit: float) -> Row:
+    """An absolute target (seconds): the 'ratio' is the median over the limit."""
+    med = statistics.median(values)
+    return Row(case, what, f"{med:.2f} s", "-", med / limit, f"< {limit:g} s", med < limit,
+               f"min {min(values):.2f} median {med:.2f} max {max(values):.2f} s")
+
+
+def cases6to10(case: str, args, tmp: Path) -> list[Row]:
+    rounds = args.rounds
+    if case == "6":
+        epochs = 2 if args.quick else 30
+        cpu, mem = bf.case6(rounds, epochs, tmp)
+        return [ratio_row("6", f"main job ({epochs} epochs) CPU time vs scripts/hand_main_job.py", cpu, 1.05),
+                ratio_row("6m", "main job peak memory (RSS) vs the hand script", mem, 1.05, "MiB")]
+    if case == "7":
+        return [ratio_row("7", f"grid sweep, 4 jobs x {1 if args.quick else 3} epochs, wall vs a hand for-loop",
+                          bf.case7(rounds, 1 if args.quick else 3, tmp), 1.15)]
+    if case == "8":
+        pairs = bf.case8(rounds, 1 if args.quick else 30, tmp)
+        return [ratio_row("8", f"`dltool {name}` vs a hand script, wall", pair, 1.3, absolute=3.0)
+                for name, pair in pairs.items()]
+    if case == "9":
+        t = bf.case9(rounds, tmp)
+        return [seconds_row("9a", "`dltool train`: first line on the terminal after Enter", t.first, 1.0),
+                seconds_row("9b", "`dltool train`: prompt back after the last line", t.tail, 0.3),
+                seconds_row("9c", "`dltool list backbones`, wall", t.listing, 2.0),
+                seconds_row("9d", f"Ctrl-C during training to exit (last.pt loadable: {all(t.last_ok)})",
+                            t.interrupt, 1.0)]
+    if case == "10":
+        return [ratio_row("10", "CSV reader (data=csv, 20,000 x 10) vs np.loadtxt, in process", bf.case10(
+            max(rounds, 5), tmp), 1.0)]
+    raise SystemExit(f"--cases: unknown case {case!r}; valid: 1-10.")
+
+
 def show(row: Row) -> None:
     print(f"case {row.case} {row.what}: dltool {row.ours}, baseline {row.theirs}: ratio {row.ratio:.3f}x "
           f"({row.spread}; target {row.target}: {'met' if row.met else 'NOT met'})", flush=True)
@@ -150,7 +198,7 @@ def show(row: Row) -> None:
 def table(rows: list[Row]) -> str:
     lines = ["| case | what | dltool | baseline | ratio | target |", "|---|---|---|---|---|---|"]
     for r in rows:
-        figure = r.spread if r.case == "5" else f"{r.ratio:.2f}x"
+        figure = r.spread if r.case == "5" or r.case.startswith("9") else f"{r.ratio:.2f}x ({r.spread})"
         lines.append(f"| {r.case} | {r.what} | {r.ours} | {r.theirs} | {figure} | {r.target} "
                      f"{'(met)' if r.met else '(not met)'} |")
     return "\n".join(lines)
@@ -180,7 +228,11 @@ def run_cases(args, tmp: Path) -> list[Row]:
         elif case == "5":
             print("case 5 runs on the CPU only (start-up does not depend on the device); left out with --device cuda.")
         else:
-            raise SystemExit(f"--cases: unknown case {case!r}; valid: 1, 2, 3, 4, 5.")
+            got = cases6to10(case, args, tmp)
+            rows += got
+            for row in got:
+                show(row)
+            continue
         for row in rows[-(3 if case == "1" and args.variants else 2 if case == "3" else 1):]:
             show(row)
     return rows
@@ -188,7 +240,7 @@ def run_cases(args, tmp: Path) -> list[Row]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="1,2,3,4,5", help="comma-separated case numbers (default: all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated case numbers (default: all)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per case (medians over them)")
     ap.add_argument("--epochs", type=int, default=6, help="epochs per run in cases 1 and 4 (first one dropped)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that every case runs, figures meaningless")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from dltool.cli import main
 from dltool.config.compose import config_dir
 from dltool.config.schema import TrainConfig, register_schemas, validate
+from dltool.train.run import train
 
 torch.set_num_threads(1)  # tests run side by side on 2 cores; one thread each is fastest overall
 
@@ -107,3 +109,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def default_run_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One two-epoch default run (cnn_digits), trained once per session (per xdist worker). Modules take a copy
+    (`copy_of_default_run`), so what one writes into its run dir (export/, eval files) never meets another's."""
+    run = tmp_path_factory.mktemp("default_run_2") / "run"
+    train(make_config("trainer.epochs=2", "trainer.progress=false"), run)
+    return run
+
+
+def copy_of_default_run(source: Path, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A private copy of the shared default run (copying a run dir costs milliseconds; training it, seconds)."""
+    run = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(source, run)
+    return run

@@ -1,6 +1,10 @@
 """The real `dltool` command, end to end, as a user runs it."""
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +149,44 @@ def test_train_log_states_the_thread_count_the_run_uses(cli, tmp_path):
         assert "torch threads: 2" in log and "torch threads: 1" not in log
     finally:
         torch.set_num_threads(1)  # the tests' own setting (conftest)
+
+
+def on_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `python -m dltool ARGS` with stdout and stderr on a pseudo-terminal: (exit code, everything written)."""
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "DLTOOL_NO_PROGRESS"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dltool", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    code = proc.wait(timeout=600)
+    os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_terminal_sees_a_starting_line_before_torch_and_a_pipe_does_not(tmp_path):
+    """The transient status line (issue 22) names the run before torch is imported; it is erased by the first real
+    line, shows only on a terminal, and an error after it is still one `error:` line with exit code 2."""
+    code, text = on_terminal(["train", "trainer.epochs=1", "data.subset=200", "model=mlp", "hydra.run.dir=run"],
+                             tmp_path)
+    assert code == 0, text[-2000:]
+    assert "dltool train: mlp on digits, adam lr=0.001, 1 epochs: loading torch" in text
+    assert text.index("loading torch") < text.index("config (")  # before the config tree, which replaces it
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 1  # written, then the exit
+    code, text = on_terminal(["train", "model=mlp", "trainer.save_top_k=-5", "hydra.run.dir=bad"], tmp_path)
+    assert code == 2 and text.count("error:") == 1 and "trainer.save_top_k=-5" in text, text
+    assert not (tmp_path / "bad").exists()
+    piped = run_cli("train", "trainer.epochs=1", "data.subset=200", "model=mlp", "hydra.run.dir=run2", cwd=tmp_path,
+                    env={"DLTOOL_NO_PROGRESS": ""})
+    assert piped.returncode == 0 and "starting" not in piped.stdout + piped.stderr
+    assert "loading torch" not in piped.stdout + piped.stderr

@@ -17,16 +17,13 @@ from dltool.data.normalize import apply_norm
 from dltool.errors import ConfigError
 from dltool.models.export import convert
 from dltool.train.restore import restore
-from dltool.train.run import train
-from tests.conftest import make_config
+from tests.conftest import copy_of_default_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A one-epoch default run on the embedded digits (trained in-process)."""
-    run = tmp_path_factory.mktemp("export") / "run"
-    train(make_config("trainer.epochs=1"), run)
-    return run
+def run_dir(default_run_2, tmp_path_factory) -> Path:
+    """A short default run on the embedded digits (trained in-process): a copy of the session's two-epoch run."""
+    return copy_of_default_run(default_run_2, tmp_path_factory, "export")
 
 
 def export(run: Path, capsys, *args: str) -> tuple[int, str, str]:

@@ -16,18 +16,16 @@ from dltool.models.builder import build_model
 from dltool.models.finetune import apply
 from dltool.models.summary import rows
 from dltool.train import checkpoint as ckpt_io
-from dltool.train.run import prepare, train
-from tests.conftest import make_config, run_cli
+from dltool.train.run import prepare
+from tests.conftest import copy_of_default_run, make_config, run_cli
 
 FROZEN = ["conv1", "bn1", "conv2", "bn2", "conv3"]  # freeze: 5 on cnn_digits
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (short) cnn_digits run: its run dir holds checkpoints/best.pt."""
-    run = tmp_path_factory.mktemp("pretrain")
-    train(make_config("trainer.epochs=2", "trainer.progress=false"), run)
-    return run
+def pretrained(default_run_2, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (short) cnn_digits run: its run dir holds checkpoints/best.pt (a copy of the session's)."""
+    return copy_of_default_run(default_run_2, tmp_path_factory, "pretrain")
 
 
 def finetune_cfg(run: Path, *extra: str):

@@ -15,18 +15,15 @@ from dltool.data.normalize import apply_norm
 from dltool.data.splits import make_splits
 from dltool.train.metrics import probabilities
 from dltool.train.restore import restore
-from dltool.train.run import train
-from tests.conftest import make_config, run_cli
+from tests.conftest import copy_of_default_run, make_config, run_cli
 
 OPTS = {"topk": 3, "checkpoint": "best", "device": "cpu", "invert": False, "batch_size": 256}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A two-epoch default run, trained in-process (no Hydra needed below the CLI)."""
-    run_dir = tmp_path_factory.mktemp("predict") / "run"
-    train(make_config("trainer.epochs=2", "trainer.progress=false"), run_dir)
-    return run_dir
+def run(default_run_2, tmp_path_factory) -> Path:
+    """A two-epoch default run, trained in-process (no Hydra needed below the CLI): a copy of the session's."""
+    return copy_of_default_run(default_run_2, tmp_path_factory, "predict")
 
 
 @pytest.fixture(scope="module")

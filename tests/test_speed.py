@@ -5,6 +5,8 @@ No timing assertions here (speed is measured by scripts/bench.py); these check t
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import re
 import subprocess
@@ -117,3 +119,23 @@ def test_bench_quick_prints_finite_ratios_and_a_table(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "|" in line[1:]]
     assert len(rows) >= 2 + 3, text  # header, separator, one row per case
     assert re.search(r"start-up.*\+?-?[0-9.]+ s", text), text
+
+
+@pytest.mark.slow
+def test_bench_fixed_cost_cases_run_and_the_hand_job_writes_what_a_user_would(tmp_path):
+    """Cases 6 (whole main job vs scripts/hand_main_job.py, CPU and peak memory) and 10 (CSV reader vs np.loadtxt)
+    print finite min/median/max ratios; the hand job leaves checkpoints, metrics.csv, curves.png and its summary."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--cases", "10,6",
+                          "--rounds", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = dict(re.findall(r"^case (10|6m?) .*?ratio ([0-9.]+)x \(ratio min", out.stdout, flags=re.M))
+    assert set(got) == {"10", "6", "6m"} and all(0 < float(v) < 100 for v in got.values()), out.stdout
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "hand_main_job.py"), str(tmp_path / "hand"), "--epochs",
+                    "2"], check=True, capture_output=True, timeout=600)
+    rows = list(csv.DictReader(open(tmp_path / "hand" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    best = min(float(r["val_loss"]) for r in rows)
+    summary = json.loads((tmp_path / "hand" / "summary.json").read_text())
+    assert summary["best_val_loss"] == pytest.approx(best) and 0 < summary["test_acc"] <= 1
+    assert (tmp_path / "hand" / "curves.png").stat().st_size > 3000
+    assert (tmp_path / "hand" / "checkpoints" / "best.pt").is_file()

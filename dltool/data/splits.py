@@ -6,16 +6,26 @@ and slices: no per-sample Python.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from dltool.config.schema import DataConfig
 from dltool.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def model_selection() -> Any:
+    """scikit-learn's model_selection, imported on the first split rather than with this module.
+
+    Importing it costs ~2 s (scikit-learn's base with scipy); `predict` and every module that only needs the
+    types below (RawData, TensorSplit, DataBundle) must not pay for it. importlib at the call site because only
+    dltool/cli*.py may hold import statements inside functions (tests/test_structure.py).
+    """
+    return importlib.import_module("sklearn.model_selection")
 
 
 @dataclass
@@ -112,7 +122,7 @@ def stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, wha
     counts = torch.bincount(labels) if labels is not None else torch.ones(1)
     strat = labels.numpy() if labels is not None and counts[counts > 0].min() >= 2 \
         and round(fraction * len(y)) >= len(counts) else None
-    keep, out = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    keep, out = model_selection().train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     keep, out = torch.as_tensor(keep), torch.as_tensor(out)
     return x[keep], y[keep], x[out], y[out]
 
@@ -137,7 +147,8 @@ def kfold(x: torch.Tensor, y: torch.Tensor, folds: int, fold: int, seed: int, ta
     labels = strata(y) if task in ("classification", "binary") else None
     counts = torch.bincount(labels) if labels is not None else torch.zeros(1)
     stratify = labels is not None and counts[counts > 0].min() >= folds  # every class in every fold, if it can
-    splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+    ms = model_selection()
+    splitter = (ms.StratifiedKFold if stratify else ms.KFold)(n_splits=folds, shuffle=True, random_state=seed)
     groups = labels.numpy() if labels is not None else None
     train, val = list(splitter.split(torch.zeros(len(y)).numpy(), groups))[fold - 1]
     train, val = torch.as_tensor(train), torch.as_tensor(val)

@@ -10,11 +10,13 @@ and other RNNs decompose differently per device, so the counter's share inside t
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
@@ -57,8 +59,25 @@ def first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
+def skip_dynamo_import() -> None:
+    """Let the counter run without importing torch._dynamo (1.5-2 s: most of `summary`/`evaluate`/`export` start-up).
+
+    torch wraps every dispatch mode's __torch_dispatch__ so that a dynamo trace skips it, and the wrapper imports
+    torch._dynamo on its first call. While torch._dynamo is not imported nothing can be tracing, so the wrapper's
+    cache is pointed at the plain function (dltool never counts inside a compiled region; a later import of
+    torch._dynamo by an optimizer changes nothing here). With another torch layout this does nothing.
+    """
+    if "torch._dynamo" in sys.modules:
+        return
+    mode = getattr(flop_counter, "_FlopCounterMode", None)
+    raw = getattr(vars(mode).get("__torch_dispatch__") if mode is not None else None, "__wrapped__", None)
+    if raw is not None and getattr(raw, "__dynamo_disable", None) is None:
+        setattr(raw, "__dynamo_disable", raw)  # noqa: B010 - the cache attribute torch._compile reads
+
+
 def measure(model: nn.Module, x: torch.Tensor, groups: dict[str, nn.Module] | None = None) -> tuple[Any, Measured]:
     """Run model(x) under the counter -> (output, Measured); groups: name -> a submodule to total separately."""
+    skip_dynamo_import()
     res, counter = Measured(), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
     extra = [0]  # flops the recurrent rule adds on top of the counter (minus what the counter saw inside)
     starts: dict[int, list[int]] = {}

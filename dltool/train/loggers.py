@@ -21,6 +21,7 @@ from dltool.errors import ConfigError
 from dltool.plots import read_png
 from dltool.plots_signals import MAX_TILES, filter_grid, filters, histograms, update_ratios
 from dltool.train.callbacks import LAST, REPORT, Callback, FitState, MetricsCSV, Monitor
+from dltool.train.deferred import run_later
 from dltool.train.signals import COLUMNS, Signals, sample
 
 log = logging.getLogger(__name__)
@@ -97,21 +98,28 @@ class SignalPlots(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if state.preempted:  # exit fast: the resumed run draws them
             return
-        s = self.signals
-        try:
-            update_ratios(s.rows, self.run_dir / "update_ratios.png")
-            if s.first is not None and s.latest is not None:
-                weights = {r["name"] for r in s.rows if r["kind"] == "weight"}  # not biases / norm scales
-                first = {"acts": _np(s.first.acts), "grads": _np(s.first.grads, weights)}
-                last = {"acts": _np(s.latest.acts), "grads": _np(s.latest.grads, weights)}
-                histograms(first, last, s.first.rows[0]["epoch"] if s.first.rows else 1, state.epoch,
-                           self.run_dir / "histograms.png")
-            grid, name, shown = first_layer_grid(state.model, self.input_shape)
-            if grid is not None:
-                filters(grid, f"first-layer weights ({name}, epoch {state.epoch}{'; ' + shown if shown else ''})",
-                        self.run_dir / "filters.png")
-        except Exception:  # noqa: BLE001 - a figure must never cost the run
-            log.warning("could not draw the signal figures", exc_info=True)
+        s, run_dir, epoch = self.signals, self.run_dir, state.epoch
+        rows = list(s.rows)
+        weights = {r["name"] for r in rows if r["kind"] == "weight"}  # not biases / norm scales
+        pair = None
+        if s.first is not None and s.latest is not None:  # copied now: the model and signals move on
+            pair = ({"acts": _np(s.first.acts), "grads": _np(s.first.grads, weights)},
+                    {"acts": _np(s.latest.acts), "grads": _np(s.latest.grads, weights)},
+                    s.first.rows[0]["epoch"] if s.first.rows else 1)
+        grid, name, shown = first_layer_grid(state.model, self.input_shape)
+
+        def draw() -> None:
+            try:
+                update_ratios(rows, run_dir / "update_ratios.png")
+                if pair is not None:
+                    histograms(pair[0], pair[1], pair[2], epoch, run_dir / "histograms.png")
+                if grid is not None:
+                    filters(grid, f"first-layer weights ({name}, epoch {epoch}{'; ' + shown if shown else ''})",
+                            run_dir / "filters.png")
+            except Exception:  # noqa: BLE001 - a figure must never cost the run
+                log.warning("could not draw the signal figures", exc_info=True)
+
+        run_later(draw)  # now, or in a sweep while the next job trains (dltool/train/deferred.py)
 
 
 def _np(d: dict[str, torch.Tensor], keep: set[str] | None = None) -> dict:

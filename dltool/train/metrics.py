@@ -7,14 +7,22 @@ Regression metrics are in the targets' original units (the standardization is in
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn import metrics as skm
 
 from dltool.tasks import task_of
+
+
+def skm() -> Any:
+    """sklearn.metrics, imported when a metric is first computed rather than with this module (~1.5 s with scipy):
+    `predict` imports the inference path and computes none. importlib at the call site because only
+    dltool/cli*.py may hold import statements inside functions (tests/test_structure.py)."""
+    return importlib.import_module("sklearn.metrics")
 
 
 def logit(threshold: float) -> float:
@@ -71,20 +79,20 @@ def split_metrics(task: str, out: torch.Tensor, y: torch.Tensor, threshold: floa
 
 
 def regression(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    return {"mae": float(skm.mean_absolute_error(true, pred)),
-            "rmse": float(np.sqrt(skm.mean_squared_error(true, pred))),
-            "r2": float(skm.r2_score(true, pred)) if len(true) > 1 else math.nan}
+    return {"mae": float(skm().mean_absolute_error(true, pred)),
+            "rmse": float(np.sqrt(skm().mean_squared_error(true, pred))),
+            "r2": float(skm().r2_score(true, pred)) if len(true) > 1 else math.nan}
 
 
 def classification(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     c = p.shape[1]
     pred = p.argmax(axis=1)
-    out = {"acc": float(skm.accuracy_score(y, pred)),
-           "macro_f1": float(skm.f1_score(y, pred, labels=range(c), average="macro", zero_division=0)),
-           "balanced_acc": float(skm.balanced_accuracy_score(y, pred)), "auroc": math.nan}
+    out = {"acc": float(skm().accuracy_score(y, pred)),
+           "macro_f1": float(skm().f1_score(y, pred, labels=range(c), average="macro", zero_division=0)),
+           "balanced_acc": float(skm().balanced_accuracy_score(y, pred)), "auroc": math.nan}
     if len(np.unique(y)) == c:  # one-vs-rest AUROC needs every class among the targets
-        out["auroc"] = float(skm.roc_auc_score(y, p[:, 1]) if c == 2 else
-                             skm.roc_auc_score(y, p, multi_class="ovr", labels=range(c)))
+        out["auroc"] = float(skm().roc_auc_score(y, p[:, 1]) if c == 2 else
+                             skm().roc_auc_score(y, p, multi_class="ovr", labels=range(c)))
     return out
 
 
@@ -96,15 +104,16 @@ def auc_per_label(fn, y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def labels(p: np.ndarray, y: np.ndarray, threshold: float, task: str) -> dict[str, float]:
     """binary (K=1) and multi-label (K labels) metrics at the decision threshold; AUROC/AP need no threshold."""
     pred = (p >= threshold).astype(int)
-    auroc, ap = auc_per_label(skm.roc_auc_score, y, p), auc_per_label(skm.average_precision_score, y, p)
+    auroc, ap = auc_per_label(skm().roc_auc_score, y, p), auc_per_label(skm().average_precision_score, y, p)
     if task == "binary":
         t, q = y[:, 0], pred[:, 0]
-        return {"acc": float(skm.accuracy_score(t, q)), "precision": float(skm.precision_score(t, q, zero_division=0)),
-                "recall": float(skm.recall_score(t, q, zero_division=0)),
-                "f1": float(skm.f1_score(t, q, zero_division=0)), "auroc": float(auroc[0]), "ap": float(ap[0])}
-    return {"acc": float(skm.accuracy_score(y, pred)),
-            "micro_f1": float(skm.f1_score(y, pred, average="micro", zero_division=0)),
-            "macro_f1": float(skm.f1_score(y, pred, average="macro", zero_division=0)),
+        return {"acc": float(skm().accuracy_score(t, q)),
+                "precision": float(skm().precision_score(t, q, zero_division=0)),
+                "recall": float(skm().recall_score(t, q, zero_division=0)),
+                "f1": float(skm().f1_score(t, q, zero_division=0)), "auroc": float(auroc[0]), "ap": float(ap[0])}
+    return {"acc": float(skm().accuracy_score(y, pred)),
+            "micro_f1": float(skm().f1_score(y, pred, average="micro", zero_division=0)),
+            "macro_f1": float(skm().f1_score(y, pred, average="macro", zero_division=0)),
             "auroc": nanmean(auroc), "ap": nanmean(ap)}
 
 
@@ -143,7 +152,7 @@ def tune_threshold(task: str, out: torch.Tensor, y: torch.Tensor) -> tuple[float
         candidates = np.unique(np.quantile(candidates, np.linspace(0, 1, MAX_CANDIDATES)))
     best = (0.5, -1.0)
     for c in candidates[(candidates > 0) & (candidates < 1)]:
-        f1 = float(skm.f1_score(t, (p >= c).astype(int), average="micro" if task == "multilabel" else "binary",
+        f1 = float(skm().f1_score(t, (p >= c).astype(int), average="micro" if task == "multilabel" else "binary",
                                 zero_division=0))
         if f1 > best[1]:
             best = (float(c), f1)
