@@ -203,3 +203,21 @@ def test_the_recipe_runs_its_searches_and_final_training_on_two_ddp_ranks(cli, t
     assert all(s["passed"] for s in json.loads((r / "recipe_state.json").read_text())["stages"])
     assert json.loads((r / "6_final" / "summary.json").read_text())["steps_run"] == 3 * 10
     assert json.loads((r / "4_coarse" / "0" / "summary.json").read_text())["steps_run"] == 10
+
+
+@pytest.mark.slow
+def test_the_recipe_searches_through_the_submitit_launcher(tmp_path):
+    """`hydra/launcher=submitit_local` (submitit's LocalExecutor: the submitit_slurm launcher's code path without
+    a cluster) runs the search stages' trials as submitit jobs; the recipe reads their run dirs as it does the
+    basic launcher's and finishes every stage."""
+    done = run_cli("recipe", *TINY, "recipe.out_dir=r", "hydra/launcher=submitit_local", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = tmp_path / "r"
+    state = json.loads((r / "recipe_state.json").read_text())
+    assert len(state["stages"]) == 7 and all(s["passed"] for s in state["stages"])
+    for stage in ("4_coarse", "5_fine"):
+        assert (r / stage / ".submitit").is_dir()  # the trials ran as submitit jobs
+        hydra = yaml.safe_load((r / stage / "0" / ".hydra" / "hydra.yaml").read_text())
+        assert hydra["hydra"]["runtime"]["choices"]["hydra/launcher"] == "submitit_local"
+        assert all((r / stage / job / "summary.json").is_file() for job in ("0", "1"))
+    assert json.loads((r / "6_final" / "summary.json").read_text())["epochs_run"] == 3
