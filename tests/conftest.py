@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -18,7 +19,9 @@ import torch
 # the same as run_cli's subprocesses), also under pytest-xdist, whose workers set COLUMNS=80.
 os.environ["COLUMNS"] = "160"
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from dltool.cli import main
 from dltool.config.compose import config_dir
@@ -28,12 +31,31 @@ from dltool.train.run import train
 torch.set_num_threads(1)  # tests run side by side on 2 cores; one thread each is fastest overall
 
 
+# Hydra's compose costs ~0.15 s (more under load) and the tests compose the same few configs hundreds of times: the
+# composed (unvalidated) tree is kept per (name, overrides, config store) and each call validates a private deep copy,
+# so a test that changes its config never changes another's, and every call still runs our own checks.
+_COMPOSED: dict[tuple, DictConfig] = {}
+
+
+def _store_fingerprint() -> tuple:
+    """What Hydra can compose from besides the files: every (group path, entry name) in the config store."""
+    def walk(node: dict, path: str) -> list[str]:
+        out = []
+        for key, value in node.items():
+            out += walk(value, f"{path}/{key}") if isinstance(value, dict) else [f"{path}/{key}"]
+        return out
+    return tuple(sorted(walk(ConfigStore.instance().repo, "")))
+
+
 def make_config(*overrides: str, name: str = "train") -> TrainConfig:
     """Compose configs/<name>.yaml with overrides and validate it, exactly as the CLI does."""
     register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return validate(compose(config_name=name, overrides=list(overrides)))
+    key = (name, str(config_dir()), overrides, _store_fingerprint())
+    if key not in _COMPOSED:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            _COMPOSED[key] = compose(config_name=name, overrides=list(overrides))
+    return validate(copy.deepcopy(_COMPOSED[key]))
 
 
 @dataclass
@@ -112,11 +134,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def default_run_2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One two-epoch default run (cnn_digits), trained once per session (per xdist worker). Modules take a copy
+def default_run_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One three-epoch default run (cnn_digits, adam, cosine), trained once per session (per xdist worker) for
+    test_evaluate, test_signals, test_predict, test_export and test_finetune. Modules take a copy
     (`copy_of_default_run`), so what one writes into its run dir (export/, eval files) never meets another's."""
-    run = tmp_path_factory.mktemp("default_run_2") / "run"
-    train(make_config("trainer.epochs=2", "trainer.progress=false"), run)
+    run = tmp_path_factory.mktemp("default_run_3") / "run"
+    train(make_config("trainer.epochs=3", "trainer.progress=false"), run)
     return run
 
 
