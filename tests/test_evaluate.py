@@ -14,15 +14,14 @@ from sklearn import metrics as skm
 from dltool.cli import main
 from dltool.commands.evaluate import load_split, metrics, predict_logits
 from dltool.train.restore import restore
-from tests.conftest import call_main, run_cli
+from tests.conftest import call_main, copy_of_default_run, run_cli
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A short default training run (`dltool train`, in-process), shared by the tests of this file."""
-    run = tmp_path_factory.mktemp("evaluate") / "run"
-    assert call_main(["train", "trainer.epochs=3", f"hydra.run.dir={run}"]) == 0
-    return run
+def trained(default_run_3, tmp_path_factory) -> Path:
+    """A short (three-epoch) default training run, shared by the tests of this file: a copy of the session's run
+    (`dltool train` itself is tested in test_cli; evaluate reads only the run dir's files)."""
+    return copy_of_default_run(default_run_3, tmp_path_factory, "evaluate")
 
 
 def test_evaluate_accuracy_equals_training_summary(trained: Path, cli) -> None:

@@ -21,9 +21,9 @@ from tests.conftest import copy_of_default_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(default_run_2, tmp_path_factory) -> Path:
-    """A short default run on the embedded digits (trained in-process): a copy of the session's two-epoch run."""
-    return copy_of_default_run(default_run_2, tmp_path_factory, "export")
+def run_dir(default_run_3, tmp_path_factory) -> Path:
+    """A short default run on the embedded digits (trained in-process): a copy of the session's three-epoch run."""
+    return copy_of_default_run(default_run_3, tmp_path_factory, "export")
 
 
 def export(run: Path, capsys, *args: str) -> tuple[int, str, str]:

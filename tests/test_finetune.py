@@ -23,9 +23,9 @@ FROZEN = ["conv1", "bn1", "conv2", "bn2", "conv3"]  # freeze: 5 on cnn_digits
 
 
 @pytest.fixture(scope="module")
-def pretrained(default_run_2, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pretrained(default_run_3, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (short) cnn_digits run: its run dir holds checkpoints/best.pt (a copy of the session's)."""
-    return copy_of_default_run(default_run_2, tmp_path_factory, "pretrain")
+    return copy_of_default_run(default_run_3, tmp_path_factory, "pretrain")
 
 
 def finetune_cfg(run: Path, *extra: str):

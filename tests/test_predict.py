@@ -21,9 +21,9 @@ OPTS = {"topk": 3, "checkpoint": "best", "device": "cpu", "invert": False, "batc
 
 
 @pytest.fixture(scope="module")
-def run(default_run_2, tmp_path_factory) -> Path:
-    """A two-epoch default run, trained in-process (no Hydra needed below the CLI): a copy of the session's."""
-    return copy_of_default_run(default_run_2, tmp_path_factory, "predict")
+def run(default_run_3, tmp_path_factory) -> Path:
+    """A three-epoch default run, trained in-process (no Hydra needed below the CLI): a copy of the session's."""
+    return copy_of_default_run(default_run_3, tmp_path_factory, "predict")
 
 
 @pytest.fixture(scope="module")

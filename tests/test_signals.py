@@ -15,17 +15,16 @@ from dltool.commands.diagnose import Run, diagnose_run, fit_findings, lr_finding
 from dltool.commands.diagnose_layers import gradient_findings
 from dltool.train.loggers import hparams, read_signals
 from dltool.train.run import train
-from tests.conftest import make_config
+from tests.conftest import copy_of_default_run, make_config
 
 MLP = ("model=mlp", "trainer.patience=null")
 
 
 @pytest.fixture(scope="module")
-def healthy(tmp_path_factory) -> tuple[Path, dict]:
-    """The default config (cnn_digits, adam, cosine), 3 epochs."""
-    run_dir = tmp_path_factory.mktemp("healthy")
-    summary = train(make_config("trainer.epochs=3"), run_dir)
-    return run_dir, summary
+def healthy(default_run_3, tmp_path_factory) -> tuple[Path, dict]:
+    """The default config (cnn_digits, adam, cosine), 3 epochs: a copy of the session's run and its summary.json."""
+    run_dir = copy_of_default_run(default_run_3, tmp_path_factory, "healthy")
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
 
 
 def codes(run_dir: Path) -> set[str]:
