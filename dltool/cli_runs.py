@@ -35,9 +35,14 @@ def cmd_list(args: list[str]) -> int:
 
     if "backbones" not in args:
         return list_task(args)
-    from dltool.models.backbones import BACKBONES  # torchvision's own registry: needs torchvision imported
+    from dltool.models.backbone_names import backbone_entries  # torchvision's registry read from its source
 
-    return list_task(args, BACKBONES)
+    entries = backbone_entries()
+    if entries is None:  # no readable source: torchvision's own registry (imports torch + torchvision, 3-8 s)
+        from dltool.models.backbones import BACKBONES
+
+        entries = BACKBONES
+    return list_task(args, entries)
 
 
 def cmd_preview_augment(args: list[str]) -> int:

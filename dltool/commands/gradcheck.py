@@ -31,7 +31,7 @@ from dltool.config.schema import TrainConfig
 from dltool.console import console, note, table
 from dltool.errors import ConfigError
 from dltool.models.params import short_name
-from dltool.train.run import prepare
+from dltool.train.parts import build_parts
 
 Objective = Callable[[], torch.Tensor]
 
@@ -132,9 +132,9 @@ def build_for_check(cfg: TrainConfig, opts: GradcheckOptions) -> tuple[nn.Module
     """What `dltool train` would build (initialized model, penalty) and a tiny seeded batch of training examples."""
     if opts.examples < 2:
         raise ConfigError(f"gradcheck.examples={opts.examples} must be at least 2 (batch norm needs a batch).")
-    p = prepare(cfg)
+    p = build_parts(cfg)  # no optimizer, loggers or figures: what prepare() builds before them, same seeds
     x, y = next(iter(p.data.train.batches(opts.examples, torch.Generator().manual_seed(opts.seed))))
-    return p.setup.model, x.to(p.device), y.to(p.device), (p.setup.penalty, p.setup.loss_fn)
+    return p.model, x.to(p.device), y.to(p.device), (p.penalty if p.penalty.active else None, p.loss_fn)
 
 
 def run_gradcheck(cfg: TrainConfig, args: list[str]) -> int:

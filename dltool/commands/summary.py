@@ -5,6 +5,7 @@ from __future__ import annotations
 from dltool.config.schema import DataConfig, TrainConfig
 from dltool.console import console, table
 from dltool.data.build import build_data
+from dltool.data.declared import declared
 from dltool.errors import ConfigError
 from dltool.models.builder import build_model
 from dltool.models.finetune import apply
@@ -12,8 +13,12 @@ from dltool.models.summary import COLUMNS, rows
 
 
 def shape_and_classes(cfg: DataConfig) -> tuple[tuple[int, ...], int, str]:
-    """data.input_shape + data.num_classes describe the input without loading anything; else load the data set."""
+    """data.input_shape + data.num_classes describe the input without loading anything, so does a built-in data
+    set's declared shape (dltool/data/declared.py); else load the data set."""
     if cfg.input_shape is None:
+        known = declared(cfg)
+        if known is not None:
+            return known[0], known[1], cfg.name
         data = build_data(cfg, "cpu")
         return data.input_shape, data.num_classes, cfg.name
     shape = tuple(cfg.input_shape)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from dltool.data.splits import DataBundle, Split
-from dltool.errors import ConfigError
 from dltool.tasks import TASKS
 from dltool.train.averaging import Averaging, eval_model
 from dltool.train.callbacks import Callback, FitState
@@ -57,23 +56,6 @@ class Setup:
     metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = field(default_factory=dict)  # plug-ins
     average: Averaging | None = None  # trainer.ema_decay / swa_start: the averaged weights (train/averaging.py)
     mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # MixUp/CutMix
-
-
-def pick_device(name: str) -> torch.device:
-    """auto: cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name!r} but no CUDA device is available here; use trainer.device=auto.")
-    return dev
 
 
 def train_one_epoch(s: Setup, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int,

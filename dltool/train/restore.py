@@ -21,7 +21,7 @@ from dltool.errors import ConfigError
 from dltool.models.builder import build_model
 from dltool.registry import check_keys
 from dltool.train import checkpoint as ckpt_io
-from dltool.train.loop import pick_device
+from dltool.train.infer import pick_device
 
 
 @dataclass

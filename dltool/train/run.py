@@ -6,7 +6,6 @@ This is the flow of DESIGN.md in code; the CLI calls `train`, tests can call it 
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -19,18 +18,14 @@ import yaml
 
 from dltool import plugins
 from dltool.config.schema import TrainConfig, to_dict
-from dltool.data.build import build_data
 from dltool.data.splits import DataBundle
 from dltool.errors import ConfigError
-from dltool.models import finetune
-from dltool.models.builder import BuiltModel, build_model
-from dltool.models.init import initialize
+from dltool.models.builder import BuiltModel
 from dltool.models.summary import as_text
 from dltool.registry import resolve
-from dltool.tasks import check_loss, check_mixing, check_monitor
 from dltool.train import checkpoint as ckpt_io
 from dltool.train import preempt
-from dltool.train.averaging import build_averaging, check_averaging, checkpoint_weights, eval_model, load_weights
+from dltool.train.averaging import build_averaging, checkpoint_weights, eval_model, load_weights
 from dltool.train.callbacks import (
     BestCheckpoint,
     Callback,
@@ -45,16 +40,16 @@ from dltool.train.callbacks import (
 )
 from dltool.train.infer import resolve_precision
 from dltool.train.loggers import CSVLogger, SignalPlots, TensorBoardLogger, check_loggers
-from dltool.train.loop import Setup, fit, pick_device
-from dltool.train.losses import LossContext, Penalty, build_loss, check_head
+from dltool.train.loop import Setup, fit
 from dltool.train.optim import build_optimizer, build_scheduler
+from dltool.train.parts import build_parts
 from dltool.train.plugged import plugin_callbacks, plugin_metrics
 from dltool.train.preempt import Preempted, Preemption
 from dltool.train.provenance import now
 from dltool.train.report import finish
 from dltool.train.restore import describe_mismatch
 from dltool.train.signals import Signals
-from dltool.train.steps import Plan, make_plan, parse_max_time
+from dltool.train.steps import Plan, parse_max_time
 
 log = logging.getLogger(__name__)
 
@@ -71,106 +66,33 @@ class Prepared:
     callbacks: list[Callback] = field(default_factory=list)  # trainer.callbacks (plug-ins)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def augmenter(data: DataBundle, ops: list) -> Callable | None:
     """Setup.augment for augment.ops (None without ops); dltool.data.augment and torchvision (~3 s to import)
     load through the registry's resolver only when there is something to augment."""
     return resolve("dltool.data.augment:attach")(data, ops) if ops else None
 
 
-def mixer(cfg: TrainConfig, data: DataBundle) -> Callable | None:
-    """Setup.mix for augment.mixup_alpha/cutmix_alpha (None when both are 0), checked against the task and loss."""
-    a = cfg.augment
-    check_mixing(data.task, cfg.loss.name, tuple(data.input_shape), a.mixup_alpha, a.cutmix_alpha)
-    if not (a.mixup_alpha or a.cutmix_alpha):
-        return None
-    return resolve("dltool.data.mixing:attach")(data.num_classes, a.mixup_alpha, a.cutmix_alpha)
-
-
 def prepare(cfg: TrainConfig) -> Prepared:
-    """Seed, pick the device, build data, model (+ init), loss, penalty, optimizer and schedule."""
+    """Seed, pick the device, build data, model (+ init), loss, penalty (`build_parts`), optimizer and schedule."""
     t = cfg.trainer
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    if t.epochs < 1 or t.batch_size < 1 or t.accumulate < 1:
-        bad = next(k for k in ("epochs", "batch_size", "accumulate") if getattr(t, k) < 1)
-        raise ConfigError(f"trainer.{bad}={getattr(t, bad)} must be at least 1.")
     check_loggers(t.loggers)
-    parse_max_time(t.max_time)
-    check_averaging(t.ema_decay, t.swa_start, t.swa_lr, t.epochs, t.max_steps)
-    if t.save_top_k is not None and t.save_top_k < -1:
-        raise ConfigError(f"trainer.save_top_k={t.save_top_k} is not valid; use k >= 1 to keep the k best "
-                          f"checkpoints, -1 to keep every epoch's, or null (0) for best.pt and last.pt only.")
-    if t.min_change_epochs is not None and t.min_change_epochs < 1:
-        raise ConfigError(f"trainer.min_change_epochs={t.min_change_epochs} must be at least 1 (or null: off).")
-    seed_everything(t.seed)
-    device = pick_device(t.device)
-    data = build_data(cfg.data, device)
-    if plugins.get("losses", cfg.loss.name) is None:  # a plug-in loss declares its tasks (build_loss checks them)
-        check_loss(data.task, cfg.loss.name)
-    if t.monitor.removeprefix("val_") not in t.metrics:  # a plug-in metric: logged on each validation pass
-        check_monitor(data.task, t.monitor, t.mode, data.val is not None)
-    mix = mixer(cfg, data)
-    check_threshold(t.threshold)
-    check_sizes(cfg, data)
-    plan = make_plan(t, data.train.num_batches(t.batch_size))
-    check_warmup(cfg, plan)
-    built = build_model(cfg.model, data.input_shape, data.num_classes)
-    check_head(cfg.loss.name, built.trace[-1].out_shape[-1] if built.trace else data.num_classes, data.num_classes,
-               data.task)
-    initialize(built.model, cfg.init, built.layer_inits)
-    lr_mults = finetune.apply(built, cfg.model)  # pretrained weights, frozen layers, lr multipliers
-    model = built.model.to(device, memory_format=torch.channels_last) if t.channels_last else built.model.to(device)
-    penalty = Penalty(model, cfg.regularization)
-    opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, lr_mults)
+    parts = build_parts(cfg)
+    data, plan, model = parts.data, parts.plan, parts.model
+    opt = build_optimizer(model, cfg.optimizer, cfg.regularization.apply_to_bias, parts.lr_mults)
     if plan.unit == "step":  # the schedule's epochs keys count optimizer steps
         sched, interval = build_scheduler(opt, cfg.scheduler, plan.total, 1, t.mode, cfg.optimizer.lr)
         interval = ("constant" if cfg.scheduler.name == "none" else "step") if interval == "epoch" else interval
     else:
         steps_per_epoch = -(-data.train.num_batches(t.batch_size) // t.accumulate)  # optimizer steps, not batches
         sched, interval = build_scheduler(opt, cfg.scheduler, t.epochs, steps_per_epoch, t.mode, cfg.optimizer.lr)
-    loss_fn = build_loss(cfg.loss, loss_context(data))
-    setup = Setup(model, loss_fn, opt, sched, interval, penalty if penalty.active else None, device,
-                  resolve_precision(t.precision, device), t.accumulate, cfg.regularization.clip_grad_norm,
+    penalty = parts.penalty
+    setup = Setup(model, parts.loss_fn, opt, sched, interval, penalty if penalty.active else None, parts.device,
+                  resolve_precision(t.precision, parts.device), t.accumulate, cfg.regularization.clip_grad_norm,
                   cfg.regularization.clip_grad_value, augment=augmenter(data, cfg.augment.ops), compile=t.compile,
                   channels_last=t.channels_last, task=data.task, threshold=t.threshold,
                   target_norm=data.target_norm, metrics=plugin_metrics(t.metrics),
-                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr), mix=mix)
-    return Prepared(data, built, setup, device, plan, plugin_callbacks(t.callbacks))
-
-
-def loss_context(data: DataBundle) -> LossContext:
-    """The task and the training targets, for losses weighted from the training split (class_weights=balanced)."""
-    return LossContext(data.task, getattr(data.train, "y", None), data.num_classes)
-
-
-def check_threshold(threshold: float) -> None:
-    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
-        raise ConfigError(f"trainer.threshold={threshold} must be a probability strictly between 0 and 1 "
-                          f"(e.g. 0.5).")
-
-
-def check_sizes(cfg: TrainConfig, data: DataBundle) -> None:
-    """A training subset smaller than the number of classes leaves some classes without one example."""
-    subset = cfg.data.subset
-    if subset is not None and subset < data.num_classes:
-        raise ConfigError(f"data.subset={subset} keeps fewer training examples than the {data.num_classes} classes, "
-                          f"so some classes have none; use data.subset >= {data.num_classes} (at least one each).")
-
-
-def check_warmup(cfg: TrainConfig, plan: Plan) -> None:
-    """A warm-up longer than the run never reaches optimizer.lr."""
-    warmup = getattr(cfg.scheduler, "warmup_epochs", 0) or 0
-    if warmup > plan.total:
-        key = "max_steps" if plan.unit == "step" else "epochs"
-        raise ConfigError(f"scheduler.warmup_epochs={warmup} is longer than the whole run (trainer.{key}="
-                          f"{plan.total}), so the learning rate never reaches optimizer.lr; use a warm-up shorter "
-                          f"than the run, e.g. scheduler.warmup_epochs={max(1, plan.total // 10)}.")
-
+                  average=build_averaging(model, opt, t.ema_decay, t.swa_start, t.swa_lr), mix=parts.mix)
+    return Prepared(data, parts.built, setup, parts.device, plan, plugin_callbacks(t.callbacks))
 
 
 def train(cfg: TrainConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None,
