@@ -118,9 +118,11 @@ def run(args: list[str]) -> None:
     try:
         args = with_plugins(args)
         command = lookup(COMMANDS, args[0], "command")
-        if not wants_help(args[1:], command):
+        if wants_help(args[1:], command):  # prints the command's help
+            code = 0
+        else:
             status(f"dltool {args[0]}: starting")  # the first line on a terminal, replaced by the first real one
-        code = 0 if wants_help(args[1:], command) else command(args[1:])
+            code = command(args[1:])
     except ConfigError as ex:
         if os.environ.get("DLTOOL_DEBUG"):
             raise

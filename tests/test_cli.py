@@ -190,3 +190,11 @@ def test_a_terminal_sees_a_starting_line_before_torch_and_a_pipe_does_not(tmp_pa
                     env={"DLTOOL_NO_PROGRESS": ""})
     assert piped.returncode == 0 and "starting" not in piped.stdout + piped.stderr
     assert "loading torch" not in piped.stdout + piped.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_prints_its_help_once(name, cli):
+    """`dltool NAME --help` prints the command's docstring exactly once (lines stripped), and exits 0."""
+    r = cli(name, "--help")
+    doc = [line.strip() for line in COMMANDS[name].__doc__.strip().splitlines()]
+    assert r.returncode == 0 and r.stdout.splitlines() == doc, r.stdout

@@ -486,3 +486,9 @@ def test_a_plugin_layer_has_signals_and_a_plugin_metric_picks_the_best_epoch(exa
     summary = json.loads((run / "summary.json").read_text())
     assert summary["monitor"] == "val_top2" and summary["best_value"] == pytest.approx(max(top2))
     assert summary["best_epoch"] == top2.index(max(top2)) + 1
+
+
+def test_list_plugins_says_so_when_none_is_loaded(cli):
+    plugins.reset()
+    r = cli("list", "plugins")
+    assert r.returncode == 0 and r.stdout.strip().startswith("plug-ins: none loaded") and "┃" not in r.stdout

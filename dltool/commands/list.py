@@ -35,6 +35,10 @@ def list_task(args: list[str], backbone_models: dict[str, Entry] | None = None) 
             raise unknown("dltool list", name, [*every, "all"])
     for name in wanted:
         title, cols, rows = rows_of(name)
+        if name == "plugins" and not rows:
+            console.print("plug-ins: none loaded (no installed package registers dltool entry points, no "
+                          "--plugins FILE was given, nothing was registered from Python).", markup=False)
+            continue
         plain = [[escape(str(c)) for c in r] for r in rows]  # docs say `[h, w]`: text, not rich markup
         console.print(table(title, cols, plain, False))
     if backbone_models:
