@@ -16,6 +16,7 @@ from dltool.train.loop import Setup, make_scaler, step
 from dltool.train.restore import restore
 from dltool.train.run import train
 from tests.conftest import make_config
+from tests.test_steps import Interrupt, StopAfter  # the mid-epoch interrupt the resume tests share
 
 QUIET = ("trainer.device=cpu", "trainer.diagnostics=false", "trainer.loggers=[]", "trainer.progress=false",
          "data.subset=256")
@@ -117,20 +118,6 @@ def test_swa_is_the_mean_of_the_epoch_end_weights_and_is_what_the_run_tests(tmp_
 
 def summary_history(run_dir) -> list[dict]:
     return checkpoint.load(run_dir / "checkpoints" / "last.pt")["history"]
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfter(Callback):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_batch_end(self, state) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise Interrupt
 
 
 @pytest.mark.slow
