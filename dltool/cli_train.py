@@ -20,7 +20,7 @@ def cmd_train(args: list[str]) -> int:
     experiment, hparams_search; configs/train.yaml comments every key. `dltool list` shows every registered
     name. Writes a run dir under outputs/ (config.yaml, checkpoints/, metrics.csv, curves.png).
     """
-    from dltool.config.compose import compose, launch, refuse_sweep, resume_target, split_args
+    from dltool.config.compose import at_run_dir, compose, launch, refuse_sweep, resume_target, split_args
     from dltool.config.schema import check_dropout_key, validate
 
     target = resume_target(args)
@@ -45,7 +45,8 @@ def cmd_train(args: list[str]) -> int:
     from dltool.commands.train import train_task
     from dltool.train.distributed import rank_overrides
 
-    overrides += rank_overrides()  # ranks > 0 of an external torchrun write nothing (no run dir, no log)
+    ranks = rank_overrides()  # ranks > 0 of an external torchrun write nothing (no run dir, no log)
+    overrides += ranks
 
     if not multirun:
         from dltool.commands.rundir import reserve
@@ -54,12 +55,12 @@ def cmd_train(args: list[str]) -> int:
         run_dir = reserve(str(cfg.hydra.run.dir), explicit)  # a fresh dir of its own, even within the same second
         overrides = [o for o in overrides if not o.lstrip("+").startswith("hydra.run.dir=")]
         launch(lambda c: train_task(c, multirun), name, extra_dir, overrides + [f"hydra.run.dir='{run_dir}'"],
-               "train")
+               "train", composed=None if ranks else at_run_dir(cfg, run_dir))  # composed once, run as composed
         return 0
-    return run_sweep(name, extra_dir, overrides)
+    return run_sweep(name, extra_dir, overrides, None if ranks else cfg)
 
 
-def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
+def run_sweep(name: str, extra_dir: str | None, overrides: list[str], cfg: object = None) -> int:
     """`dltool train -m ...`: plan the sweep (dir, Optuna study, threads per job), run the jobs, report them."""
     from hydra.core.plugins import Plugins
 
@@ -73,7 +74,7 @@ def run_sweep(name: str, extra_dir: str | None, overrides: list[str]) -> int:
     from hydra_plugins.dltool_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
     Plugins.instance().register(OptunaSweeper)  # an editable install hides it from Hydra's plugin scan
-    sweep = plan(name, extra_dir, overrides)
+    sweep = plan(name, extra_dir, overrides, cfg)  # cfg: the config the checks composed (sweep lists' first values)
     quiet_plugins()
     for line in [f"sweep dir: {sweep.sweep_dir}", *sweep.notes]:
         note(line)

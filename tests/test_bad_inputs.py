@@ -374,6 +374,9 @@ CASES = [
     case(["cross-validate"], "data.folds", slow=True),
     # issue 19: code from any config route (config files' sweeper params, hydra keys outside the allowed set)
     case(["train", "sweep_env.yaml"], "hydra.job.env_set.PYTHONPATH"),
+    case(["train", "--experimental-rerun=config.pickle"], "'--experimental-rerun=config.pickle' is not an option"),
+    case(["cross-validate", "--cfg", "job"], "'--cfg' is not an option", slow=True),
+    case(["overfit-sanity-check", "--info"], "'--info' is not an option", slow=True),
     case(["train", "hydra.searchpath=[file:///tmp]"], "hydra.searchpath"),
     case(["train", "sweep_env.yaml", "-m"], "hydra.job.env_set.PYTHONPATH", slow=True),
     case(["train", "sweep_log.yaml"], "hydra.job_logging.handlers", slow=True),

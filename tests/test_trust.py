@@ -135,6 +135,29 @@ def test_a_user_file_with_hydra_callbacks_is_refused(tmp_path, capsys, monkeypat
     assert code == 2 and "hydra.callbacks" in out and not any(tmp_path.glob("outputs"))
 
 
+def test_hydra_s_experimental_rerun_flag_never_unpickles_a_file(tmp_path, capsys, monkeypatch):
+    """@hydra.main would load --experimental-rerun's pickle (code); dltool runs Hydra without its command line."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pickle").write_bytes(pickle.dumps(Planted(str(tmp_path / "pwned.txt"))))
+    for args in (["train", "--experimental-rerun=evil.pickle"], ["train", "--experimental-rerun", "evil.pickle"],
+                 ["cross-validate", "data.folds=2", "--experimental-rerun=evil.pickle"]):
+        code, out = run_main(args, capsys)
+        assert code == 2 and "--experimental-rerun" in out and "is not an option" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pickle"]  # no pwned.txt, no outputs/
+
+
+class Planted:
+    """Unpickling it writes a file (what a malicious pickle would do with os.system)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
 # ---------------------------------------------------------------- 3. run dirs that never clobber
 def test_two_runs_with_the_same_dir_name_get_two_dirs(tmp_path):
     first, second = reserve(tmp_path / "out" / "t_x", False), reserve(tmp_path / "out" / "t_x", False)

@@ -71,12 +71,14 @@ def compose_full(name: str, extra_dir: str | None, overrides: list[str]) -> Any:
     return compose(name, extra_dir, overrides, with_hydra=True)
 
 
-def plan(name: str, extra_dir: str | None, overrides: list[str]) -> Plan:
-    """Work out the extra overrides for this sweep and create its dir (see the module docstring)."""
+def plan(name: str, extra_dir: str | None, overrides: list[str], cfg: Any = None) -> Plan:
+    """Work out the extra overrides for this sweep and create its dir (see the module docstring).
+
+    cfg: compose_full's result for these arguments when the caller has it already (composed once)."""
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
         raise ConfigError("the old hydra-optuna-sweeper package (Optuna 2.x) is installed beside dltool's own Optuna "
                           "sweeper and both claim hydra/sweeper=optuna; remove it: pip uninstall hydra-optuna-sweeper.")
-    cfg = compose_full(name, extra_dir, overrides)
+    cfg = compose_full(name, extra_dir, overrides) if cfg is None else cfg
     hc = cfg.hydra
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and not shutil.which("srun"):
         raise ConfigError("the SLURM launcher (hydra/launcher=slurm) needs a SLURM cluster and this machine has no "

@@ -7,21 +7,27 @@ nothing below config/ ever sees a DictConfig.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import hydra
 import yaml
 from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
+from hydra import initialize_config_dir, version
+from hydra._internal.callbacks import Callbacks
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path, run_and_report
+from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from hydra.core.utils import configure_log, run_job
+from hydra.types import HydraContext, RunMode
+from omegaconf import OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 # hydra/sweeper=optuna also where an editable install hides dltool's plugin from Hydra's namespace scan
@@ -32,6 +38,8 @@ from dltool.config.schema import register_schemas, to_dict, translate, validate
 from dltool.config.variants import PLUGGABLE, SELECTOR, config_dir, plugin_variants, rewrite_selectors
 from dltool.errors import ConfigError
 from dltool.registry import closest, unknown
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def read_yaml(path: Path, what: str) -> dict:
@@ -65,6 +73,11 @@ def resume_target(args: list[str]) -> str | None:
 
 def split_args(args: list[str], primary: str) -> tuple[str, str | None, list[str]]:
     """-> (config name, extra config dir or None, overrides). The first arg may be a YAML file path."""
+    flag = next((a for a in args if a.startswith("-") and a not in MULTIRUN_FLAGS), None)
+    if flag is not None:  # Hydra's own flags are never read: --experimental-rerun would unpickle a file
+        raise ConfigError(f"{flag!r} is not an option of this command: after the command come a config file, "
+                          f"key=value overrides and -m for a sweep (Hydra's own flags such as --cfg, --info and "
+                          f"--experimental-rerun are not read); `dltool CMD --help` lists the command's options.")
     if args and not args[0].startswith("-") and "=" not in args[0] and args[0].endswith((".yaml", ".yml")):
         path = Path(args[0])
         refuse_targets(read_yaml(path, "config file"), f"config file {path}")
@@ -246,23 +259,83 @@ def resume_config(target: str, overrides: list[str]) -> Any:
     return validate(cfg)
 
 
-def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrides: list[str], job: str) -> None:
-    """Run `task` under @hydra.main (run dir, logging, -m sweeps) with these arguments."""
+class SweepLoader(ConfigLoaderImpl):
+    """Hydra's config loader, composing each sweep job's config once: Hydra's sweeper composes every job of a batch
+    to check it (`validate_batch_is_legal`) and its launcher composes it again to run it; the second gets a copy."""
+
+    def __init__(self, config_search_path: Any) -> None:
+        super().__init__(config_search_path=config_search_path)
+        self.composed: dict[tuple[str, ...], Any] = {}
+
+    def load_sweep_config(self, master_config: Any, sweep_overrides: list[str]) -> Any:
+        key = tuple(sweep_overrides)
+        if key not in self.composed:
+            self.composed[key] = super().load_sweep_config(master_config, sweep_overrides)
+        return copy.deepcopy(self.composed[key])  # the launcher writes hydra.job.num into its copy
+
+
+def search_path(extra_dir: str | None) -> Any:
+    """dltool's configs, with a user's config file's folder in front (what Hydra's --config-dir does)."""
+    path = create_config_search_path(f"file://{config_dir()}")
+    if extra_dir:
+        path.prepend(provider="command-line", path=f"file://{os.path.abspath(extra_dir)}",
+                     anchor=SearchPathQuery(provider="schema"))
+    return path
+
+
+def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrides: list[str], job: str,
+           composed: Any = None) -> None:
+    """Run `task` as Hydra's run or multirun does (run dir, .hydra/, logging, sweeper and launcher plugins).
+
+    Not through @hydra.main: no command line is parsed a second time (Hydra's own flags such as --cfg or
+    --experimental-rerun, which unpickles a file, are never read) and no mode probe composes the config once more.
+    composed: a single run's config as compose() returned it (its hydra.run.dir already reserved): it runs as
+    is, so `dltool train` composes its config once.
+    """
     register_schemas()
-    flags = [o for o in overrides if o in ("-m", "--multirun")]  # before the overrides: argparse wants them there
-    overrides = [o for o in overrides if o not in flags]
-    argv = [f"dltool-{job}", *flags] + (["--config-dir", extra_dir, *DLTOOL_LOGGING] if extra_dir else []) + overrides
+    version.setbase(None)  # what @hydra.main(version_base=None) sets: Hydra 1.3's defaults (no chdir into the run)
+    multirun = any(o in MULTIRUN_FLAGS for o in overrides)
+    overrides = [o for o in overrides if o not in MULTIRUN_FLAGS]
+    overrides = ([*DLTOOL_LOGGING] if extra_dir else []) + overrides
     if not any(a.startswith("hydra.job.name=") for a in overrides):
-        argv.append(f"hydra.job.name={job}")
-    app = hydra.main(version_base=None, config_path=str(config_dir()), config_name=name)(task)
-    old = sys.argv
-    sys.argv = argv
+        overrides.append(f"hydra.job.name={job}")
+    GlobalHydra.instance().clear()
+    app = Hydra(task_name=f"dltool-{job}", config_loader=SweepLoader(search_path(extra_dir)))
+    GlobalHydra.instance().initialize(app)
     try:
         with plugin_choices():
-            app()
+            if multirun:
+                run_and_report(lambda: app.multirun(config_name=name, task_function=task, overrides=overrides))
+            elif composed is None:
+                run_and_report(lambda: app.run(config_name=name, task_function=task, overrides=overrides).return_value)
+            else:
+                run_and_report(lambda: run_composed(app, composed, task, job, overrides))
     finally:
-        sys.argv = old
+        GlobalHydra.instance().clear()
         close_log_files()
+
+
+def at_run_dir(cfg: Any, run_dir: Path) -> Any:
+    """The composed config (with its hydra node) set to run in the directory reserved for it."""
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.run.dir = str(run_dir)
+    return cfg
+
+
+def run_composed(app: Any, cfg: Any, task: Callable[[Any], Any], job: str, overrides: list[str]) -> Any:
+    """Hydra.run's steps on a config composed before: its logging, its callbacks (none: dltool refuses
+    hydra.callbacks), the job in hydra.run.dir; the task's exception is raised here as Hydra.run raises it."""
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.RUN
+        if not any(a.startswith("hydra.job.name=") for a in overrides):
+            cfg.hydra.job.name = job
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name=cfg.hydra.job.config_name)
+    ret = run_job(hydra_context=HydraContext(config_loader=app.config_loader, callbacks=callbacks),
+                  task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None)
+    callbacks.on_run_end(config=cfg, config_name=cfg.hydra.job.config_name, job_return=ret)
+    return ret.return_value
 
 
 def close_log_files() -> None:
