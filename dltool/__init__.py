@@ -19,7 +19,7 @@ Module map (imports point down this list, never up; tests/test_structure.py fail
   data/         build (data sets by name -> DataBundle), splits, normalize (training split only), whitening,
                 augment, datasets/ (embedded digits, synthetic, torchvision, image folders)
   config/       schema (typed dataclasses), json_schema (the JSON Schema of `dltool schema`), compose (Hydra at
-                the edge: config tree, overrides, @hydra.main),
+                the edge: config tree, overrides, Hydra's job runner and sweeps),
                 options (sanity./gradcheck./lr_find. options)
   errors.py registry.py catalog.py console.py plots.py plots_signals.py
                 the shared floor: one error type, registry records + name lookup with did-you-mean, every

@@ -1,8 +1,9 @@
 """`dltool <command>`: the only place that parses argv.
 
 Hydra commands (train, ...) first compose the config once with Hydra's compose API, so a mistake gets
-one sentence before any run directory exists, then hand the same arguments to a @hydra.main app
-(run dirs, multirun sweeps, launchers).
+one sentence before any run directory exists; a single run then runs that config in Hydra's job runner, and
+a sweep hands the same arguments to Hydra's sweeper and launcher (config.compose.launch; no @hydra.main, so
+Hydra's own command-line flags are never read).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hydra at the edge: the config tree, composing it with overrides, and handing a task to @hydra.main.
+"""Hydra at the edge: the config tree, composing it with overrides, and running a task as Hydra runs a job.
 
 Everything here returns validated dataclasses (via config.schema) or one-sentence ConfigErrors;
 nothing below config/ ever sees a DictConfig.
