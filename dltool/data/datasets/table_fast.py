@@ -90,16 +90,16 @@ def _plain(u: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.
     window = sliding_window_view(u, WIDTH)[np.maximum(e - WIDTH, 0)]
     inside = (np.int64(1) << np.minimum(length, WIDTH)) - 1  # bits of the columns that belong to the cell
     digits = _bits(window - np.uint8(48) < 10) & inside
-    dots = _bits(window == 46) & inside
     keep = BYTES[(digits[:, None] >> np.array([16, 8, 0])) & 255]  # 0xFF at the cell's digits, 0 elsewhere
     chunks = _eight_digits(window.view("<u8") & U(0x0F0F0F0F0F0F0F0F) & keep)  # the digits, a dot read as 0
     first = u[s]
-    signed = ((first == 43) | (first == 45)).astype(np.int64)
-    others = np.bitwise_count(inside & ~digits).astype(np.int64)
-    ndots = np.bitwise_count(dots).astype(np.int64)
+    signed = (first == 43) | (first == 45)
+    # what is neither a digit nor the leading sign: a valid cell has at most one such byte, and it is a dot
+    dots = inside & ~digits & ~(signed.astype(np.int64) << np.maximum(length - 1, 0))
+    ndots = np.bitwise_count(dots)
     k = np.bitwise_count(np.maximum(dots - 1, 0)).astype(np.int64)  # digits after the dot (dots: 1 << k)
-    ok = (ndots <= 1) & (others == ndots + signed) & (length > others) & (length <= WIDTH) & (k <= 22) \
-        & (e >= WIDTH) & (chunks[:, 0] < 900)  # the integer below 9 * 10**18
+    ok = ((ndots == 0) | ((ndots == 1) & (u[e - 1 - k] == 46))) & (length > signed + ndots) \
+        & (length <= WIDTH) & (k <= 22) & (e >= WIDTH) & (chunks[:, 0] < 900)  # the integer below 9 * 10**18
     a = chunks[:, 0] * U(10**16) + chunks[:, 1] * U(10**8) + chunks[:, 2]  # q * 10**(k+1) + r, with a dot
     cut, scale = P10U[np.minimum(k + ndots, 19)], P10U[np.minimum(k, 19)]
     m = a - a // cut * (cut - scale)  # q * 10**k + r: the dot's 0 taken out
