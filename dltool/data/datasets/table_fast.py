@@ -4,10 +4,10 @@ operations, with no Python call per cell.
 Numbers. A cell of the form `[+-]digits[.digits]` of at most 24 bytes (how most CSV writers, and Python's repr, write a
 number) is read from the file's bytes all at once: its digits, the dot left out, make an integer M below 10**19,
 and its value is M / 10**k (k digits after the dot) in float64. M -> float64 and the division each round once, so
-that double is within 2 units in the last place of float(cell); rounded to float32 it therefore equals
+that double is within 3 units in the last place of float(cell); rounded to float32 it therefore equals
 float32(float(cell)) -- what the reader promises -- unless it lies within 16 units of a float32 rounding boundary
 (one cell in ~10**7). Those cells, and every cell of another form (an exponent, spaces, nan, `1_000`, non-ASCII
-digits, an empty cell), go through float() one by one. Values are identical to float() then float32, never close.
+digits, an empty cell), go through float() one by one. Values are identical to float() then float32, not close.
 
 Labels. A column whose cells are at most 8 bytes is read as one integer per cell and its distinct values found
 with np.unique (the Python strings are made only for them).
@@ -95,7 +95,7 @@ def _plain(u: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.
     first = u[s]
     signed = (first == 43) | (first == 45)
     # what is neither a digit nor the leading sign: a valid cell has at most one such byte, and it is a dot
-    dots = inside & ~digits & ~(signed.astype(np.int64) << np.maximum(length - 1, 0))
+    dots = inside & ~digits & ~(signed.astype(np.int64) << np.clip(length - 1, 0, WIDTH))
     ndots = np.bitwise_count(dots)
     k = np.bitwise_count(np.maximum(dots - 1, 0)).astype(np.int64)  # digits after the dot (dots: 1 << k)
     ok = ((ndots == 0) | ((ndots == 1) & (u[e - 1 - k] == 46))) & (length > signed + ndots) \
