@@ -51,7 +51,7 @@ def cells(rng, n: int) -> list[str]:
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_fast_numbers_equal_float_then_float32_bit_for_bit(tmp_path, newline):
     rng = np.random.default_rng(7)
-    rows, cols = 1200, 5
+    rows, cols = 4000, 5  # 20,000 cells: three blocks of table_fast.BLOCK
     grid = np.array(cells(rng, rows * cols), dtype=object).reshape(rows, cols)
     labels = rng.choice(["a", "b"], rows)
     path = tmp_path / "t.csv"
@@ -66,6 +66,20 @@ def test_fast_numbers_equal_float_then_float32_bit_for_bit(tmp_path, newline):
     got = numbers(path, table, ["f4", "f0", "f2"]).numpy()
     assert np.array_equal(got.view(np.uint32), expected[:, [4, 0, 2]].view(np.uint32))
     assert table.column("kind") == list(labels) and table.column("f3") == list(grid[:, 3])
+
+
+def test_blocks_of_short_and_long_cells_read_with_one_two_or_three_words(tmp_path):
+    """Each block of cells is read with as many 8-byte words as its longest cell needs."""
+    rng = np.random.default_rng(9)
+    n = table_fast.BLOCK
+    column = [*map(str, rng.integers(0, 256, n)), *(f"{v:.9f}" for v in rng.normal(size=n) * 1e4),
+              *map(repr, rng.normal(size=n).tolist()), *map(str, rng.integers(-99, 99, 100))]
+    path = tmp_path / "t.csv"
+    path.write_text("x,y\n" + "".join(f"{c},{i % 3}\n" for i, c in enumerate(column)))
+    table = read_rows(path)
+    fast = table_fast.columns(table.body, table.ends, [0])
+    expected = np.array([float(c) for c in column]).astype(np.float32)[:, None]
+    assert fast is not None and np.array_equal(fast.view(np.uint32), expected.view(np.uint32))
 
 
 def test_a_file_of_exponents_goes_to_numpys_tokenizer_with_the_same_values(tmp_path):

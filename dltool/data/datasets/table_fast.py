@@ -18,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-WIDTH = 24  # bytes of a cell read at once: three 8-byte words; a sign, a dot and 22 digits at most
+WIDTH = 24  # bytes of a cell read at once: up to three 8-byte words; a sign, a dot and 22 digits at most
+BLOCK = 1 << 13  # cells parsed together (their arrays stay in the CPU's caches: ~2x faster than all at once)
+SHIFTS = [np.array([8 * (n - 1 - j) for j in range(n)]) for n in range(4)]  # a word's byte in a cell's bits
 U = np.uint64
 # a byte of 8 bits (one per window column, first column highest) -> a word with 0xFF in those columns' bytes
 BYTES = np.array([sum(0xFF << (8 * i) for i in range(8) if b >> (7 - i) & 1) for b in range(256)], U)
@@ -57,8 +59,9 @@ def columns(body: bytes, ends: np.ndarray, where: list[int]) -> np.ndarray | Non
     starts.ravel()[1:] = ends.ravel()[:-1] + 1
     starts.ravel()[0] = 0
     s, e = starts[:, where].ravel(), ends[:, where].ravel()
-    values, ok = _plain(np.frombuffer(body, np.uint8), s, e)
-    out = values.astype(np.float32)
+    u, out, ok = np.frombuffer(body, np.uint8), np.empty(len(s), np.float32), np.empty(len(s), bool)
+    for i in range(0, len(s), BLOCK):
+        out[i:i + BLOCK], ok[i:i + BLOCK] = _plain(u, s[i:i + BLOCK], e[i:i + BLOCK])
     odd = np.flatnonzero(~ok)
     if len(odd) > max(16, len(ok) // 16):
         return None
@@ -71,9 +74,12 @@ def columns(body: bytes, ends: np.ndarray, where: list[int]) -> np.ndarray | Non
 
 
 def _bits(mask: np.ndarray) -> np.ndarray:
-    """A (cells, WIDTH) bool mask as one integer per cell: bit p is the column at distance p from the end."""
-    b = np.packbits(mask.ravel()).reshape(-1, 3).astype(np.int64)
-    return b[:, 0] << 16 | b[:, 1] << 8 | b[:, 2]
+    """A (cells, 8 * words) bool mask as one integer per cell: bit p is the column at distance p from the end."""
+    b = np.packbits(mask.ravel()).reshape(len(mask), -1).astype(np.int64)
+    out = b[:, 0]
+    for j in range(1, b.shape[1]):
+        out = out << 8 | b[:, j]
+    return out
 
 
 def _eight_digits(words: np.ndarray) -> np.ndarray:
@@ -86,21 +92,25 @@ def _eight_digits(words: np.ndarray) -> np.ndarray:
 def _plain(u: np.ndarray, s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float64 values of the cells u[s:e] and where they are exact enough for float32 (False: use float())."""
     length = e - s
-    # (cells, WIDTH): the bytes up to each cell's end (not for a cell that ends in the first WIDTH bytes)
-    window = sliding_window_view(u, WIDTH)[np.maximum(e - WIDTH, 0)]
-    inside = (np.int64(1) << np.minimum(length, WIDTH)) - 1  # bits of the columns that belong to the cell
+    words = min(3, max(1, -(-int(length.max()) // 8)))  # 8-byte words per cell: fewer for short cells
+    width = 8 * words
+    # (cells, width): the bytes up to each cell's end (not for a cell that ends in the first `width` bytes)
+    window = sliding_window_view(u, width)[np.maximum(e - width, 0)]
+    inside = (np.int64(1) << np.minimum(length, width)) - 1  # bits of the columns that belong to the cell
     digits = _bits(window - np.uint8(48) < 10) & inside
-    keep = BYTES[(digits[:, None] >> np.array([16, 8, 0])) & 255]  # 0xFF at the cell's digits, 0 elsewhere
+    keep = BYTES[(digits[:, None] >> SHIFTS[words]) & 255]  # 0xFF at the cell's digits, 0 elsewhere
     chunks = _eight_digits(window.view("<u8") & U(0x0F0F0F0F0F0F0F0F) & keep)  # the digits, a dot read as 0
     first = u[s]
     signed = (first == 43) | (first == 45)
     # what is neither a digit nor the leading sign: a valid cell has at most one such byte, and it is a dot
-    dots = inside & ~digits & ~(signed.astype(np.int64) << np.clip(length - 1, 0, WIDTH))
+    dots = inside & ~digits & ~(signed.astype(np.int64) << np.clip(length - 1, 0, width))
     ndots = np.bitwise_count(dots)
     k = np.bitwise_count(np.maximum(dots - 1, 0)).astype(np.int64)  # digits after the dot (dots: 1 << k)
     ok = ((ndots == 0) | ((ndots == 1) & (u[e - 1 - k] == 46))) & (length > signed + ndots) \
-        & (length <= WIDTH) & (k <= 22) & (e >= WIDTH) & (chunks[:, 0] < 900)  # the integer below 9 * 10**18
-    a = chunks[:, 0] * U(10**16) + chunks[:, 1] * U(10**8) + chunks[:, 2]  # q * 10**(k+1) + r, with a dot
+        & (length <= width) & (k <= 22) & (e >= width) & ((words < 3) | (chunks[:, 0] < 900))  # below 9 * 10**18
+    a = chunks[:, -1]  # q * 10**(k+1) + r, with a dot
+    for j in range(2, words + 1):
+        a = a + chunks[:, -j] * U(10 ** (8 * j - 8))
     cut, scale = P10U[np.minimum(k + ndots, 19)], P10U[np.minimum(k, 19)]
     m = a - a // cut * (cut - scale)  # q * 10**k + r: the dot's 0 taken out
     values = m.astype(np.float64) / P10[np.minimum(k, 22)]
