@@ -52,25 +52,30 @@ def columns(body: bytes, ends: np.ndarray, where: list[int]) -> np.ndarray | Non
     """The cells of columns `where` as float32 (rows, len(where)), each equal to float32(float(cell)).
 
     None when a cell float() refuses (the caller explains it) or when too many cells need float() one by one
-    (the caller has a faster general parser for such files)."""
+    (the caller has a faster general parser for such files). Blocks of rows, so that no per-cell array of the
+    whole table is made besides `ends` and the result."""
     if len(body) < WIDTH:
         return None
-    starts = np.empty_like(ends)
-    starts.ravel()[1:] = ends.ravel()[:-1] + 1
-    starts.ravel()[0] = 0
-    s, e = starts[:, where].ravel(), ends[:, where].ravel()
-    u, out, ok = np.frombuffer(body, np.uint8), np.empty(len(s), np.float32), np.empty(len(s), bool)
-    for i in range(0, len(s), BLOCK):
-        out[i:i + BLOCK], ok[i:i + BLOCK] = _plain(u, s[i:i + BLOCK], e[i:i + BLOCK])
+    u, rows, chosen = np.frombuffer(body, np.uint8), len(ends), np.array(where)
+    row_start = np.concatenate([[0], ends[:-1, -1] + 1])
+    out, ok = np.empty((rows, len(where)), np.float32), np.empty((rows, len(where)), bool)
+    step = max(1, BLOCK // len(where))  # rows per block
+    for r in range(0, rows, step):
+        e = ends[r:r + step][:, chosen]
+        s = np.where(chosen == 0, row_start[r:r + step, None], ends[r:r + step][:, np.maximum(chosen - 1, 0)] + 1)
+        values, good = _plain(u, s.ravel(), e.ravel())
+        out[r:r + step], ok[r:r + step] = values.reshape(e.shape), good.reshape(e.shape)
     odd = np.flatnonzero(~ok)
-    if len(odd) > max(16, len(ok) // 16):
+    if len(odd) > max(16, ok.size // 16):
         return None
+    row, j = odd // len(where), chosen[odd % len(where)]
+    s, e = np.where(j == 0, row_start[row], ends[row, np.maximum(j - 1, 0)] + 1), ends[row, j]
     try:
-        out[odd] = np.array([float(body[a:b].decode()) for a, b in zip(s[odd].tolist(), e[odd].tolist())],
-                            dtype=np.float64).astype(np.float32)
+        out.ravel()[odd] = np.array([float(body[a:b].decode()) for a, b in zip(s.tolist(), e.tolist())],
+                                    dtype=np.float64).astype(np.float32)
     except ValueError:
         return None
-    return out.reshape(len(ends), len(where))
+    return out
 
 
 def _bits(mask: np.ndarray) -> np.ndarray:
