@@ -158,3 +158,17 @@ def test_a_ragged_row_is_named_by_the_csv_modules_reader(tmp_path):
     assert table_fast.cell_ends(path.read_bytes().split(b"\n", 1)[1], 3) is None
     with pytest.raises(ConfigError, match=r"row 3 has 4 cells but the header has 3 columns\.$"):
         read_rows(path)
+
+
+def test_every_cell_the_array_path_takes_is_one_float_reads_to_the_same_float32():
+    """Random strings over digits, dots, signs, 'e', spaces, 'x' and '_': whatever the array path accepts, float()
+    accepts too and rounds to the same float32 (the rest is left to float(), which then names a bad cell)."""
+    rng = np.random.default_rng(2)
+    alphabet = list("0123456789" * 4 + ".+-e x_")
+    strings = ["".join(rng.choice(alphabet, rng.integers(0, 27))) for _ in range(30000)]
+    body = ("9" * 30 + "\n" + "\n".join(strings) + "\n").encode()  # a long first cell: every window is full
+    ends = table_fast.cell_ends(body, 1)
+    values, ok = table_fast._plain(np.frombuffer(body, np.uint8), np.concatenate([[0], ends[:-1, 0] + 1]), ends[:, 0])
+    taken = [(s, v) for s, v, o in zip(["9" * 30, *strings], values, ok) if o]
+    assert len(taken) > 5000
+    assert all(np.float32(float(s)).view(np.uint32) == np.float32(v).view(np.uint32) for s, v in taken)
