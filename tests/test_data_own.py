@@ -159,7 +159,7 @@ def test_csv_fast_reader_matches_loadtxt_and_the_csv_module(tmp_path):
     x, y = blobs(500)
     write_csv(tmp_path / "plain.csv", x, y)
     plain = read_rows(tmp_path / "plain.csv")
-    assert plain.lines is not None  # the fast reader took it
+    assert plain.body is not None  # the fast reader took it
     got = numbers(tmp_path / "plain.csv", plain, ["f1", "f2", "f3"])
     ref = np.loadtxt(tmp_path / "plain.csv", delimiter=",", skiprows=1, usecols=[0, 1, 2])
     assert np.array_equal(got.numpy(), ref.astype(np.float32))
@@ -172,7 +172,7 @@ def test_csv_fast_reader_matches_loadtxt_and_the_csv_module(tmp_path):
     (tmp_path / "odd.csv").write_text("\n".join([text[0], "1_000,2,3,left", "", " , ,,", *text[1:]]) + "\n")
     for name in ("quoted.csv", "odd.csv"):
         table = read_rows(tmp_path / name)
-        assert (table.lines is None) == (name == "quoted.csv") and table.rows == 501
+        assert (table.body is None) == (name == "quoted.csv") and table.rows == 501
         values = numbers(tmp_path / name, table, ["f1", "f2", "f3"]).numpy()
         assert values[0].tolist() == [1000.0, 2.0, 3.0] and np.array_equal(values[1:], ref.astype(np.float32))
         assert table.column("kind") == ["left", *y]

@@ -7,8 +7,8 @@ number: an empty or non-numeric cell stops with its row and column.
 
 from __future__ import annotations
 
+import codecs
 import functools
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import torch
 
 from dltool.config.schema import DataConfig
 from dltool.data.datasets.arrays import data_path
+from dltool.data.datasets.table_fast import cell_ends, maybe_blank, short_cells
+from dltool.data.datasets.table_fast import columns as decimal_columns
 from dltool.data.splits import RawData
 from dltool.data.validate import check_finite_table, check_two_classes, read_csv_rows
 from dltool.errors import ConfigError
@@ -26,11 +28,16 @@ from dltool.tasks import task_of
 
 @dataclass
 class Table:
-    """A CSV's header and its data lines (the fast reader) or its cells, row-major (the csv module's reader)."""
+    """A CSV's header and its data: the plain bytes (the fast reader) or its cells, row-major (the csv module's)."""
 
     header: list[str]
-    lines: list[str] | None = None  # plain comma-separated lines, every one with len(header) cells
+    body: bytes | None = None  # plain comma-separated UTF-8 lines, each ending in a newline
+    ends: np.ndarray | None = None  # (rows, len(header)): where each cell of body ends (its comma or newline)
     split: list[str] | None = None  # rows * len(header) cells
+
+    @functools.cached_property
+    def lines(self) -> list[str] | None:
+        return None if self.body is None else self.body.decode().split("\n")[:-1]
 
     @functools.cached_property
     def cells(self) -> list[str]:
@@ -38,13 +45,28 @@ class Table:
 
     @property
     def rows(self) -> int:
-        return len(self.lines) if self.lines is not None else len(self.cells) // len(self.header)
+        return len(self.ends) if self.ends is not None else len(self.cells) // len(self.header)
 
     def column(self, name: str) -> list[str]:
         j = self.header.index(name)
-        if self.lines is not None and j == len(self.header) - 1 and "cells" not in self.__dict__:
-            return [ln[ln.rfind(",") + 1:] for ln in self.lines]  # the usual label column, without splitting rows
-        return self.cells[j::len(self.header)]
+        if self.body is None or self.ends is None:
+            return self.cells[j::len(self.header)]
+        ends = self.ends[:, j].tolist()  # one column's cells cut out of the bytes, without splitting rows
+        starts = (self.ends[:, j - 1] + 1).tolist() if j else [0, *(e + 1 for e in self.ends[:-1, -1].tolist())]
+        if self.body.isascii():
+            text = self.body.decode("ascii")
+            return [text[a:b] for a, b in zip(starts, ends)]
+        return [self.body[a:b].decode() for a, b in zip(starts, ends)]
+
+    def distinct(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A column's distinct cells, as written, and each row's index into them."""
+        if self.body is not None and self.ends is not None:
+            found = short_cells(self.body, self.ends, self.header.index(name))
+            if found is not None:
+                return found
+        index: dict[str, int] = {}
+        inverse = [index.setdefault(v, len(index)) for v in self.column(name)]
+        return list(index), np.array(inverse, dtype=np.int64)
 
     def row(self, i: int) -> list[str]:
         return self.cells[i * len(self.header):(i + 1) * len(self.header)]
@@ -53,9 +75,9 @@ class Table:
 def read_rows(path: Path) -> Table:
     """The header and the cells of a CSV file; every row as long as the header.
 
-    Parse fast, explain slow: a file without quotes, lone carriage returns or ragged rows is split with two
-    string operations (what the csv module would return for it, cell for cell); anything else goes through
-    the csv module, which names the line of a problem.
+    Parse fast, explain slow: a file without quotes, lone carriage returns or ragged rows is kept as its bytes,
+    its cells found by array operations (what the csv module would return for it, cell for cell); anything else
+    goes through the csv module, which names the line of a problem.
     """
     table = split_plain(path)
     if table is not None:
@@ -72,42 +94,49 @@ def read_rows(path: Path) -> Table:
 def split_plain(path: Path) -> Table | None:
     """The fast reader: None whenever the file is anything but plain comma-separated UTF-8 lines of equal length."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+        if not data.isascii():
+            data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None  # the csv path says which byte or why
-    if '"' in text:
+    if b'"' in data:
         return None
-    text = text.replace("\r\n", "\n")
-    if "\r" in text:
-        return None
-    first, _, body = text.partition("\n")
-    header = [h.strip() for h in first.split(",")]
-    lines = body.split("\n")
-    if any(m in "\n" + body.rstrip("\n") for m in ("\n\n", "\n,", "\n ", "\n\t")):  # maybe a blank row, skipped
-        lines = [ln for ln in lines if ln.replace(",", "").strip()]
-    elif lines and not lines[-1]:
-        lines.pop()  # the newline that ends the last row
-    if not first.strip() or not lines or set(map(str.count, lines, itertools.repeat(","))) != {len(header) - 1}:
-        return None  # no header, no rows or a ragged row: the csv path explains
-    return Table(header, lines=lines)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+        if b"\r" in data:
+            return None
+    first, _, body = data.partition(b"\n")
+    header = [h.strip() for h in first.decode().split(",")]
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    ends = cell_ends(body, len(header)) if first.strip() and body else None
+    if ends is None or maybe_blank(body, ends):  # a blank row (or a row of empty cells) is skipped
+        lines = [ln for ln in body.decode().split("\n") if ln.replace(",", "").strip()]
+        body = "".join(ln + "\n" for ln in lines).encode()
+        ends = cell_ends(body, len(header)) if first.strip() and body else None
+    return None if ends is None else Table(header, body=body, ends=ends)  # None: no header, no rows or a ragged row
 
 
 def numbers(path: Path, table: Table, columns: list[str], what: str = "feature") -> torch.Tensor:
     """The chosen columns as a float32 (N, F) tensor; a missing, non-numeric or non-finite cell names its row and
     column (features and targets alike).
 
-    Parse fast, explain slow: numpy's C tokenizer reads the plain lines (it accepts a subset of what float()
-    accepts: no `1_000`, no non-ASCII digits); what it refuses goes through float() column by column, and only
-    when float() refuses a cell is the table walked again, in reading order, to name the first bad one. Cells are
-    parsed as float64 and rounded once to float32, as float() then a float32 tensor would.
+    Parse fast, explain slow: plain decimal cells are read from the bytes by array operations
+    (dltool/data/datasets/table_fast.py, equal to float() then float32, cell for cell), the others by float();
+    a file with many other cells (exponents everywhere) goes to numpy's C tokenizer (which accepts a subset of
+    what float() accepts: no `1_000`, no non-ASCII digits); what it refuses goes through float() column by
+    column, and only when float() refuses a cell is the table walked again, in reading order, to name the first
+    bad one. Cells are parsed as float64 and rounded once to float32, as float() then a float32 tensor would.
     """
     where = [table.header.index(c) for c in columns]
     x = None
-    if table.lines is not None:
-        try:
-            x = np.loadtxt(table.lines, delimiter=",", usecols=where, dtype=np.float64, comments=None, ndmin=2)
-        except ValueError:
-            x = None
+    if table.body is not None and table.ends is not None:
+        x = decimal_columns(table.body, table.ends, where)
+        if x is None:
+            try:
+                x = np.loadtxt(table.lines, delimiter=",", usecols=where, dtype=np.float64, comments=None, ndmin=2)
+            except ValueError:
+                x = None
     if x is None:
         x = np.empty((table.rows, len(columns)), dtype=np.float64)
         try:
@@ -115,7 +144,7 @@ def numbers(path: Path, table: Table, columns: list[str], what: str = "feature")
                 x[:, j] = np.fromiter(map(float, table.column(c)), dtype=np.float64, count=table.rows)
         except ValueError:
             raise bad_cell(path, table, columns, what) from None
-    out = torch.from_numpy(x.astype(np.float32))
+    out = torch.from_numpy(x.astype(np.float32, copy=False))
     check_finite_table(path, out, columns)  # NaN/inf named by row and column
     return out  # (N, F)
 
@@ -146,11 +175,14 @@ def feature_columns(header: list[str], labels: list[str], chosen: list[str] | No
     return list(chosen)
 
 
-def class_labels(path: Path, column: list[str], name: str) -> tuple[torch.Tensor, list[str]]:
-    """Labels as class indices; class names are the distinct values, sorted (numerically when all are numbers)."""
-    values = [v.strip() for v in column]
-    missing = next((i for i, v in enumerate(values) if not v), None)
-    if missing is not None:
+def class_labels(path: Path, column: tuple[list[str], np.ndarray], name: str) -> tuple[torch.Tensor, list[str]]:
+    """Labels as class indices; class names are the distinct values, sorted (numerically when all are numbers).
+
+    `column`: the column's distinct cells as written and each row's index into them (Table.distinct)."""
+    raw, inverse = column
+    values = [v.strip() for v in raw]
+    if "" in values:
+        missing = int(np.flatnonzero(np.isin(inverse, [i for i, v in enumerate(values) if not v]))[0])
         raise ConfigError(f"{path} row {missing + 1} (line {missing + 2}), column {name!r}: the label is missing.")
     distinct = set(values)
     try:
@@ -158,7 +190,7 @@ def class_labels(path: Path, column: list[str], name: str) -> tuple[torch.Tensor
     except ValueError:
         names = sorted(distinct)
     index = {v: i for i, v in enumerate(names)}
-    return torch.tensor([index[v] for v in values], dtype=torch.int64), names
+    return torch.from_numpy(np.array([index[v] for v in values], dtype=np.int64)[inverse]), names
 
 
 def label_columns(label: object, header: list[str], task: str) -> list[str]:
@@ -209,7 +241,7 @@ def targets(path: Path, table: Table, cfg: DataConfig,
     """The targets of data.task from the label column(s), with their names."""
     task = cfg.task
     if task == "classification":
-        return class_labels(path, table.column(labels[0]), labels[0])
+        return class_labels(path, table.distinct(labels[0]), labels[0])
     if task == "binary":
         return binary_labels(path, table.column(labels[0]), labels[0]), labels
     if task == "regression":
