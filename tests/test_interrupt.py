@@ -97,9 +97,11 @@ def test_ctrl_c_exits_with_last_pt_safe_and_the_figures_follow(tmp_path):
         if "curves" in ea.Tags()["images"]:
             break
         time.sleep(0.1)
-    assert [e.step for e in ea.Images("curves")] == [epochs]  # the epochs run, nothing after
-    assert [e.step for e in ea.Scalars("val_loss")] == list(range(1, epochs + 1))
-    assert [e.step for e in ea.Images("filters/conv1.weight")] == [epochs]
+    # the epochs run: those in last.pt, or one more when Ctrl-C came after its validation, before its last.pt
+    (shown,) = [e.step for e in ea.Images("curves")]
+    assert shown in (epochs, epochs + 1)
+    assert [e.step for e in ea.Images("filters/conv1.weight")] == [shown]
+    assert [e.step for e in ea.Scalars("val_loss")] in (list(range(1, shown + 1)), list(range(1, shown)))
 
 
 @pytest.mark.slow
