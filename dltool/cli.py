@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     """The console script (argv None): run the command, then exit at once; in-process callers (tests) get SystemExit."""
     if argv is not None:
         return run(list(argv))
+    from dltool.train.deferred import detach_at_exit
+
+    detach_at_exit()  # after Ctrl-C, a run's figures are drawn by a child as this process exits (exit_now)
     try:
         run(sys.argv[1:])
     except SystemExit as ex:
@@ -141,13 +144,17 @@ def exit_now(code: object) -> None:
 
     Everything a normal exit would still do for dltool happens first: the atexit handlers run (logging's flush and
     close of train.log, TensorBoard writers, multiprocessing, temporary directories), stdout and stderr are
-    flushed; what is skipped is freeing every module's objects. While another library's thread that is not a
-    daemon still runs (joblib's and concurrent.futures' workers end only through the interpreter's own shutdown
-    hooks, before it joins them), the normal exit is taken instead.
+    flushed; what is skipped is freeing every module's objects. The figures of a run stopped by Ctrl-C are
+    handed to a child process first (dltool/train/deferred.py), which writes them after this process is gone.
+    While another library's thread that is not a daemon still runs (joblib's and concurrent.futures' workers end
+    only through the interpreter's own shutdown hooks, before it joins them), the normal exit is taken instead.
     """
     import atexit
     import threading
 
+    from dltool.train.deferred import run_detached
+
+    run_detached()  # an interrupted run's figures: a child draws them, this process leaves now
     if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
         sys.exit(code)  # the interpreter's order: thread shutdown hooks, joins, then atexit
     if isinstance(code, str):

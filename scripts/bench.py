@@ -1,6 +1,6 @@
 """dltool's speed suite: each case measures dltool against its baseline in one run, alternating rounds (medians).
 
-    python scripts/bench.py                       # all 10 cases, CPU
+    python scripts/bench.py                       # all 11 cases, CPU
     python scripts/bench.py --cases 1,2 --rounds 3
     python scripts/bench.py --quick               # tiny sizes: a smoke test (the test suite runs this)
     python scripts/bench.py --device cuda         # cases 1-4 on a GPU: data on the device, trainer.precision=bf16
@@ -16,7 +16,8 @@ Cases (ratio = dltool / baseline unless said otherwise):
   4  a default lightning.Trainer on case 1's model, data and validation: Lightning / dltool     target >= 1.9x
   5  start-up: `dltool train trainer.epochs=1` wall time minus its epoch vs a hand script
      (import torch, build the model, train one epoch, save): the difference                    target <= +1.0 s
-  6-10 the fixed costs of issue 22 (main job, sweep, small commands, terminal, CSV): see scripts/bench_fixed.py
+  6-11 the fixed costs of issue 22 (main job, sweep, small commands, terminal, CSV, DDP start-up): see
+     scripts/bench_fixed.py
 Every per-epoch time drops each run's first (warm-up) epoch. Ends with a Markdown table for README's Speed section.
 """
 
@@ -163,7 +164,7 @@ def seconds_row(case: str, what: str, values: list[float], limit: float) -> Row:
                f"min {min(values):.2f} median {med:.2f} max {max(values):.2f} s")
 
 
-def cases6to10(case: str, args, tmp: Path) -> list[Row]:
+def cases6to11(case: str, args, tmp: Path) -> list[Row]:
     rounds = args.rounds
     if case == "6":
         epochs = 2 if args.quick else 30
@@ -182,12 +183,22 @@ def cases6to10(case: str, args, tmp: Path) -> list[Row]:
         return [seconds_row("9a", "`dltool train`: first line on the terminal after Enter", t.first, 1.0),
                 seconds_row("9b", "`dltool train`: prompt back after the last line", t.tail, 0.3),
                 seconds_row("9c", "`dltool list backbones`, wall", t.listing, 2.0),
-                seconds_row("9d", f"Ctrl-C during training to exit (last.pt loadable: {all(t.last_ok)})",
-                            t.interrupt, 1.0)]
+                seconds_row("9d", f"Ctrl-C during training to exit (last.pt loadable: {all(t.last_ok)}; the "
+                                  f"figures of the epochs run written {statistics.median(t.figures):.2f} s after the "
+                                  f"signal, by a child after the exit)", t.interrupt, 1.0)]
     if case == "10":
         return [ratio_row("10", "CSV reader (data=csv, 20,000 x 10) vs np.loadtxt, in process", bf.case10(
             max(rounds, 5), tmp), 1.0)]
-    raise SystemExit(f"--cases: unknown case {case!r}; valid: 1-10.")
+    if case == "11":
+        s = bf.case11(rounds, tmp)
+        ratios = [d / o for d, o in zip(s.ddp, s.one)]
+        return [seconds_row("11", "DDP, 2 gloo ranks on the CPU: config on the terminal to the first training step",
+                            s.after_config, 5.0),
+                Row("11a", "DDP, 2 gloo ranks: Enter to the first training step, vs one process",
+                    f"{statistics.median(s.ddp):.2f} s", f"{statistics.median(s.one):.2f} s", statistics.median(ratios),
+                    "-", True, f"DDP {bf.fmt(s.ddp, 's')}, one process {bf.fmt(s.one, 's')}; ratio min "
+                    f"{min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")]
+    raise SystemExit(f"--cases: unknown case {case!r}; valid: 1-11.")
 
 
 def show(row: Row) -> None:
@@ -198,7 +209,7 @@ def show(row: Row) -> None:
 def table(rows: list[Row]) -> str:
     lines = ["| case | what | dltool | baseline | ratio | target |", "|---|---|---|---|---|---|"]
     for r in rows:
-        figure = r.spread if r.case == "5" or r.case.startswith("9") else f"{r.ratio:.2f}x ({r.spread})"
+        figure = r.spread if r.case == "5" or r.case.startswith(("9", "11")) else f"{r.ratio:.2f}x ({r.spread})"
         lines.append(f"| {r.case} | {r.what} | {r.ours} | {r.theirs} | {figure} | {r.target} "
                      f"{'(met)' if r.met else '(not met)'} |")
     return "\n".join(lines)
@@ -228,7 +239,7 @@ def run_cases(args, tmp: Path) -> list[Row]:
         elif case == "5":
             print("case 5 runs on the CPU only (start-up does not depend on the device); left out with --device cuda.")
         else:
-            got = cases6to10(case, args, tmp)
+            got = cases6to11(case, args, tmp)
             rows += got
             for row in got:
                 show(row)
@@ -240,7 +251,8 @@ def run_cases(args, tmp: Path) -> list[Row]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated case numbers (default: all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11",
+                    help="comma-separated case numbers 1-11 (default: all; 11: DDP start-up, 2 CPU ranks)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per case (medians over them)")
     ap.add_argument("--epochs", type=int, default=6, help="epochs per run in cases 1 and 4 (first one dropped)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that every case runs, figures meaningless")

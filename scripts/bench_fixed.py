@@ -9,11 +9,15 @@
   9  at a terminal (a pseudo-terminal): first line after Enter (< 1 s), prompt back after the last line
      (< 0.3 s), `dltool list backbones` (< 2 s), Ctrl-C during training to exit (< 1 s, last.pt loadable)
  10  the CSV reader (data=csv, 20,000 x 10 numbers) vs np.loadtxt on the same file, in this process  <= 1.0x
+ 11  DDP start-up, 2 gloo ranks on the CPU (`dltool train trainer.devices=2 trainer.device=cpu`): seconds from the
+     config on the terminal to the ranks' first training step (< 5 s), and from Enter to it, against one process
 Every case alternates which side runs first, round by round; each figure is min / median / max over rounds.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import shutil
 import signal
@@ -152,6 +156,7 @@ class Terminal:
     listing: list[float] = field(default_factory=list)  # `dltool list backbones`, wall
     interrupt: list[float] = field(default_factory=list)  # Ctrl-C -> exit
     last_ok: list[bool] = field(default_factory=list)
+    figures: list[float] = field(default_factory=list)  # Ctrl-C -> every figure of the epochs run in the run dir
 
 
 def case9(rounds: int, tmp: Path) -> Terminal:
@@ -161,14 +166,19 @@ def case9(rounds: int, tmp: Path) -> Terminal:
         t.first.append(got.first)
         t.tail.append(got.tail)
         t.listing.append(run_tty([*dltool(), "list", "backbones"], str(tmp), env(True)).exit)
-        secs, ok = interrupt(tmp / f"int{r}", tmp)
+        secs, ok, figures = interrupt(tmp / f"int{r}", tmp)
         t.interrupt.append(secs)
         t.last_ok.append(ok)
+        t.figures.append(figures)
     return t
 
 
-def interrupt(run: Path, cwd: Path) -> tuple[float, bool]:
-    """Start a 200-epoch run, send SIGINT (Ctrl-C) once last.pt exists: seconds to exit, and last.pt loadable."""
+FIGURES = ("curves.png", "update_ratios.png", "histograms.png", "filters.png")
+
+
+def interrupt(run: Path, cwd: Path) -> tuple[float, bool, float]:
+    """Start a 200-epoch run, send SIGINT (Ctrl-C) once last.pt exists: seconds to exit, last.pt loadable, and
+    seconds until every figure of the epochs run is in the run dir (drawn by a child after the exit; nan: never)."""
     import torch
 
     proc = subprocess.Popen([*dltool(), "train", "trainer.epochs=200", f"hydra.run.dir={run}"], cwd=cwd, env=env(),
@@ -178,7 +188,7 @@ def interrupt(run: Path, cwd: Path) -> tuple[float, bool]:
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)  # into the next epoch
-    start = time.perf_counter()
+    start, sent = time.perf_counter(), time.time()
     proc.send_signal(signal.SIGINT)
     proc.wait()
     secs = time.perf_counter() - start
@@ -186,7 +196,64 @@ def interrupt(run: Path, cwd: Path) -> tuple[float, bool]:
         ok = isinstance(torch.load(last, weights_only=True), dict)
     except Exception:  # noqa: BLE001 - any failure to load is "not safe"
         ok = False
-    return secs, ok
+    figures = math.nan
+    while time.perf_counter() - start < 60:
+        if all((run / f).exists() and (run / f).stat().st_mtime >= sent - 0.01 for f in FIGURES):
+            figures = time.perf_counter() - start
+            break
+        time.sleep(0.02)
+    return secs, ok, figures
+
+
+def stamp(line: str) -> float:
+    """The time of a train.log line ('[2026-12-03 23:34:52,798][...'), as time.time() counts."""
+    return datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def first_step(cmd: list[str], run: Path, cwd: Path) -> tuple[float, float]:
+    """Run `dltool train` piped: seconds from the start to the config tree on stdout and to the first training step
+    (train.log's 'run NAME in RUN_DIR' line, written right before fit: under DDP after every rank has joined the
+    DDP model, a collective)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    config = math.nan
+    for line in proc.stdout:
+        if math.isnan(config) and line.startswith("config ("):
+            config = time.time() - start
+    proc.wait()
+    lines = [ln for ln in (run / "train.log").read_text().splitlines() if "] - run " in ln or "][INFO] run " in ln]
+    return config, (stamp(lines[0]) - start if lines else math.nan)
+
+
+@dataclass
+class Startup:
+    config: list[float] = field(default_factory=list)  # DDP: Enter -> the config tree on the terminal
+    ddp: list[float] = field(default_factory=list)  # DDP: Enter -> the first training step
+    one: list[float] = field(default_factory=list)  # one process: Enter -> the first training step
+
+    @property
+    def after_config(self) -> list[float]:
+        return [d - c for d, c in zip(self.ddp, self.config)]
+
+
+def case11(rounds: int, tmp: Path) -> Startup:
+    """2 gloo ranks on the CPU vs one process, one epoch each, alternating which goes first."""
+    s = Startup()
+    for r in range(rounds):
+        def ddp() -> None:
+            run = tmp / f"ddp{r}"
+            c, d = first_step([*dltool(), "train", "trainer.devices=2", "trainer.device=cpu", "trainer.epochs=1",
+                               f"hydra.run.dir={run}"], run, tmp)
+            s.config.append(c)
+            s.ddp.append(d)
+
+        def one() -> None:
+            run = tmp / f"one{r}"
+            s.one.append(first_step([*dltool(), "train", "trainer.epochs=1", f"hydra.run.dir={run}"], run, tmp)[1])
+
+        for side in ((ddp, one) if r % 2 == 0 else (one, ddp)):
+            side()
+    return s
 
 
 def write_table_csv(path: Path, rows: int = 20000, cols: int = 9) -> None:

@@ -18,7 +18,9 @@ import torch
 from dltool.cli import main
 from dltool.config.schema import TrainConfig
 from dltool.errors import ConfigError
+from dltool.train import deferred
 from dltool.train.distributed import backend_and_devices, rank_overrides
+from dltool.train.parts import threaded_here
 from tests.conftest import make_config
 
 BASE = ["model=mlp", "scheduler=none", "trainer.eval_test=false"]
@@ -108,6 +110,31 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path, average):
 
 
 @pytest.mark.slow
+def test_forked_ranks_train_exactly_as_spawned_ones(tmp_path):
+    """The console script forks CPU ranks from what it built once (prepare_once); a Python caller spawns them.
+    Both give bitwise the same weights and metrics, and train.log says which it was."""
+    if threaded_here():
+        pytest.skip("an earlier test ran torch on several threads in this process: ranks cannot be forked from it")
+    two = ["trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=2", "trainer.device=cpu"]
+    train(tmp_path / "spawned", *two)
+    deferred.detach_at_exit(True)  # as dltool/cli.py main (the console script) does
+    try:
+        train(tmp_path / "forked", *two)
+    finally:
+        deferred.detach_at_exit(False)
+    spawned, forked = weights(tmp_path / "spawned"), weights(tmp_path / "forked")
+    for k in spawned:
+        assert torch.equal(spawned[k], forked[k]), k
+    def numbers(run: Path) -> list[dict]:  # every column but the epoch's wall time
+        return [{k: v for k, v in row.items() if k != "time"} for row in metrics(run)]
+
+    assert numbers(tmp_path / "forked") == numbers(tmp_path / "spawned") and len(numbers(tmp_path / "forked")) == 2
+    assert "starting 2 data-parallel ranks (gloo, spawned)" in (tmp_path / "spawned" / "train.log").read_text()
+    assert "starting 2 data-parallel ranks (gloo, forked: data, model and optimizer built once here)" in \
+        (tmp_path / "forked" / "train.log").read_text()
+
+
+@pytest.mark.slow
 def test_resume_under_two_ranks_equals_an_uninterrupted_run(tmp_path):
     two = ["trainer.devices=2", "trainer.device=cpu", "trainer.batch_size=32"]
     train(tmp_path / "whole", *two, "trainer.epochs=3")
@@ -122,11 +149,12 @@ def test_resume_under_two_ranks_equals_an_uninterrupted_run(tmp_path):
 
 
 def spawned_children(pid: int) -> list[int]:
-    """The rank processes the launcher spawned (multiprocessing spawn_main), in start order."""
+    """The rank processes the launcher started (forked CPU ranks, or spawned: multiprocessing spawn_main), in start
+    order; not multiprocessing's helper processes."""
     out = []
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        if "spawn_main" in cmdline:
+        if "resource_tracker" not in cmdline and "forkserver" not in cmdline:
             out.append(int(child))
     return sorted(out)
 

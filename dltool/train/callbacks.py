@@ -9,6 +9,7 @@ stopping, which reads them, and last.pt runs after both so it records their stat
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from dltool.console import epoch_columns, epoch_header, epoch_line, progress_bar
 from dltool.errors import ConfigError
 from dltool.plots import learning_curves
 from dltool.tasks import HEADLINE, LABELS, TASKS
+from dltool.train.deferred import after_exit
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class FitState:
     task: str = "classification"  # which metrics the logs hold (dltool.tasks)
     rank_rng: list | None = None  # under DDP: every rank's own generators at this point (dropout differs by rank)
     preempted: bool = False  # a signal stopped training after an optimizer step (train/preempt.py)
+    interrupted: bool = False  # Ctrl-C: the figures are drawn after the exit (train/deferred.py after_exit)
     eval_model: torch.nn.Module | None = None  # trainer.ema_decay: the averaged weights validation reads (best.pt)
 
     @property
@@ -337,7 +340,9 @@ class Curves(Callback):
             self.draw(state)
 
     def on_fit_end(self, state: FitState) -> None:
-        if not state.preempted:  # a preempted run exits fast (the resumed run draws them all)
+        if state.interrupted:  # Ctrl-C: drawn as the process exits, off the exit path
+            after_exit(functools.partial(self.draw, state))
+        elif not state.preempted:  # a preempted run exits fast (the resumed run draws them all)
             self.draw(state)
 
     def draw(self, state: FitState) -> None:

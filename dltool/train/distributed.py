@@ -12,6 +12,9 @@ torchrun): gloo on CPUs, NCCL on GPUs (one GPU per rank). A process started by a
 - Train and val metrics are summed over ranks (ReduceLogs); early stopping and pruning decisions
   are rank 0's, broadcast (Decisions), so no rank waits for a step the others never take.
 - Only rank 0 writes the run dir and prints; it evaluates best.pt on the whole test split.
+- CPU ranks of the console script are forked after the data, model and optimizer were built once in the
+  launching process (prepare_once): they start in well under a second instead of importing torch and
+  building everything again each (start_method says when ranks are spawned instead).
 - A rank that dies ends the run: the launcher stops the other ranks and RankFailed says which one
   died and how to resume; a rank that never answers fails the others after trainer.dist_timeout s.
 """
@@ -39,10 +42,13 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from dltool import plugins
+from dltool.config.keys_data import VARIANTS as DATA_VARIANTS
 from dltool.config.schema import TrainConfig, to_dict
 from dltool.errors import ConfigError
 from dltool.train import checkpoint as ckpt_io
+from dltool.train import deferred
 from dltool.train.callbacks import Callback, EpochReporter, FitState
+from dltool.train.parts import threaded_here
 from dltool.train.preempt import PREEMPTED, Preempted, submitit_signal
 from dltool.train.run import Prepared, prepare, train
 from dltool.train.sharding import (
@@ -58,6 +64,8 @@ from dltool.train.sharding import (
 log = logging.getLogger(__name__)
 
 REDUCE_FIRST, DECIDE_LAST = -100, 100  # callback priorities: before every callback / after every callback
+# built-in data sets whose loading may write files into a shared root (torchvision's downloads)
+WRITING_DATA = frozenset(v.defaults.get("name", k) for k, v in DATA_VARIANTS.items() if "download" in v.keys)
 
 
 class RankFailed(RuntimeError):
@@ -123,21 +131,26 @@ def pick_backend(cfg: TrainConfig, n: int) -> str:
 def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> dict:
     """Start trainer.devices ranks on this machine, wait for them, return rank 0's summary."""
     n = cfg.trainer.devices
-    backend_and_devices(cfg, n)
+    backend = backend_and_devices(cfg, n)
     plugins.check_spawnable(to_dict(cfg))
+    method = start_method(backend)
+    ready = prepare_once(cfg, n) if method == "fork" else None  # built here once; every forked rank starts from it
+    log.info("starting %d data-parallel ranks (%s, %s)", n, backend,
+             "forked: data, model and optimizer built once here" if ready is not None else "spawned")
     sub = submitit_signal()  # the launcher forwards these to the ranks, which save and stop (train/preempt.py)
     forwarded = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1"] + ([sub.name] if sub is not None else [])
     logs = tempfile.mkdtemp(prefix="dltool_ranks_")  # the launcher's per-rank error files, removed afterwards
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.2, start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=logs),
+                          monitor_interval=0.2, start_method=method, logs_specs=DefaultLogsSpecs(log_dir=logs),
                           signals_to_handle=",".join(forwarded))
     for name in ("torch.distributed.elastic", "torch.multiprocessing", "torch.distributed.elastic.agent.server.api",
                  "torch.distributed.elastic.multiprocessing.api"):  # RankFailed / Preempted say it in one sentence
         logging.getLogger(name).setLevel(logging.CRITICAL)
     requeue = signal.getsignal(sub) if sub is not None else None  # submitit's handler, before elastic replaces it
     try:
-        results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show, plugins.loaded_files())
+        results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show,
+                                                     plugins.loaded_files() if method == "spawn" else None, ready)
     except ChildFailedError as ex:
         if all(f.exitcode == PREEMPTED for f in ex.failures.values()):  # the ranks were signalled directly
             raise Preempted(signal.SIGTERM, run_dir) from None
@@ -165,11 +178,55 @@ def death_sentence(ex: ChildFailedError, run_dir: Path, n: int) -> str:
     return f"rank {rank} of {n} (pid {failure.pid}) {how}{detail}, so the other ranks were stopped{hint}"
 
 
+def start_method(backend: str) -> str:
+    """CPU ranks are forked from the console script: they start with what it imported (torch, dltool: 3-6 s per rank
+    when spawned) and what prepare_once built. Spawned instead: CUDA ranks (a process that asked CUDA for its
+    devices cannot be forked for CUDA work), Python callers, and a process that already ran torch on several threads
+    (a child forked after OpenMP's thread team existed hangs in its first parallel kernel)."""
+    fork = backend == "gloo" and hasattr(os, "fork") and deferred.detaching() and not threaded_here()
+    return "fork" if fork else "spawn"
+
+
+def prepare_once(cfg: TrainConfig, n: int) -> Prepared:
+    """The ranks' data, model and optimizer, built once in the launching process for n CPU ranks (what each rank would
+    build itself: the same seeds), on one thread so that no OpenMP team exists when the ranks are forked."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return prepare(rank_config(replace(cfg, trainer=replace(cfg.trainer, threads=None)), torch.device("cpu"), n))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def rank_config(cfg: TrainConfig, device: torch.device, world: int) -> TrainConfig:
+    """The config a rank prepares: its device; the schedule counts global batches (batch_size x world) while each
+    rank fits batch_size examples per step."""
+    t = cfg.trainer
+    return replace(cfg, trainer=replace(t, device=str(device), batch_size=t.batch_size * world))
+
+
+def as_if_spawned() -> None:
+    """A forked rank drops what it inherited from the launching process and a fresh rank would not have: the
+    launcher's signal handlers (Ctrl-C is KeyboardInterrupt again), its log handlers (train.log is rank 0's,
+    added below) and the console script's figures-after-exit (a rank draws its own before it returns)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, submitit_signal()):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    deferred.detach_at_exit(False)
+
+
 @record  # a rank's exception reaches the launcher (ChildFailedError), so RankFailed can name it
 def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool,
-               plugin_files: list[str] | None = None) -> dict | None:
-    """What each spawned rank runs (module level, so the launcher can pickle it); the parent's --plugins files
-    run again here (a spawned rank is a fresh process; installed packages' entry points load by themselves)."""
+               plugin_files: list[str] | None = None, prepared: Prepared | None = None) -> dict | None:
+    """What each rank runs (module level, so the launcher can pickle it for a spawned rank); the parent's --plugins
+    files run again in a spawned rank (a fresh process; installed packages' entry points load by themselves).
+    prepared: a forked rank's copy of what the launching process built (prepare_once)."""
+    if prepared is not None:
+        as_if_spawned()
     if int(os.environ.get("RANK", "0")) == 0:
         handler = logging.FileHandler(Path(run_dir) / "train.log")
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
@@ -178,7 +235,7 @@ def rank_entry(cfg: TrainConfig, run_dir: str, hook: tuple | None, show: bool,
     try:
         for f in plugin_files or []:
             plugins.load_file(f)
-        return run_rank(cfg, Path(run_dir), hook, show)
+        return run_rank(cfg, Path(run_dir), hook, show, prepared)
     except ConfigError as ex:
         return {"config_error": str(ex)}
     except Preempted:  # rank 0 wrote last.pt; every rank stopped at the same step. Exit now: a returned value
@@ -198,17 +255,17 @@ def join(cfg: TrainConfig) -> Rank:
     return Rank(dist.get_rank(), dist.get_world_size(), local, device)
 
 
-def run_rank(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> dict | None:
-    """Train this rank's shard; rank 0 writes the run dir and returns the summary."""
+def run_rank(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool,
+             prepared: Prepared | None = None) -> dict | None:
+    """Train this rank's shard (prepared: built by the launching process); rank 0 writes the run dir and returns the
+    summary."""
     r = join(cfg)
     try:
-        if cfg.trainer.threads is None and r.device.type == "cpu":  # the ranks share the machine's cores
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", r.world))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         t = cfg.trainer
-        # the schedule counts global batches (batch_size x world); each rank fits batch_size examples per step
-        p = prepare_in_turn(replace(cfg, trainer=replace(t, device=str(r.device), batch_size=t.batch_size * r.world)),
-                            r)
+        if r.device.type == "cpu":  # the ranks share the machine's cores
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", r.world))
+            torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // local_world))
+        p = prepared if prepared is not None else prepare_in_turn(rank_config(cfg, r.device, r.world), r)
         weights = shard(p, r, cfg)
         callbacks: list[Callback] = [ReduceLogs(weights), Decisions()]
         if r.rank == 0 and hook is not None:
@@ -222,17 +279,22 @@ def run_rank(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) ->
 
 
 def prepare_in_turn(cfg: TrainConfig, r: Rank) -> Prepared:
-    """Rank 0 prepares first (a data set is downloaded once), then the others; a config mistake stops them all."""
-    p, error = None, [None]
-    if r.rank == 0:
+    """Every rank builds its data, model and optimizer at once; where loading may write shared files (a download of
+    MNIST/CIFAR, a plug-in data set's own loader) rank 0 goes first and the others wait. A config mistake stops
+    them all with rank 0's sentence (or the first rank's that has one)."""
+    first = cfg.data.name in WRITING_DATA or plugins.get("datasets", cfg.data.name) is not None
+    p, error = None, None
+    if r.rank == 0 or not first:
         try:
             p = prepare(cfg)
         except ConfigError as ex:
-            error = [str(ex)]
-    dist.broadcast_object_list(error, src=0)
-    if error[0] is not None:
-        raise ConfigError(error[0])
-    return p if p is not None else prepare(cfg)
+            error = str(ex)
+    errors: list = [None] * r.world
+    dist.all_gather_object(errors, error)
+    if any(e is not None for e in errors):
+        raise ConfigError(next(e for e in errors if e is not None))
+    p = p if p is not None else prepare(cfg)
+    return p
 
 
 def shard(p: Prepared, r: Rank, cfg: TrainConfig) -> Weights:

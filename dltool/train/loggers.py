@@ -7,6 +7,7 @@ figures (update_ratios.png, histograms.png, filters.png) are drawn once, at the 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ from dltool.errors import ConfigError
 from dltool.plots import read_png
 from dltool.plots_signals import MAX_TILES, filter_grid, filters, histograms, update_ratios
 from dltool.train.callbacks import LAST, REPORT, Callback, FitState, MetricsCSV, Monitor
-from dltool.train.deferred import run_later
+from dltool.train.deferred import after_exit, detaching, run_later
 from dltool.train.signals import COLUMNS, Signals, sample
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class CSVLogger(MetricsCSV):
 
 
 class SignalPlots(Callback):
-    """update_ratios.png, histograms.png and filters.png at the end of fit (also after Ctrl-C)."""
+    """update_ratios.png, histograms.png and filters.png at the end of fit (after Ctrl-C too, as the process exits)."""
 
     priority = REPORT
 
@@ -119,7 +120,8 @@ class SignalPlots(Callback):
             except Exception:  # noqa: BLE001 - a figure must never cost the run
                 log.warning("could not draw the signal figures", exc_info=True)
 
-        run_later(draw)  # now, or in a sweep while the next job trains (dltool/train/deferred.py)
+        # now; in a sweep while the next job trains; after Ctrl-C as the process exits (dltool/train/deferred.py)
+        (after_exit if state.interrupted else run_later)(draw)
 
 
 def _np(d: dict[str, torch.Tensor], keep: set[str] | None = None) -> dict:
@@ -213,9 +215,10 @@ class TensorBoardLogger(Callback):
         grid, name, _ = first_layer_grid(state.model, self.input_shape)
         if grid is not None:
             w.add_image(f"filters/{name}", grid, state.epoch, dataformats="HWC")
-        curves = self.run_dir / "curves.png"
-        if curves.exists():
-            w.add_image("curves", read_png(curves), state.epoch, dataformats="HWC")
+        if state.interrupted and detaching():  # curves.png is drawn as the process exits: its image then too
+            after_exit(functools.partial(self.curves_image, None, state.epoch))
+        else:
+            self.curves_image(w, state.epoch)
         best = next((h for h in state.history if h["epoch"] == self.m.best_epoch), None)
         metrics = {f"hparam/best_{self.m.monitor}": self.m.best if self.m.best is not None else math.nan}
         if best is not None:
@@ -224,6 +227,17 @@ class TensorBoardLogger(Callback):
         w.add_hparams(hparams(self.run_dir, self.cfg), metrics, run_name=".", global_step=state.epoch)
         w.close()
         self.writer = None
+
+    def curves_image(self, w: SummaryWriter | None, step: int) -> None:
+        """curves.png as the "curves" image; w None: a writer of its own (one more event file in the run dir)."""
+        curves = self.run_dir / "curves.png"
+        if not curves.exists():
+            return
+        own = w is None
+        w = w or SummaryWriter(log_dir=str(self.run_dir))
+        w.add_image("curves", read_png(curves), step, dataformats="HWC")
+        if own:
+            w.close()
 
 
 def _histogram(w: SummaryWriter, tag: str, values: torch.Tensor, step: int) -> None:

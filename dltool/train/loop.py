@@ -195,6 +195,9 @@ def fit(s: Setup, data: DataBundle, state: FitState, callbacks: list[Callback], 
         cb.on_fit_start(state)
     try:
         run_plan(s, data, state, callbacks, batch_size, generator, plan, scaler, on_batch if per_batch else None)
+    except KeyboardInterrupt:
+        state.interrupted = True
+        raise
     finally:  # also after Ctrl-C or an error: curves.png, figures and event files of the epochs run
         for cb in callbacks:
             cb.on_fit_end(state)

@@ -77,11 +77,22 @@ def check_trainer(cfg: TrainConfig) -> None:
     check_threshold(t.threshold)
 
 
+# whether this process has built a model with torch on more than one thread: a process forked after that hangs in
+# its first parallel kernel (OpenMP's thread team does not survive fork); DDP ranks are then spawned
+# (train/distributed.py start_method)
+_THREADED: list[bool] = [False]
+
+
+def threaded_here() -> bool:
+    return _THREADED[0]
+
+
 def build_parts(cfg: TrainConfig) -> Parts:
     """Seed, pick the device, build and check data, model (+ init, fine-tuning), penalty and loss."""
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(t.threads)
+    _THREADED[0] = _THREADED[0] or torch.get_num_threads() > 1
     check_trainer(cfg)
     seed_everything(t.seed)
     device = pick_device(t.device)
