@@ -1,6 +1,6 @@
 """dltool's speed suite: each case measures dltool against its baseline in one run, alternating rounds (medians).
 
-    python scripts/bench.py                       # all 11 cases, CPU
+    python scripts/bench.py                       # cases 1-12, CPU (13, the whole test suite: --cases 13)
     python scripts/bench.py --cases 1,2 --rounds 3
     python scripts/bench.py --quick               # tiny sizes: a smoke test (the test suite runs this)
     python scripts/bench.py --device cuda         # cases 1-4 on a GPU: data on the device, trainer.precision=bf16
@@ -18,6 +18,8 @@ Cases (ratio = dltool / baseline unless said otherwise):
      (import torch, build the model, train one epoch, save): the difference                    target <= +1.0 s
   6-11 the fixed costs of issue 22 (main job, sweep, small commands, terminal, CSV, DDP start-up): see
      scripts/bench_fixed.py
+  12 the default test tier's wall time on 2 workers                                             target < 60 s
+  13 the whole test suite's wall time on 2 workers (~15 min a round; not in the default --cases)  target < 8 min
 Every per-epoch time drops each run's first (warm-up) epoch. Ends with a Markdown table for README's Speed section.
 """
 
@@ -164,7 +166,7 @@ def seconds_row(case: str, what: str, values: list[float], limit: float) -> Row:
                f"min {min(values):.2f} median {med:.2f} max {max(values):.2f} s")
 
 
-def cases6to11(case: str, args, tmp: Path) -> list[Row]:
+def cases6to13(case: str, args, tmp: Path) -> list[Row]:
     rounds = args.rounds
     if case == "6":
         epochs = 2 if args.quick else 30
@@ -198,7 +200,15 @@ def cases6to11(case: str, args, tmp: Path) -> list[Row]:
                     f"{statistics.median(s.ddp):.2f} s", f"{statistics.median(s.one):.2f} s", statistics.median(ratios),
                     "-", True, f"DDP {bf.fmt(s.ddp, 's')}, one process {bf.fmt(s.one, 's')}; ratio min "
                     f"{min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")]
-    raise SystemExit(f"--cases: unknown case {case!r}; valid: 1-11.")
+    if case in ("12", "13") and args.quick:  # the slow test suite runs --quick: not the suite inside itself
+        print(f"case {case} (the test suite's own time) is left out with --quick.", flush=True)
+        return []
+    if case == "12":
+        return [seconds_row("12", "default test tier (`pytest -q -m 'not slow' -n 2`), wall",
+                            bf.suite_seconds(rounds, "not slow"), 60.0)]
+    if case == "13":
+        return [seconds_row("13", "whole test suite (`pytest -q -n 2`), wall", bf.suite_seconds(rounds, None), 480.0)]
+    raise SystemExit(f"--cases: unknown case {case!r}; valid: 1-13.")
 
 
 def show(row: Row) -> None:
@@ -209,7 +219,8 @@ def show(row: Row) -> None:
 def table(rows: list[Row]) -> str:
     lines = ["| case | what | dltool | baseline | ratio | target |", "|---|---|---|---|---|---|"]
     for r in rows:
-        figure = r.spread if r.case == "5" or r.case.startswith(("9", "11")) else f"{r.ratio:.2f}x ({r.spread})"
+        seconds = r.case == "5" or r.case.startswith(("9", "11", "12", "13"))
+        figure = r.spread if seconds else f"{r.ratio:.2f}x ({r.spread})"
         lines.append(f"| {r.case} | {r.what} | {r.ours} | {r.theirs} | {figure} | {r.target} "
                      f"{'(met)' if r.met else '(not met)'} |")
     return "\n".join(lines)
@@ -239,7 +250,7 @@ def run_cases(args, tmp: Path) -> list[Row]:
         elif case == "5":
             print("case 5 runs on the CPU only (start-up does not depend on the device); left out with --device cuda.")
         else:
-            got = cases6to11(case, args, tmp)
+            got = cases6to13(case, args, tmp)
             rows += got
             for row in got:
                 show(row)
@@ -251,7 +262,7 @@ def run_cases(args, tmp: Path) -> list[Row]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11",
+    ap.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12",
                     help="comma-separated case numbers 1-11 (default: all; 11: DDP start-up, 2 CPU ranks)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per case (medians over them)")
     ap.add_argument("--epochs", type=int, default=6, help="epochs per run in cases 1 and 4 (first one dropped)")

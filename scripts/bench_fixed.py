@@ -285,3 +285,10 @@ def case10(rounds: int, tmp: Path) -> Pair:
 
     got = alternate(rounds, ours, theirs)
     return Pair([a for a, _ in got], [b for _, b in got])
+
+
+def suite_seconds(rounds: int, marker: str | None) -> list[float]:
+    """Wall seconds of the test suite (or the tier `-m marker`) run as CI runs it, on 2 xdist workers."""
+    tier = ["-m", marker] if marker else []
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *tier]
+    return [measure(cmd, HERE.parent)[0] for _ in range(rounds)]
