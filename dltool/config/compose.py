@@ -297,7 +297,8 @@ def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrid
     multirun = any(o in MULTIRUN_FLAGS for o in overrides)
     overrides = [o for o in overrides if o not in MULTIRUN_FLAGS]
     overrides = ([*DLTOOL_LOGGING] if extra_dir else []) + overrides
-    if not any(a.startswith("hydra.job.name=") for a in overrides):
+    named = any(a.startswith("hydra.job.name=") for a in overrides)  # the user's name wins
+    if not named:
         overrides.append(f"hydra.job.name={job}")
     GlobalHydra.instance().clear()
     app = Hydra(task_name=f"dltool-{job}", config_loader=SweepLoader(search_path(extra_dir)))
@@ -309,7 +310,7 @@ def launch(task: Callable[[Any], Any], name: str, extra_dir: str | None, overrid
             elif composed is None:
                 run_and_report(lambda: app.run(config_name=name, task_function=task, overrides=overrides).return_value)
             else:
-                run_and_report(lambda: run_composed(app, composed, task, job, overrides))
+                run_and_report(lambda: run_composed(app, composed, task, None if named else job))
     finally:
         GlobalHydra.instance().clear()
         close_log_files()
@@ -322,12 +323,13 @@ def at_run_dir(cfg: Any, run_dir: Path) -> Any:
     return cfg
 
 
-def run_composed(app: Any, cfg: Any, task: Callable[[Any], Any], job: str, overrides: list[str]) -> Any:
+def run_composed(app: Any, cfg: Any, task: Callable[[Any], Any], job: str | None) -> Any:
     """Hydra.run's steps on a config composed before: its logging, its callbacks (none: dltool refuses
-    hydra.callbacks), the job in hydra.run.dir; the task's exception is raised here as Hydra.run raises it."""
+    hydra.callbacks), the job in hydra.run.dir; the task's exception is raised here as Hydra.run raises it.
+    job: hydra.job.name (None: the one the user gave)."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.mode = RunMode.RUN
-        if not any(a.startswith("hydra.job.name=") for a in overrides):
+        if job is not None:
             cfg.hydra.job.name = job
     configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
     callbacks = Callbacks(cfg)
