@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from dltool.cli import main
 from dltool.config.compose import config_dir
 from dltool.config.schema import TrainConfig, register_schemas, validate
+from dltool.train import deferred
 from dltool.train.run import train
 
 torch.set_num_threads(1)  # tests run side by side on 2 cores; one thread each is fastest overall
@@ -116,6 +117,19 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) 
     full_env = {**os.environ, "DLTOOL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "160", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dltool", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def console_ranks():
+    """DDP's CPU ranks forked from what this process built, as the console script starts them (dltool/cli.py main),
+    instead of spawned as a Python caller's are: each spawned rank imports torch and dltool again (3-6 s on 2
+    cores). tests/test_distributed.py checks that forked and spawned ranks train bitwise alike; a worker that ran
+    torch on several threads spawns them anyway (distributed.start_method)."""
+    deferred.detach_at_exit(True)
+    try:
+        yield
+    finally:
+        deferred.detach_at_exit(False)
 
 
 @pytest.fixture

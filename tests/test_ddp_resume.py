@@ -111,6 +111,7 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tmp_path, monke
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("console_ranks")
 def test_two_ranks_without_validation_and_with_memory_mapped_arrays_equal_one_process(tmp_path, monkeypatch):
     """Valid input that used to fail under DDP: val_fraction=0 with a train monitor (KeyError) and arrays larger
     than data.memory_cap_mb (AttributeError). Each now equals one process on the global batch; no torchelastic_*

@@ -68,6 +68,7 @@ def test_ranks_above_zero_of_an_external_torchrun_write_nothing(monkeypatch):
 
 # --------------------------------------------------------------------------- 2 ranks on CPU (slow)
 @pytest.mark.slow
+@pytest.mark.usefixtures("console_ranks")
 def test_binary_task_with_the_balanced_sampler_under_two_ranks_equals_one_process(tmp_path):
     """The balanced sampler draws the same global batches under DDP, and every validation metric of the task
     (AUROC, F1, ...) comes from the outputs gathered over both ranks: the same numbers as one process."""
@@ -85,6 +86,7 @@ def test_binary_task_with_the_balanced_sampler_under_two_ranks_equals_one_proces
 
 @pytest.mark.slow
 @pytest.mark.parametrize("average", [[], ["trainer.ema_decay=0.9"]], ids=["plain", "ema"])
+@pytest.mark.usefixtures("console_ranks")
 def test_two_ranks_of_32_equal_one_process_of_64(tmp_path, average):
     """With trainer.ema_decay too (issue 24): every rank averages the same synchronized weights, so the EMA that
     validation, best.pt and last.pt's "model" hold equals one process's."""
@@ -135,6 +137,7 @@ def test_forked_ranks_train_exactly_as_spawned_ones(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("console_ranks")
 def test_resume_under_two_ranks_equals_an_uninterrupted_run(tmp_path):
     two = ["trainer.devices=2", "trainer.device=cpu", "trainer.batch_size=32"]
     train(tmp_path / "whole", *two, "trainer.epochs=3")

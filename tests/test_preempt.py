@@ -114,6 +114,7 @@ def test_dltool_train_gets_a_signal_exits_75_and_resumes_bitwise(tmp_path, sig):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("console_ranks")  # the in-process resume and whole run fork their ranks
 def test_two_gloo_ranks_stop_together_rank0_saves_and_the_resume_is_bitwise(tmp_path):
     args = ("model=mlp", "scheduler=none", "trainer.eval_test=false", "trainer.patience=null", "trainer.batch_size=4",
             "trainer.epochs=5", "trainer.devices=2", "trainer.device=cpu")

@@ -195,6 +195,7 @@ def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_re
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("console_ranks")
 def test_the_recipe_runs_its_searches_and_final_training_on_two_ddp_ranks(cli, tmp_path):
     """trainer.devices=2 (2 gloo CPU ranks): stages 4-6 train data-parallel, each rank half of every epoch's
     20 batches (10 optimizer steps per epoch); stages 1-3 run in this process as the commands do on their own."""
