@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 
 # The console reads its width when dltool is imported: tests read wide tables as a CI log gets them (160 columns,
 # the same as run_cli's subprocesses), also under pytest-xdist, whose workers set COLUMNS=80.
@@ -27,9 +26,17 @@ from dltool.cli import main
 from dltool.config.compose import config_dir
 from dltool.config.schema import TrainConfig, register_schemas, validate
 from dltool.train import deferred
-from dltool.train.run import train
 
-torch.set_num_threads(1)  # tests run side by side on 2 cores; one thread each is fastest overall
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """torch on one thread before any test module is imported (tests run side by side on 2 cores; one thread each
+    is fastest overall). Not in pytest-xdist's controller, which only hands tests out: it never imports torch nor
+    dltool's train path (4 s of CPU the workers would share while they collect)."""
+    if session.config.pluginmanager.has_plugin("dsession"):
+        return
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # Hydra's compose costs ~0.15 s (more under load) and the tests compose the same few configs hundreds of times: the
@@ -139,6 +146,8 @@ def cfg_factory():
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` need CUDA: skipped (with the reason shown) on a machine without it."""
+    import torch
+
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
@@ -152,6 +161,8 @@ def default_run_3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One three-epoch default run (cnn_digits, adam, cosine), trained once per session (per xdist worker) for
     test_evaluate, test_signals, test_predict, test_export and test_finetune. Modules take a copy
     (`copy_of_default_run`), so what one writes into its run dir (export/, eval files) never meets another's."""
+    from dltool.train.run import train
+
     run = tmp_path_factory.mktemp("default_run_3") / "run"
     train(make_config("trainer.epochs=3", "trainer.progress=false"), run)
     return run

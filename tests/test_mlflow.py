@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-mlflow = pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
-
 ARGS = ("model=mlp", "trainer.epochs=2", "data.subset=300", "trainer.diagnostics=false",
         "trainer.loggers=[csv,mlflow]")
+
+
+@pytest.fixture(scope="module")
+def mlflow():
+    """MLflow, imported by the tests that read it back (at the module's top, every pytest-xdist worker would import
+    it while collecting, about a second each, also when these slow tests are deselected)."""
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("mlflow.tracking")
+    return mlflow
 
 
 def flat(d, prefix=""):
@@ -30,13 +36,13 @@ def flat(d, prefix=""):
 
 
 @pytest.mark.slow
-def test_a_run_holds_params_metrics_artifacts_and_provenance_tags(tmp_path, cli):
+def test_a_run_holds_params_metrics_artifacts_and_provenance_tags(tmp_path, cli, mlflow):
     ran = cli("train", *ARGS, "hydra.run.dir=run")
     assert ran.returncode == 0, ran.stderr
     run_dir = tmp_path / "run"
     ids = json.loads((run_dir / "mlflow.json").read_text())
     assert ids["uri"] == f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"  # the default store, inside outputs/
-    client = MlflowClient(tracking_uri=ids["uri"])
+    client = mlflow.tracking.MlflowClient(tracking_uri=ids["uri"])
     run = client.get_run(ids["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
     assert client.get_experiment(run.info.experiment_id).name == "mlp_digits"
@@ -61,14 +67,14 @@ def test_a_run_holds_params_metrics_artifacts_and_provenance_tags(tmp_path, cli)
 
 
 @pytest.mark.slow
-def test_a_sweep_is_a_parent_run_with_one_child_per_job_and_a_set_uri_is_used(tmp_path, cli):
+def test_a_sweep_is_a_parent_run_with_one_child_per_job_and_a_set_uri_is_used(tmp_path, cli, mlflow):
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     ran = cli("train", "-m", *ARGS, "trainer.epochs=1", f"trainer.mlflow_uri={uri}", "trainer.seed=0,1",
               f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     parent = json.loads((tmp_path / "sweep" / "mlflow.json").read_text())
     assert parent["uri"] == uri and not (tmp_path / "outputs" / "mlflow.db").exists()
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     assert client.get_run(parent["run_id"]).info.status == "FINISHED"
     children = client.search_runs([parent["experiment_id"]],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'")
