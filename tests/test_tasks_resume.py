@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from dltool.train import checkpoint
-from tests.conftest import run_cli
 
 COMMON = ("trainer.threads=1", "trainer.diagnostics=false", "trainer.loggers=[csv]", "trainer.checkpoint_every=5",
           "trainer.val_every=100", "trainer.patience=null", "model=mlp")
@@ -61,15 +60,16 @@ def rows(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(RUNS))
-def test_kill_9_and_resume_is_bitwise(kind, tmp_path):
+def test_kill_9_and_resume_is_bitwise(kind, tmp_path, cli):
+    """Only the killed run is a process of its own; the uninterrupted run and the resume run in this one."""
     keys = RUNS[kind]
-    straight = run_cli("train", *keys, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    straight = cli("train", *keys, f"hydra.run.dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr
     killed = tmp_path / "killed"
     step = kill_mid_run(keys, killed, tmp_path)
     total = int(next(k for k in keys if k.startswith("trainer.max_steps=")).split("=")[1])
     assert 0 < step < total and not (killed / "summary.json").exists()
-    resumed = run_cli("train", f"resume={killed}", cwd=tmp_path)  # the run's own config.yaml
+    resumed = cli("train", f"resume={killed}")  # the run's own config.yaml
     assert resumed.returncode == 0, resumed.stderr
     a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = checkpoint.load(killed / "checkpoints" / "last.pt")
