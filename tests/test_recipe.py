@@ -169,8 +169,8 @@ def test_the_default_digits_recipe_passes_every_stage_within_its_budget(cli, tmp
 
 
 @pytest.mark.slow
-def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_rest(tmp_path):
-    """The real console command, killed with SIGKILL once the final run wrote last.pt, then `resume=`."""
+def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_rest(tmp_path, cli):
+    """The real console command, killed with SIGKILL once the final run wrote last.pt, then `resume=` (in-process)."""
     args = [a for a in TINY if not a.startswith("recipe.final_epochs")] + ["recipe.final_epochs=60",
                                                                            "trainer.patience=null", "recipe.out_dir=r"]
     env = {**os.environ, "DLTOOL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
@@ -184,7 +184,7 @@ def test_a_recipe_killed_in_its_final_training_resumes_that_run_and_skips_the_re
     proc.wait()
     assert last.is_file() and not (tmp_path / "r" / "6_final" / "summary.json").exists()
     before = fingerprint(tmp_path / "r" / "4_coarse")
-    done = run_cli("recipe", "resume=r", cwd=tmp_path)
+    done = cli("recipe", "resume=r")
     assert done.returncode == 0, done.stdout + done.stderr
     state = json.loads((tmp_path / "r" / "recipe_state.json").read_text())
     assert len(state["stages"]) == 7 and all(s["passed"] for s in state["stages"])
