@@ -112,3 +112,26 @@ def test_in_process_the_figures_are_drawn_before_the_exception(tmp_path):
               extra_callbacks=[InterruptAt(2)])
     for f in FIGURES:
         assert (tmp_path / f).stat().st_size > 3000, f
+
+
+def test_ctrl_c_during_a_checkpoint_write_takes_effect_once_the_file_is_written(tmp_path, monkeypatch):
+    """SIGINT delivered inside torch.save: the checkpoint is completed and renamed into place, then KeyboardInterrupt
+    (it used to surface as torch's RuntimeError 'unexpected pos' with a traceback, no file and no Ctrl-C ending)."""
+    from dltool.train import checkpoint
+
+    real_save = torch.save
+
+    def interrupted_save(obj, f):
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode: inside torch.save
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    state = {"model": {"w": torch.arange(100_000, dtype=torch.float32)}, "epoch": 3}
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(state, tmp_path / "last.pt")
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], state["model"]["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+    monkeypatch.setattr(torch, "save", real_save)
+    checkpoint.copy_file(tmp_path / "last.pt", tmp_path / "best.pt")  # nothing pending: no KeyboardInterrupt
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "last.pt").read_bytes()
