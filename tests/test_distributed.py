@@ -91,8 +91,11 @@ def test_two_ranks_of_32_equal_one_process_of_64(tmp_path, average):
     """With trainer.ema_decay too (issue 24): every rank averages the same synchronized weights, so the EMA that
     validation, best.pt and last.pt's "model" hold equals one process's."""
     train(tmp_path / "one", "trainer.devices=1", "trainer.batch_size=64", "trainer.epochs=1", *average)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)]
     train(tmp_path / "two", "trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=1", "trainer.device=cpu",
           *average)
+    # the launcher put back the handlers torch.distributed.elastic replaced: Ctrl-C is KeyboardInterrupt again here
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)] == handlers
     if average:  # the EMA is what is compared, not the raw weights
         ck = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
         assert int(ck["average"]["n_averaged"]) == 20  # one epoch: 1221 examples, 20 global batches of 64

@@ -125,13 +125,19 @@ def test_ctrl_c_during_a_checkpoint_write_takes_effect_once_the_file_is_written(
         os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode: inside torch.save
         real_save(obj, f)
 
-    monkeypatch.setattr(torch, "save", interrupted_save)
-    state = {"model": {"w": torch.arange(100_000, dtype=torch.float32)}, "epoch": 3}
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(state, tmp_path / "last.pt")
-    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], state["model"]["w"])
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
-    monkeypatch.setattr(torch, "save", real_save)
-    checkpoint.copy_file(tmp_path / "last.pt", tmp_path / "best.pt")  # nothing pending: no KeyboardInterrupt
-    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "last.pt").read_bytes()
+    # Python's own Ctrl-C handler, as in the console script: an earlier in-process DDP launch in this test worker
+    # may have left torch.distributed.elastic's handler installed, which a checkpoint write leaves alone
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(torch, "save", interrupted_save)
+        state = {"model": {"w": torch.arange(100_000, dtype=torch.float32)}, "epoch": 3}
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save(state, tmp_path / "last.pt")
+        assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], state["model"]["w"])
+        assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+        monkeypatch.setattr(torch, "save", real_save)
+        checkpoint.copy_file(tmp_path / "last.pt", tmp_path / "best.pt")  # nothing pending: no KeyboardInterrupt
+        assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "last.pt").read_bytes()
+    finally:
+        signal.signal(signal.SIGINT, previous)

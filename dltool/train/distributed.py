@@ -148,6 +148,7 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
                  "torch.distributed.elastic.multiprocessing.api"):  # RankFailed / Preempted say it in one sentence
         logging.getLogger(name).setLevel(logging.CRITICAL)
     requeue = signal.getsignal(sub) if sub is not None else None  # submitit's handler, before elastic replaces it
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in forwarded}  # elastic leaves its own set
     try:
         results = elastic_launch(config, rank_entry)(cfg, str(run_dir), hook, show,
                                                      plugins.loaded_files() if method == "spawn" else None, ready)
@@ -161,6 +162,9 @@ def launch(cfg: TrainConfig, run_dir: Path, hook: tuple | None, show: bool) -> d
         raise Preempted(ex.sigval, run_dir, requeue if ex.sigval == sub and callable(requeue) else None) from None
     finally:
         shutil.rmtree(logs, ignore_errors=True)  # no torchelastic_* folder left in the temp directory
+        for name, handler in handlers.items():  # Ctrl-C: KeyboardInterrupt again in a Python caller, a sweep's next job
+            if handler is not None:  # None: a handler not set from Python, nothing to put back
+                signal.signal(getattr(signal, name), handler)
     out = results[0]
     if isinstance(out, dict) and "config_error" in out:
         raise ConfigError(out["config_error"])
