@@ -92,7 +92,7 @@ def classification(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     roc_auc_score(multi_class="ovr"), or of p[:, 1] for two classes), from one confusion matrix and one ranking.
 
     Computed every validation: scikit-learn's four calls validate their inputs and build a ROC curve per class
-    (19 ms on the 270 validation digits; this: 0.3 ms). tests/test_metrics.py compares them with scikit-learn.
+    (19 ms on the 270 validation digits; this: about 1 ms). tests/test_metrics.py compares them with scikit-learn.
     AUROC is the Mann-Whitney statistic, the trapezoid area of the ROC curve: (rank sum of the class's own
     examples - n(n+1)/2) / (n * (N - n)), ties at their average rank (scipy's rankdata)."""
     n, c = p.shape
