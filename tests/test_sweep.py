@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 
 from dltool.commands.sweep import compose_full, plan
 from dltool.commands.sweep_report import parse_spaces, report
+from dltool.config.compose import SweepLoader, search_path
 from dltool.errors import ConfigError
 from tests.conftest import make_config, run_cli
 
@@ -272,3 +275,28 @@ def test_cmaes_sampler_runs_several_trials(tmp_path):
     assert len(rows) == 3 and all(x["status"] == "ok" for x in rows)
     assert len({x["optimizer.lr"] for x in rows}) == 3  # three different points of the search space
     assert len(trials(sweep / "optuna.db")) == 3
+
+
+def test_a_copy_of_the_sweep_loader_leaves_its_cache_behind_while_trial_threads_fill_it():
+    """The joblib launcher deep-copies Hydra's singletons (the app and its config loader) for every job, while the
+    Optuna sweeper's other trial threads add their jobs' configs to the loader's cache: the copy must not iterate
+    that cache (it raised 'dictionary changed size during iteration' in a 2-thread random search)."""
+    loader = SweepLoader(search_path(None))
+    loader.composed[("optimizer.lr=0.1",)] = {"a": 1}
+    assert copy.deepcopy(loader).composed == {} and loader.composed == {("optimizer.lr=0.1",): {"a": 1}}
+    stop = threading.Event()
+
+    def fill() -> None:
+        i = 0
+        while not stop.is_set():
+            loader.composed[(f"optimizer.lr={i}",)] = {"a": i}
+            i += 1
+
+    thread = threading.Thread(target=fill)
+    thread.start()
+    try:
+        copies = [copy.deepcopy(loader) for _ in range(200)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(c.composed == {} for c in copies) and len(loader.composed) > 1

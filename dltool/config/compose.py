@@ -273,6 +273,12 @@ class SweepLoader(ConfigLoaderImpl):
             self.composed[key] = super().load_sweep_config(master_config, sweep_overrides)
         return copy.deepcopy(self.composed[key])  # the launcher writes hydra.job.num into its copy
 
+    def __getstate__(self) -> dict:
+        """Copies (the joblib launcher deep-copies Hydra's singletons for every job it starts, while the Optuna
+        sweeper's other trial threads compose theirs) start without the cache: iterating it while another thread
+        adds a job raised 'dictionary changed size during iteration'."""
+        return {**self.__dict__, "composed": {}}
+
 
 def search_path(extra_dir: str | None) -> Any:
     """dltool's configs, with a user's config file's folder in front (what Hydra's --config-dir does)."""
