@@ -119,8 +119,8 @@ def test_forked_ranks_train_exactly_as_spawned_ones(tmp_path):
     console command (a process of its own, so no earlier test's torch threads keep it from forking)."""
     two = ["trainer.devices=2", "trainer.batch_size=32", "trainer.epochs=2", "trainer.device=cpu"]
     train(tmp_path / "spawned", *two)
-    forked = run_cli("train", *BASE, *two, f"hydra.run.dir={tmp_path / 'forked'}", cwd=tmp_path)
-    assert forked.returncode == 0, forked.stderr
+    ran = run_cli("train", *BASE, *two, f"hydra.run.dir={tmp_path / 'forked'}", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
     spawned, forked = weights(tmp_path / "spawned"), weights(tmp_path / "forked")
     for k in spawned:
         assert torch.equal(spawned[k], forked[k]), k

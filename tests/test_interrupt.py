@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dltool.train import deferred
+from dltool.train import checkpoint, deferred
 from dltool.train.callbacks import Callback
 from dltool.train.run import train
 from tests.conftest import make_config
@@ -117,8 +117,6 @@ def test_in_process_the_figures_are_drawn_before_the_exception(tmp_path):
 def test_ctrl_c_during_a_checkpoint_write_takes_effect_once_the_file_is_written(tmp_path, monkeypatch):
     """SIGINT delivered inside torch.save: the checkpoint is completed and renamed into place, then KeyboardInterrupt
     (it used to surface as torch's RuntimeError 'unexpected pos' with a traceback, no file and no Ctrl-C ending)."""
-    from dltool.train import checkpoint
-
     real_save = torch.save
 
     def interrupted_save(obj, f):

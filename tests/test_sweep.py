@@ -286,10 +286,11 @@ def test_a_copy_of_the_sweep_loader_leaves_its_cache_behind_while_trial_threads_
     assert copy.deepcopy(loader).composed == {} and loader.composed == {("optimizer.lr=0.1",): {"a": 1}}
     stop = threading.Event()
 
-    def fill() -> None:
+    def fill() -> None:  # the cache's size changes all the time, its memory stays bounded
         i = 0
         while not stop.is_set():
-            loader.composed[(f"optimizer.lr={i}",)] = {"a": i}
+            loader.composed[(f"optimizer.lr={i % 64}",)] = {"a": i}
+            loader.composed.pop((f"optimizer.lr={(i + 32) % 64}",), None)
             i += 1
 
     thread = threading.Thread(target=fill)
